@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The one command that runs every test: installs test dependencies (as root),
+# then runs go test over the whole module. .ci/run calls exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash e2e/setup.sh
+go vet ./...
+exec go test -count=1 -timeout 20m ./... "$@"

@@ -1,0 +1,139 @@
+package relay
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"net/netip"
+	"time"
+)
+
+// Listener is one address turnd serves STUN/TURN on.
+type Listener struct {
+	// Network is "udp", "tcp" or "tls".
+	Network string
+	// Addr is host:port. Port 0 picks a free port (tests); the bound address
+	// is reported by Server.Addrs. For "udp", Config.UDPSockets sockets
+	// share the address with SO_REUSEPORT.
+	Addr string
+}
+
+// User is a static long-term credential. Key is the RFC 8489 key
+// MD5(username:realm:password), as coturn's `turnadmin -k` prints it.
+type User struct {
+	Name string
+	Key  []byte
+}
+
+// Config configures a Server. The zero value of every field is a working
+// default, except that some authentication (Users or Secrets) is required.
+type Config struct {
+	// Realm is the long-term credential realm. Default "rtcsuite".
+	Realm string
+
+	// Listeners are the sockets to serve. Default: UDP and TCP on
+	// 0.0.0.0:3478 (and [::]:3478 when the host has IPv6), plus TLS on
+	// :5349 when Certificate is set.
+	Listeners []Listener
+	// UDPSockets is how many SO_REUSEPORT sockets share each UDP listener
+	// address, so the kernel spreads clients across cores. Default
+	// runtime.NumCPU().
+	UDPSockets int
+	// Certificate serves the "tls" listeners. GetCertificate, when set, is
+	// used instead, so callers can swap certificates (SIGHUP) live.
+	Certificate    *tls.Certificate
+	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+
+	// RelayIPv4 and RelayIPv6 are the local addresses relay sockets bind.
+	// Default: the listener's address when it is specific, else the first
+	// non-loopback address of that family (loopback if there is none).
+	RelayIPv4, RelayIPv6 netip.Addr
+	// ExternalIPv4 and ExternalIPv6 are advertised in XOR-RELAYED-ADDRESS
+	// (and RFC 5780 attributes) instead of the bound address, for hosts
+	// behind 1:1 NAT such as cloud VMs. Unset means advertise the bound one.
+	ExternalIPv4, ExternalIPv6 netip.Addr
+	// MinPort and MaxPort bound relay ports. Default 49152-65535.
+	MinPort, MaxPort int
+
+	// Users are static long-term credentials, by name.
+	Users []User
+	// Secrets are TURN REST API shared secrets (coturn's
+	// static-auth-secret). Every one is accepted, so an operator rotates by
+	// adding the new secret, moving minting over, then removing the old one.
+	Secrets [][]byte
+	// MaxSessionLength bounds how long an allocation made with a REST
+	// credential keeps refreshing after the credential expires. Default 12h.
+	// An expired REST credential can never create an allocation.
+	MaxSessionLength time.Duration
+
+	// Peers is the peer address policy. The zero value denies every
+	// special-purpose range (loopback, private, link-local, CGNAT, ...).
+	Peers PeerPolicy
+
+	// UserQuota, SourceQuota and TotalQuota cap simultaneous allocations per
+	// user, per client source IP and in total. 0 means unlimited. Exceeding
+	// one answers 486 (per user/source) or 508 (total).
+	UserQuota, SourceQuota, TotalQuota int
+	// MaxBPS limits each allocation's relayed bytes per second (both
+	// directions counted separately); UserMaxBPS limits the sum over a user's
+	// allocations. 0 means unlimited. Excess datagrams are dropped and counted.
+	MaxBPS, UserMaxBPS int64
+
+	// UnauthRate is the number of requests without valid credentials one
+	// source IP may send per second (burst 2x), and AuthFailRate the number
+	// of failed authentications per minute. Defaults 50/s and 30/min;
+	// negative disables.
+	UnauthRate, AuthFailRate float64
+
+	// AllocationLifetime is the default allocation lifetime. Default 10m.
+	AllocationLifetime time.Duration
+
+	// RFC5780 enables NAT behaviour discovery answers (off by default since
+	// it raises the amplification factor). Without it a Binding request
+	// carrying CHANGE-REQUEST is answered 420.
+	RFC5780 *RFC5780Config
+
+	// DrainTimeout bounds how long Run waits for allocations to end after
+	// its context is cancelled. Default 30s.
+	DrainTimeout time.Duration
+
+	// AdminPorts are extra local ports (the admin HTTP listener) that peers
+	// may never reach through the relay. Listener ports are added
+	// automatically.
+	AdminPorts []int
+
+	// Logger receives structured logs; never credentials. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// PeerPolicy decides which peer addresses allocations may reach.
+// Allowed prefixes win over Denied ones and over the built-in deny list, as
+// coturn's allowed-peer-ip does.
+type PeerPolicy struct {
+	// Allowed are operator exceptions (coturn allowed-peer-ip).
+	Allowed []netip.Prefix
+	// Denied are extra denied ranges (coturn denied-peer-ip).
+	Denied []netip.Prefix
+	// AllowLoopback and AllowPrivate open the loopback and RFC 1918 / ULA
+	// ranges (development and tests only).
+	AllowLoopback, AllowPrivate bool
+}
+
+// RFC5780Config enables RFC 5780 NAT behaviour discovery. It needs the
+// primary UDP listener bound to an explicit IP (a wildcard socket can answer
+// from the wrong address) plus a second IP and a second port: answers to
+// CHANGE-REQUEST leave from the socket the client asked for, and every
+// Binding answer carries OTHER-ADDRESS and RESPONSE-ORIGIN.
+type RFC5780Config struct {
+	// AlternateIP is a second local IP of the same family as the primary
+	// UDP listener.
+	AlternateIP netip.Addr
+	// AlternatePort is the second port, bound on both IPs. Default: the
+	// primary port + 1.
+	AlternatePort int
+	// AdvertisedAlternateIP replaces AlternateIP in OTHER-ADDRESS and
+	// RESPONSE-ORIGIN behind 1:1 NAT (the primary uses ExternalIPv4/6).
+	AdvertisedAlternateIP netip.Addr
+	// Rate caps Binding answers per second per source IP on the three extra
+	// sockets (burst 2x). Default 20; negative disables.
+	Rate float64
+}
