@@ -1,0 +1,152 @@
+package relay
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// errPeerDenied is returned for relay traffic to a peer the policy refuses.
+var errPeerDenied = errors.New("relay: peer address denied by policy")
+
+// relayPacketConn is one UDP allocation's relay socket. Every datagram
+// leaving it is checked against the peer policy (permissions alone are per
+// IP and were granted under the policy of their time), counted, and held to
+// the allocation's and user's bandwidth limits.
+type relayPacketConn struct {
+	net.PacketConn
+	s     *Server
+	bw    *bandwidth
+	addrs []netip.AddrPort // registered in the relay set
+
+	// The peer last allowed, under which policy: a call usually talks to
+	// one peer, so the policy walk runs once per peer, not per packet.
+	lastPeer   netip.AddrPort
+	lastPolicy *peerPolicy
+
+	closeOnce sync.Once
+}
+
+func toAddrPort(a net.Addr) netip.AddrPort {
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		return a.AddrPort()
+	case *net.TCPAddr:
+		return a.AddrPort()
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+// WriteTo sends client data to a peer.
+func (c *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	ap := toAddrPort(addr)
+	pol := c.s.policy.Load()
+	if ap != c.lastPeer || pol != c.lastPolicy {
+		if reason := pol.checkAddrPort(ap); reason != "" {
+			c.s.metrics.policyDenials.WithLabelValues(reason).Inc()
+			return 0, errPeerDenied
+		}
+		c.lastPeer, c.lastPolicy = ap, pol
+	}
+	if !c.bw.allowOut(len(p), time.Now()) {
+		c.s.metrics.dropped.WithLabelValues(dropBandwidth).Inc()
+		return len(p), nil // data has no error response: shaping is dropping
+	}
+	n, err := c.PacketConn.WriteTo(p, addr)
+	if err == nil {
+		c.s.metrics.pktsC2P.Inc()
+		c.s.metrics.bytesC2P.Add(float64(n))
+	}
+	return n, err
+}
+
+// ReadFrom receives peer data for the client.
+func (c *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(p)
+		if err != nil {
+			return n, addr, err
+		}
+		if !c.bw.allowIn(n, time.Now()) {
+			c.s.metrics.dropped.WithLabelValues(dropBandwidth).Inc()
+			continue
+		}
+		c.s.metrics.pktsP2C.Inc()
+		c.s.metrics.bytesP2C.Add(float64(n))
+		return n, addr, nil
+	}
+}
+
+func (c *relayPacketConn) Close() error {
+	c.closeOnce.Do(func() {
+		for _, ap := range c.addrs {
+			c.s.policy.Load().removeRelay(ap)
+		}
+		c.bw.release()
+	})
+	return c.PacketConn.Close()
+}
+
+// relayListener is a TCP allocation's relay listener (RFC 6062): peers
+// connect in; inbound connections are counted and limited like datagrams.
+type relayListener struct {
+	net.Listener
+	s         *Server
+	bw        *bandwidth
+	addrs     []netip.AddrPort
+	closeOnce sync.Once
+}
+
+func (l *relayListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	return &relayConn{Conn: c, s: l.s, bw: l.bw.share()}, nil
+}
+
+func (l *relayListener) Close() error {
+	l.closeOnce.Do(func() {
+		for _, ap := range l.addrs {
+			l.s.policy.Load().removeRelay(ap)
+		}
+		l.bw.release()
+	})
+	return l.Listener.Close()
+}
+
+// relayConn is one RFC 6062 peer data connection.
+type relayConn struct {
+	net.Conn
+	s         *Server
+	bw        *bandwidth
+	closeOnce sync.Once
+}
+
+func (c *relayConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.bw.waitIn(n) // TCP can be shaped: wait rather than drop
+		c.s.metrics.pktsP2C.Inc()
+		c.s.metrics.bytesP2C.Add(float64(n))
+	}
+	return n, err
+}
+
+func (c *relayConn) Write(p []byte) (int, error) {
+	c.bw.waitOut(len(p))
+	n, err := c.Conn.Write(p)
+	if n > 0 {
+		c.s.metrics.pktsC2P.Inc()
+		c.s.metrics.bytesC2P.Add(float64(n))
+	}
+	return n, err
+}
+
+func (c *relayConn) Close() error {
+	c.closeOnce.Do(c.bw.release)
+	return c.Conn.Close()
+}

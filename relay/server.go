@@ -1,0 +1,483 @@
+package relay
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/turn/v5"
+)
+
+// connectTimeout bounds an RFC 6062 Connect to a peer.
+const connectTimeout = 10 * time.Second
+
+// ErrClosed is returned by Run after Close.
+var ErrClosed = errors.New("relay: server closed")
+
+// Server is a running STUN/TURN relay. Create it with New.
+type Server struct {
+	cfg Config
+	log *slog.Logger
+
+	creds  atomic.Pointer[credentials]
+	policy atomic.Pointer[peerPolicy]
+	cert   atomic.Pointer[tls.Certificate]
+	getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)
+
+	metrics  *metrics
+	unauth   *ipLimiter
+	authFail *ipLimiter
+	stash    *authStash
+	allocs   *allocTable
+	userBW   *userLimits
+	behavior *behaviorResponder
+	draining atomic.Bool
+	// now is the clock credential expiry is judged by (tests move it).
+	now func() time.Time
+
+	relayBind4, relayBind6 netip.Addr
+
+	turn  *turn.Server
+	addrs []net.Addr
+
+	stop      chan struct{}
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Stats is a point-in-time view of the server, for tests and status pages.
+type Stats struct {
+	ActiveAllocations int
+	TotalAllocations  int64
+	Draining          bool
+}
+
+// New validates cfg, binds every listening socket and starts serving.
+// Errors name every configuration problem at once.
+func New(cfg Config) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("relay config: %w", err)
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		metrics:  newMetrics(),
+		unauth:   newIPLimiter(cfg.UnauthRate, int(2*cfg.UnauthRate)+1),
+		authFail: newIPLimiter(cfg.AuthFailRate/60, int(cfg.AuthFailRate)+1),
+		stash:    newAuthStash(),
+		allocs:   newAllocTable(),
+		userBW:   newUserLimits(cfg.UserMaxBPS),
+		getCert:  cfg.GetCertificate,
+		stop:     make(chan struct{}),
+		now:      time.Now,
+	}
+	s.creds.Store(newCredentials(cfg))
+	if cfg.Certificate != nil {
+		s.cert.Store(cfg.Certificate)
+	}
+
+	pcs, lns, err := s.listen()
+	if err != nil {
+		return nil, err
+	}
+	closeAll := func() {
+		for _, c := range pcs {
+			c.Close()
+		}
+		for _, l := range lns {
+			l.Close()
+		}
+	}
+	if err := s.pickRelayIPs(); err != nil {
+		closeAll()
+		return nil, err
+	}
+	s.policy.Store(newPeerPolicy(cfg.Peers, s.selfPorts(), s.selfIPs()))
+
+	if cfg.RFC5780 != nil {
+		primary := pcs[0].LocalAddr().(*net.UDPAddr)
+		adv := cfg.ExternalIPv4
+		if primary.IP.To4() == nil {
+			adv = cfg.ExternalIPv6
+		}
+		s.behavior, err = newBehaviorResponder(*cfg.RFC5780, primary, adv, s.log)
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("relay: rfc5780: %w", err)
+		}
+		s.behavior.usePrimary(pcs[0])
+		s.metrics.registerBehavior(s.behavior)
+	}
+
+	perm := func(_ net.Addr, peer net.IP) bool {
+		ip, ok := netip.AddrFromSlice(peer)
+		if !ok {
+			return false
+		}
+		pol := s.policy.Load()
+		if s.isRelayIP(ip) {
+			// Another allocation of ours: the per-datagram check admits
+			// exactly the live relay ports on it.
+			return true
+		}
+		if reason := pol.checkIP(ip); reason != "" {
+			s.metrics.policyDenials.WithLabelValues(reason).Inc()
+			return false
+		}
+		return true
+	}
+	gen := generator{s: s}
+	tc := turn.ServerConfig{
+		LoggerFactory:      pionLoggerFactory{log: s.log, metrics: s.metrics},
+		Realm:              cfg.Realm,
+		AuthHandler:        s.authHandler,
+		QuotaHandler:       s.quotaHandler,
+		AllocationLifetime: cfg.AllocationLifetime,
+		EventHandler: turn.EventHandler{
+			OnAllocationCreated: func(src, dst net.Addr, protocol, userID, _ string, _ net.Addr, _ int) {
+				s.allocs.add(src, dst, userID, time.Now())
+				s.metrics.allocationsActive.Inc()
+				s.metrics.allocationsCreated.WithLabelValues(protocol).Inc()
+			},
+			OnAllocationDeleted: func(src, dst net.Addr, _, _, _ string) {
+				s.allocs.remove(src, dst)
+				s.metrics.allocationsActive.Dec()
+			},
+		},
+	}
+	for _, pc := range pcs {
+		tc.PacketConnConfigs = append(tc.PacketConnConfigs, turn.PacketConnConfig{
+			PacketConn: newServerPacketConn(s, pc), RelayAddressGenerator: gen, PermissionHandler: perm,
+		})
+	}
+	for _, l := range lns {
+		tc.ListenerConfigs = append(tc.ListenerConfigs, turn.ListenerConfig{
+			Listener: l, RelayAddressGenerator: gen, PermissionHandler: perm,
+		})
+	}
+	s.turn, err = turn.NewServer(tc)
+	if err != nil {
+		closeAll()
+		if s.behavior != nil {
+			s.behavior.close()
+		}
+		return nil, fmt.Errorf("relay: start pion server: %w", err)
+	}
+	s.wg.Add(1)
+	go s.janitor()
+	return s, nil
+}
+
+func newCredentials(cfg Config) *credentials {
+	c := &credentials{realm: cfg.Realm, users: map[string][]byte{}, maxSession: cfg.MaxSessionLength}
+	for _, u := range cfg.Users {
+		c.users[u.Name] = append([]byte(nil), u.Key...)
+	}
+	for _, sec := range cfg.Secrets {
+		c.secrets = append(c.secrets, append([]byte(nil), sec...))
+	}
+	return c
+}
+
+// listen binds every configured listener.
+func (s *Server) listen() ([]net.PacketConn, []net.Listener, error) {
+	var pcs []net.PacketConn
+	var lns []net.Listener
+	fail := func(err error) ([]net.PacketConn, []net.Listener, error) {
+		for _, c := range pcs {
+			c.Close()
+		}
+		for _, l := range lns {
+			l.Close()
+		}
+		return nil, nil, err
+	}
+	tlsConf := &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+			if s.getCert != nil {
+				return s.getCert(hello)
+			}
+			return s.cert.Load(), nil
+		},
+	}
+	for _, l := range s.cfg.Listeners {
+		switch l.Network {
+		case "udp":
+			conns, err := listenUDPShared(l.Addr, s.cfg.UDPSockets)
+			if err != nil {
+				return fail(err)
+			}
+			pcs = append(pcs, conns...)
+			s.addrs = append(s.addrs, conns[0].LocalAddr())
+		case "tcp", "tls":
+			ln, err := net.Listen("tcp", l.Addr) //nolint:noctx
+			if err != nil {
+				return fail(fmt.Errorf("listen %s %s: %w", l.Network, l.Addr, err))
+			}
+			sl := &serverListener{Listener: ln, s: s, transport: l.Network}
+			if l.Network == "tls" {
+				sl.tls = tlsConf
+			}
+			lns = append(lns, sl)
+			s.addrs = append(s.addrs, tlsAddr{ln.Addr(), l.Network})
+		}
+	}
+	return pcs, lns, nil
+}
+
+// tlsAddr labels a TCP listener address with the network it serves.
+type tlsAddr struct {
+	net.Addr
+	network string
+}
+
+func (a tlsAddr) Network() string { return a.network }
+
+// pickRelayIPs decides which local addresses relay sockets bind.
+func (s *Server) pickRelayIPs() error {
+	s.relayBind4, s.relayBind6 = s.cfg.RelayIPv4.Unmap(), s.cfg.RelayIPv6
+	for _, a := range s.addrs {
+		ip := toAddrPort(a).Addr().Unmap()
+		if !ip.IsValid() || ip.IsUnspecified() {
+			continue
+		}
+		if ip.Is4() && !s.relayBind4.IsValid() {
+			s.relayBind4 = ip
+		}
+		if ip.Is6() && !s.relayBind6.IsValid() {
+			s.relayBind6 = ip
+		}
+	}
+	if !s.relayBind4.IsValid() || !s.relayBind6.IsValid() {
+		v4, v6 := firstInterfaceAddrs()
+		if !s.relayBind4.IsValid() {
+			s.relayBind4 = v4
+		}
+		if !s.relayBind6.IsValid() && s.listensOnIPv6() {
+			s.relayBind6 = v6
+		}
+	}
+	if !s.relayBind4.IsValid() && !s.relayBind6.IsValid() {
+		return errors.New("relay: no local address to bind relay sockets to")
+	}
+	return nil
+}
+
+func (s *Server) listensOnIPv6() bool {
+	for _, a := range s.addrs {
+		if ip := toAddrPort(a).Addr(); ip.Is6() && !ip.Is4In6() {
+			return true
+		}
+	}
+	return false
+}
+
+// firstInterfaceAddrs returns the first global-unicast address of each
+// family, falling back to loopback.
+func firstInterfaceAddrs() (v4, v6 netip.Addr) {
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		pfx, err := netip.ParsePrefix(a.String())
+		if err != nil {
+			continue
+		}
+		ip := pfx.Addr().Unmap()
+		if !ip.IsGlobalUnicast() {
+			continue
+		}
+		if ip.Is4() && !v4.IsValid() {
+			v4 = ip
+		}
+		if ip.Is6() && !v6.IsValid() {
+			v6 = ip
+		}
+	}
+	if !v4.IsValid() {
+		v4 = netip.MustParseAddr("127.0.0.1")
+	}
+	if !v6.IsValid() && hostHasIPv6() {
+		v6 = netip.IPv6Loopback()
+	}
+	return v4, v6
+}
+
+// isRelayIP reports whether ip is an address relay sockets use.
+func (s *Server) isRelayIP(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	return ip.IsValid() && (ip == s.relayBind4 || ip == s.relayBind6 ||
+		ip == s.cfg.ExternalIPv4.Unmap() || ip == s.cfg.ExternalIPv6)
+}
+
+// selfPorts are the ports a peer address may not name on our own IPs.
+func (s *Server) selfPorts() []int {
+	ports := append([]int(nil), s.cfg.AdminPorts...)
+	for _, a := range s.addrs {
+		ports = append(ports, int(toAddrPort(a).Port()))
+	}
+	if r := s.cfg.RFC5780; r != nil {
+		ports = append(ports, r.AlternatePort)
+	}
+	return ports
+}
+
+// selfIPs reports whether an IP is one of this host's: every interface
+// address (wildcard listeners answer on all of them) and the external ones.
+func (s *Server) selfIPs() func(netip.Addr) bool {
+	set := map[netip.Addr]bool{}
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		if pfx, err := netip.ParsePrefix(a.String()); err == nil {
+			set[pfx.Addr().Unmap()] = true
+		}
+	}
+	for _, ip := range []netip.Addr{s.cfg.ExternalIPv4, s.cfg.ExternalIPv6, s.relayBind4, s.relayBind6} {
+		if ip.IsValid() {
+			set[ip.Unmap()] = true
+		}
+	}
+	return func(ip netip.Addr) bool {
+		ip = ip.Unmap().WithZone("")
+		return set[ip] || ip.IsLoopback() || ip.IsUnspecified()
+	}
+}
+
+// quotaHandler is pion's quota hook, a backstop to the front door's check
+// for requests racing on different sockets.
+func (s *Server) quotaHandler(userID, _ string, src net.Addr) bool {
+	q := s.allocs.quotaExceeded(userID, addrIP(src), s.cfg.UserQuota, s.cfg.SourceQuota, s.cfg.TotalQuota)
+	if q != "" {
+		s.metrics.quotaRejections.WithLabelValues(q).Inc()
+		return false
+	}
+	return true
+}
+
+func (s *Server) janitor() {
+	defer s.wg.Done()
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case now := <-t.C:
+			s.stash.sweep(now.Add(-10 * time.Second))
+			s.unauth.sweep(now.Add(-time.Minute))
+			s.authFail.sweep(now.Add(-5 * time.Minute))
+		}
+	}
+}
+
+// Addrs returns the bound listening addresses; TLS listeners report the
+// network "tls".
+func (s *Server) Addrs() []net.Addr { return append([]net.Addr(nil), s.addrs...) }
+
+// Addr returns the first bound address of network ("udp", "tcp" or
+// "tls"), or nil.
+func (s *Server) Addr(network string) net.Addr {
+	for _, a := range s.addrs {
+		if a.Network() == network {
+			if ta, ok := a.(tlsAddr); ok {
+				return ta.Addr
+			}
+			return a
+		}
+	}
+	return nil
+}
+
+// Stats reports allocation counts.
+func (s *Server) Stats() Stats {
+	active, created, _ := s.allocs.snapshot()
+	return Stats{ActiveAllocations: active, TotalAllocations: created, Draining: s.draining.Load()}
+}
+
+// ICEServerURLs returns the URLs a client should use for this server's
+// listeners, with host in place of wildcard addresses.
+func (s *Server) ICEServerURLs(host string) []string {
+	var urls []string
+	for _, a := range s.addrs {
+		ap := toAddrPort(a)
+		h := host
+		if h == "" || !ap.Addr().IsUnspecified() && host == "" {
+			h = ap.Addr().String()
+		}
+		hp := net.JoinHostPort(h, strconv.Itoa(int(ap.Port())))
+		switch a.Network() {
+		case "udp":
+			urls = append(urls, "turn:"+hp+"?transport=udp")
+		case "tcp":
+			urls = append(urls, "turn:"+hp+"?transport=tcp")
+		case "tls":
+			urls = append(urls, "turns:"+hp+"?transport=tcp")
+		}
+	}
+	return urls
+}
+
+// Run serves until ctx ends, then drains: new allocations are refused
+// (508) while existing ones continue until they end or DrainTimeout
+// passes; then it closes the server.
+func (s *Server) Run(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+	case <-s.stop:
+		return ErrClosed
+	}
+	s.Drain(s.cfg.DrainTimeout)
+	return s.Close()
+}
+
+// Drain refuses new allocations and waits up to timeout for the live ones
+// to end. It returns the number still alive.
+func (s *Server) Drain(timeout time.Duration) int {
+	if !s.draining.Swap(true) {
+		s.metrics.draining.Set(1)
+		active, _, _ := s.allocs.snapshot()
+		s.log.Info("draining: refusing new allocations", "active_allocations", active, "timeout", timeout)
+	}
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		active, _, changed := s.allocs.snapshot()
+		if active == 0 {
+			return 0
+		}
+		select {
+		case <-changed:
+		case <-deadline.C:
+			s.log.Warn("drain timeout: closing live allocations", "active_allocations", active)
+			return active
+		case <-s.stop:
+			return active
+		}
+	}
+}
+
+// Close stops serving and closes every socket and allocation. It is
+// idempotent and waits for the goroutines the server started.
+func (s *Server) Close() error {
+	s.closeOnce.Do(func() {
+		s.draining.Store(true)
+		close(s.stop)
+		s.closeErr = s.turn.Close()
+		if s.behavior != nil {
+			if err := s.behavior.close(); err != nil && s.closeErr == nil {
+				s.closeErr = err
+			}
+		}
+		s.wg.Wait()
+	})
+	return s.closeErr
+}

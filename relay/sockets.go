@@ -1,0 +1,90 @@
+package relay
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// reusePortControl sets SO_REUSEADDR and SO_REUSEPORT so several sockets
+// share one UDP address (the kernel spreads clients over them by hash) and
+// TCP relay connections can bind the allocation's relay address.
+func reusePortControl(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
+			return
+		}
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
+}
+
+// listenUDPShared binds n UDP sockets to addr with SO_REUSEPORT. With port
+// 0 the first socket picks the port and the rest join it.
+func listenUDPShared(addr string, n int) ([]net.PacketConn, error) {
+	lc := net.ListenConfig{Control: reusePortControl}
+	network := "udp"
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
+			network = "udp6"
+		} else if ip != nil {
+			network = "udp4"
+		}
+	}
+	var conns []net.PacketConn
+	for i := 0; i < n; i++ {
+		c, err := lc.ListenPacket(context.Background(), network, addr)
+		if err != nil {
+			for _, c := range conns {
+				c.Close()
+			}
+			return nil, fmt.Errorf("listen udp %s (socket %d of %d): %w", addr, i+1, n, err)
+		}
+		if i == 0 {
+			addr = c.LocalAddr().String()
+		}
+		conns = append(conns, c)
+	}
+	return conns, nil
+}
+
+// serverPacketConn is a UDP listener socket as pion sees it: every datagram
+// passes the front door first.
+type serverPacketConn struct {
+	net.PacketConn
+	front *front
+}
+
+func newServerPacketConn(s *Server, c net.PacketConn) *serverPacketConn {
+	f := &front{s: s, transport: "udp", local: c.LocalAddr(), on: c}
+	f.reply = func(b []byte, to net.Addr) error {
+		_, err := c.WriteTo(b, to)
+		return err
+	}
+	return &serverPacketConn{PacketConn: c, front: f}
+}
+
+// ReadFrom returns the next datagram pion should handle.
+func (c *serverPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	for {
+		n, addr, err := c.PacketConn.ReadFrom(p)
+		if err != nil {
+			return n, addr, err
+		}
+		if n >= len(p) {
+			// Truncated: larger than any valid TURN message we accept.
+			c.front.s.metrics.dropped.WithLabelValues(dropMalformed).Inc()
+			continue
+		}
+		if c.front.pass(p[:n], addr) {
+			return n, addr, nil
+		}
+	}
+}
