@@ -139,8 +139,8 @@ func (p *peerPolicy) withConfig(cfg PeerPolicy) *peerPolicy {
 	return &q
 }
 
-func (p *peerPolicy) addRelay(ap netip.AddrPort)    { p.relays.add(ap) }
-func (p *peerPolicy) removeRelay(ap netip.AddrPort) { p.relays.remove(ap) }
+func (p *peerPolicy) addRelay(ap netip.AddrPort)     { p.relays.add(ap) }
+func (p *peerPolicy) removeRelay(ap netip.AddrPort)  { p.relays.remove(ap) }
 func (p *peerPolicy) isRelay(ap netip.AddrPort) bool { return p.relays.has(ap) }
 
 // checkIP decides on a peer IP alone (CreatePermission, ChannelBind): it

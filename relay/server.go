@@ -27,9 +27,9 @@ type Server struct {
 	cfg Config
 	log *slog.Logger
 
-	creds  atomic.Pointer[credentials]
-	policy atomic.Pointer[peerPolicy]
-	cert   atomic.Pointer[tls.Certificate]
+	creds   atomic.Pointer[credentials]
+	policy  atomic.Pointer[peerPolicy]
+	cert    atomic.Pointer[tls.Certificate]
 	getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 
 	metrics  *metrics
@@ -221,7 +221,7 @@ func (s *Server) listen() ([]net.PacketConn, []net.Listener, error) {
 			pcs = append(pcs, conns...)
 			s.addrs = append(s.addrs, conns[0].LocalAddr())
 		case "tcp", "tls":
-			ln, err := net.Listen("tcp", l.Addr) //nolint:noctx
+			ln, err := net.Listen(tcpNetwork(l.Addr), l.Addr) //nolint:noctx
 			if err != nil {
 				return fail(fmt.Errorf("listen %s %s: %w", l.Network, l.Addr, err))
 			}
@@ -480,4 +480,14 @@ func (s *Server) Close() error {
 		s.wg.Wait()
 	})
 	return s.closeErr
+}
+
+// tcpNetwork pins a listener to one family, so [::] and 0.0.0.0 on the
+// same port can both be bound (Go's "tcp" on [::] would be dual-stack).
+func tcpNetwork(addr string) string {
+	host, _, _ := net.SplitHostPort(addr)
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Is6() && !ip.Is4In6() {
+		return "tcp6"
+	}
+	return "tcp4"
 }

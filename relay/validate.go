@@ -62,6 +62,12 @@ func (cfg Config) withDefaults() Config {
 	return cfg
 }
 
+// Validate reports every problem in cfg (after defaults) at once, without
+// binding anything. New calls it too.
+func (cfg Config) Validate() error {
+	return cfg.withDefaults().validate()
+}
+
 // validate reports every problem in cfg at once.
 func (cfg Config) validate() error {
 	var errs []error

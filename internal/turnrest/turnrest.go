@@ -10,7 +10,7 @@ package turnrest
 
 import (
 	"crypto/hmac"
-	"crypto/md5" //nolint:gosec // RFC 8489 long-term key derivation is MD5 by definition.
+	"crypto/md5"  //nolint:gosec // RFC 8489 long-term key derivation is MD5 by definition.
 	"crypto/sha1" //nolint:gosec // the TURN REST format is HMAC-SHA1 by definition.
 	"encoding/base64"
 	"errors"
@@ -79,7 +79,7 @@ func Parse(username string) (expiry time.Time, user string, err error) {
 // LongTermKey returns the RFC 8489 long-term credential key
 // MD5(username ":" realm ":" password) that MESSAGE-INTEGRITY is keyed with.
 func LongTermKey(username, realm, password string) []byte {
-	h := md5.New() //nolint:gosec // see import comment
+	h := md5.New()                                           //nolint:gosec // see import comment
 	h.Write([]byte(username + ":" + realm + ":" + password)) //nolint:errcheck
 	return h.Sum(nil)
 }

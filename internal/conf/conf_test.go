@@ -1,0 +1,80 @@
+package conf
+
+import (
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func newFS() (*flag.FlagSet, *string, *int, *bool, *Strings, *string) {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	realm := fs.String("realm", "def", "")
+	port := fs.Int("listening-port", 3478, "")
+	notls := fs.Bool("no-tls", false, "")
+	var secrets Strings
+	fs.Var(&secrets, "static-auth-secret", "")
+	file := fs.String("config", "", "")
+	return fs, realm, port, notls, &secrets, file
+}
+
+func TestPrecedence(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "turnd.conf")
+	os.WriteFile(path, []byte("# comment\nrealm=file.realm\nlistening-port 4000\nno-tls\nstatic-auth-secret=a\nstatic-auth-secret=b\n"), 0o600)
+	env := map[string]string{"TURND_LISTENING_PORT": "5000"}
+	fs, realm, port, notls, secrets, _ := newFS()
+	src, err := Load(fs, []string{"--config", path, "--realm", "flag.realm"}, func(k string) string { return env[k] }, "TURND", "config")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *realm != "flag.realm" || src["realm"] != FromFlag {
+		t.Errorf("realm = %q from %s; flag must win", *realm, src["realm"])
+	}
+	if *port != 5000 || src["listening-port"] != FromEnv {
+		t.Errorf("port = %d from %s; env must beat file", *port, src["listening-port"])
+	}
+	if !*notls || src["no-tls"] != FromFile {
+		t.Errorf("no-tls = %v from %s", *notls, src["no-tls"])
+	}
+	if strings.Join(*secrets, ",") != "a,b" {
+		t.Errorf("secrets = %v; repeated file lines accumulate", *secrets)
+	}
+}
+
+func TestEnvSplitsRepeatable(t *testing.T) {
+	fs, _, _, _, secrets, _ := newFS()
+	env := map[string]string{"X_STATIC_AUTH_SECRET": "one, two"}
+	if _, err := Load(fs, nil, func(k string) string { return env[k] }, "X", ""); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(*secrets, ",") != "one,two" {
+		t.Fatalf("secrets = %v", *secrets)
+	}
+}
+
+func TestErrorsAllReported(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "bad.conf")
+	os.WriteFile(path, []byte("bogus=1\nlistening-port=abc\nrealm\n"), 0o600)
+	fs, _, _, _, _, _ := newFS()
+	env := map[string]string{}
+	_, err := Load(fs, []string{"--config", path}, func(k string) string { return env[k] }, "X", "config")
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{"unknown setting \"bogus\"", "listening-port", "realm needs a value"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not mention %q", err, want)
+		}
+	}
+}
+
+func FuzzParseFile(f *testing.F) {
+	f.Add("realm=x\nno-tls\nstatic-auth-secret a\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		fs, _, _, _, _, _ := newFS()
+		_ = parseFile(fs, strings.NewReader(s), "fuzz", map[string]Source{})
+	})
+}
