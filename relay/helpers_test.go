@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -41,7 +42,7 @@ func newTestServer(t *testing.T, mutate func(*Config)) *Server {
 		Peers:      PeerPolicy{AllowLoopback: true},
 		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
-	if testing.Verbose() {
+	if os.Getenv("RELAY_TEST_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(&testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
 	if mutate != nil {

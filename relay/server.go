@@ -54,6 +54,11 @@ type Server struct {
 	closeErr  error
 }
 
+type (
+	atomicCredentials = atomic.Pointer[credentials]
+	atomicPeerPolicy  = atomic.Pointer[peerPolicy]
+)
+
 // Stats is a point-in-time view of the server, for tests and status pages.
 type Stats struct {
 	ActiveAllocations int
