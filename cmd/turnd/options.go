@@ -58,6 +58,7 @@ type options struct {
 	rfc5780      bool
 	altIP        string
 	altPort      int
+	altExternal  string
 	rfc5780Rate  float64
 	adminListen  string
 	logFormat    string
@@ -102,6 +103,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.rfc5780, "rfc5780", false, "answer RFC 5780 NAT behaviour discovery (needs --alt-listening-ip)")
 	fs.StringVar(&o.altIP, "alt-listening-ip", "", "second local IP for RFC 5780")
 	fs.IntVar(&o.altPort, "alt-listening-port", 0, "second port for RFC 5780 (0 = listening-port + 1)")
+	fs.StringVar(&o.altExternal, "alt-external-ip", "", "public address advertised for alt-listening-ip behind 1:1 NAT")
 	fs.Float64Var(&o.rfc5780Rate, "rfc5780-rate", 20, "RFC 5780 answers per second per client IP on the extra sockets")
 	fs.StringVar(&o.adminListen, "admin-listen", "127.0.0.1:9641", "admin HTTP address for /metrics, /healthz, /readyz (empty = off)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
@@ -166,7 +168,9 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 			ips = append(ips, "::")
 		}
 	}
-	if o.port < 1 || o.port > 65535 {
+	// Port 0 lets the kernel pick (UDP and TCP then get different ports,
+	// reported in the "turnd serving" log line): for tests.
+	if o.port < 0 || o.port > 65535 {
 		add(fmt.Errorf("listening-port %d out of range", o.port))
 	}
 	haveCert := o.cert != "" || o.pkey != ""
@@ -295,8 +299,12 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 		if len(o.listeningIPs) == 0 {
 			add(errors.New("rfc5780 needs an explicit --listening-ip (a wildcard socket can answer from the wrong address)"))
 		}
-		if cfg.ExternalIPv4.IsValid() && o.altIP != "" {
-			add(errors.New("rfc5780 behind 1:1 NAT is not configurable from flags yet: run it on a host that owns both public IPs"))
+		if o.altExternal != "" {
+			ext, err := netip.ParseAddr(o.altExternal)
+			if err != nil {
+				add(fmt.Errorf("alt-external-ip %q is not an IP address", o.altExternal))
+			}
+			cfg.RFC5780.AdvertisedAlternateIP = ext
 		}
 	} else if o.altIP != "" {
 		add(errors.New("alt-listening-ip is only used with --rfc5780"))
