@@ -442,12 +442,25 @@ func responsePort(m *stun.Message) (port uint16, ok, bad bool) {
 	return p, true, false
 }
 
+// udpAddrPort returns a's address and port (unmapped), accepting
+// *net.UDPAddr and any net.Addr whose String is ip:port.
 func udpAddrPort(a net.Addr) (netip.AddrPort, bool) {
-	ua, ok := a.(*net.UDPAddr)
-	if !ok || ua == nil {
+	var ap netip.AddrPort
+	switch a := a.(type) {
+	case *net.UDPAddr:
+		if a == nil {
+			return netip.AddrPort{}, false
+		}
+		ap = a.AddrPort()
+	case nil:
 		return netip.AddrPort{}, false
+	default:
+		p, err := netip.ParseAddrPort(a.String())
+		if err != nil {
+			return netip.AddrPort{}, false
+		}
+		ap = p
 	}
-	ap := ua.AddrPort()
 	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	if !ap.Addr().IsValid() || ap.Port() == 0 {
 		return netip.AddrPort{}, false

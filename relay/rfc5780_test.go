@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"context"
 	"errors"
 	"io"
 	"log/slog"
@@ -14,15 +13,14 @@ import (
 
 	"github.com/pion/stun/v4"
 
-	"github.com/rtcsuite/rtcsuite/natclass"
 )
 
 var (
-	loop1 = netip.MustParseAddr("127.0.0.1")
-	loop2 = netip.MustParseAddr("127.0.0.2")
+	rfc5780Loop1 = netip.MustParseAddr("127.0.0.1")
+	rfc5780Loop2 = netip.MustParseAddr("127.0.0.2")
 )
 
-func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func rfc5780Logger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
 // behaviorFixture is a primary socket read by the test (standing in for the
 // server's) plus a responder around it.
@@ -34,14 +32,14 @@ type behaviorFixture struct {
 
 // newBehaviorFixture binds a primary socket on 127.0.0.1 and a responder
 // with 127.0.0.2 as alternate IP, retrying until primary port + 1 is free on
-// both IPs. answerPlain, when set, replaces the responder on the primary
-// (a server with RFC 5780 off).
+// both IPs. With rfc5780 false there is no responder: the primary answers
+// plain Binding requests and 420s CHANGE-REQUEST (a server with RFC 5780 off).
 func newBehaviorFixture(t *testing.T, cfg RFC5780Config, advertised netip.Addr, rfc5780 bool) *behaviorFixture {
 	t.Helper()
 	f := &behaviorFixture{}
 	var lastErr error
 	for attempt := 0; attempt < 50; attempt++ {
-		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(loop1, 0)))
+		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(rfc5780Loop1, 0)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -50,9 +48,9 @@ func newBehaviorFixture(t *testing.T, cfg RFC5780Config, advertised netip.Addr, 
 			break
 		}
 		if cfg.AlternateIP == (netip.Addr{}) {
-			cfg.AlternateIP = loop2
+			cfg.AlternateIP = rfc5780Loop2
 		}
-		b, err := newBehaviorResponder(cfg, c.LocalAddr().(*net.UDPAddr), advertised, quietLogger())
+		b, err := newBehaviorResponder(cfg, c.LocalAddr().(*net.UDPAddr), advertised, rfc5780Logger())
 		if err != nil {
 			c.Close()
 			lastErr = err
@@ -113,55 +111,8 @@ func (f *behaviorFixture) addr() netip.AddrPort {
 	return f.primary.LocalAddr().(*net.UDPAddr).AddrPort()
 }
 
-func probeLoopback(t *testing.T, server string, lifetime bool) natclass.Result {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	obs, err := natclass.Probe(ctx, natclass.Options{
-		Servers: []string{server},
-		Listen: func(ctx context.Context) (net.PacketConn, error) {
-			var lc net.ListenConfig
-			return lc.ListenPacket(ctx, "udp4", "127.0.0.1:0")
-		},
-		LocalAddrs:    []netip.Addr{loop1},
-		Lifetime:      lifetime,
-		LifetimeSteps: []time.Duration{20 * time.Millisecond},
-	})
-	if err != nil {
-		t.Fatalf("probe: %v", err)
-	}
-	return natclass.Classify(obs)
-}
-
-func TestBehaviorResponderWithProbe(t *testing.T) {
-	t.Parallel()
-	f := newBehaviorFixture(t, RFC5780Config{}, netip.Addr{}, true)
-	r := probeLoopback(t, f.addr().String(), true)
-	if r.Verdict != natclass.VerdictComplete || r.NAT != natclass.No || r.Mapping != natclass.EndpointIndependent ||
-		r.Filtering != natclass.EndpointIndependent || r.Classic != natclass.ClassicOpenInternet || r.Hairpinning != natclass.Yes {
-		t.Fatalf("on loopback got %s nat=%s %s/%s %q hairpin=%s\nreasons: %s\nproblems: %s", r.Verdict, r.NAT, r.Mapping, r.Filtering, r.Classic, r.Hairpinning,
-			strings.Join(r.Reasons, "\n"), strings.Join(r.Problems, "\n"))
-	}
-	if r.MappingLifetime == nil || r.MappingLifetime.AliveS != 0.02 {
-		t.Fatalf("lifetime via RESPONSE-PORT: %+v (%v)", r.MappingLifetime, r.Reasons)
-	}
-	st := f.b.stats()
-	if st.ChangeRequests == 0 || st.ResponsePort == 0 || st.Answers < 4 {
-		t.Fatalf("stats %+v", st)
-	}
-}
-
-func TestBehaviorStubWithoutOtherAddress(t *testing.T) {
-	t.Parallel()
-	f := newBehaviorFixture(t, RFC5780Config{}, netip.Addr{}, false)
-	r := probeLoopback(t, f.addr().String(), false)
-	if r.Filtering != natclass.BehaviorUnknown || r.Verdict != natclass.VerdictPartial || r.NAT != natclass.No {
-		t.Fatalf("plain server: %s filtering %s nat %s: %v", r.Verdict, r.Filtering, r.NAT, r.Reasons)
-	}
-}
-
 // exchange sends req from c to to and returns the answer and its source.
-func exchange(t *testing.T, c *net.UDPConn, to netip.AddrPort, req *stun.Message) (*stun.Message, netip.AddrPort) {
+func rfc5780Exchange(t *testing.T, c *net.UDPConn, to netip.AddrPort, req *stun.Message) (*stun.Message, netip.AddrPort) {
 	t.Helper()
 	if _, err := c.WriteToUDPAddrPort(req.Raw, to); err != nil {
 		t.Fatal(err)
@@ -183,15 +134,15 @@ func exchange(t *testing.T, c *net.UDPConn, to netip.AddrPort, req *stun.Message
 	}
 }
 
-func bindingWith(attrs ...stun.Setter) *stun.Message {
+func rfc5780Binding(attrs ...stun.Setter) *stun.Message {
 	return stun.MustBuild(append([]stun.Setter{stun.TransactionID, stun.BindingRequest}, append(attrs, stun.Fingerprint)...)...)
 }
 
-func changeRequest(flags byte) stun.Setter {
+func rfc5780Change(flags byte) stun.Setter {
 	return stun.RawAttribute{Type: stun.AttrChangeRequest, Value: []byte{0, 0, 0, flags}}
 }
 
-func apOf(ip net.IP, port int) netip.AddrPort {
+func rfc5780AP(ip net.IP, port int) netip.AddrPort {
 	a, _ := netip.AddrFromSlice(ip)
 	return netip.AddrPortFrom(a.Unmap(), uint16(port))
 }
@@ -203,8 +154,8 @@ func TestBehaviorResponderAnswers(t *testing.T) {
 	pp := f.addr().Port()
 	ap := pp + 1
 	bound := [2][2]netip.AddrPort{
-		{netip.AddrPortFrom(loop1, pp), netip.AddrPortFrom(loop1, ap)},
-		{netip.AddrPortFrom(loop2, pp), netip.AddrPortFrom(loop2, ap)},
+		{netip.AddrPortFrom(rfc5780Loop1, pp), netip.AddrPortFrom(rfc5780Loop1, ap)},
+		{netip.AddrPortFrom(rfc5780Loop2, pp), netip.AddrPortFrom(rfc5780Loop2, ap)},
 	}
 	adv := [2][2]netip.AddrPort{
 		{netip.AddrPortFrom(advP, pp), netip.AddrPortFrom(advP, ap)},
@@ -233,9 +184,9 @@ func TestBehaviorResponderAnswers(t *testing.T) {
 	} {
 		var setters []stun.Setter
 		if tc.change != 0 {
-			setters = append(setters, changeRequest(tc.change))
+			setters = append(setters, rfc5780Change(tc.change))
 		}
-		resp, from := exchange(t, client, bound[tc.i][tc.j], bindingWith(setters...))
+		resp, from := rfc5780Exchange(t, client, bound[tc.i][tc.j], rfc5780Binding(setters...))
 		si, sj := tc.i, tc.j
 		if tc.change&changeIPFlag != 0 {
 			si ^= 1
@@ -252,13 +203,13 @@ func TestBehaviorResponderAnswers(t *testing.T) {
 		if err := resp.Parse(&xa, &oa, &ro); err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
-		if got := apOf(xa.IP, xa.Port); got != me {
+		if got := rfc5780AP(xa.IP, xa.Port); got != me {
 			t.Errorf("%s: XOR-MAPPED-ADDRESS %v, want %v", tc.name, got, me)
 		}
-		if got := apOf(oa.IP, oa.Port); got != adv[tc.i^1][tc.j^1] {
+		if got := rfc5780AP(oa.IP, oa.Port); got != adv[tc.i^1][tc.j^1] {
 			t.Errorf("%s: OTHER-ADDRESS %v, want %v", tc.name, got, adv[tc.i^1][tc.j^1])
 		}
-		if got := apOf(ro.IP, ro.Port); got != adv[si][sj] {
+		if got := rfc5780AP(ro.IP, ro.Port); got != adv[si][sj] {
 			t.Errorf("%s: RESPONSE-ORIGIN %v, want %v", tc.name, got, adv[si][sj])
 		}
 		if err := stun.Fingerprint.Check(resp); err != nil {
@@ -273,7 +224,7 @@ func TestBehaviorResponderAnswers(t *testing.T) {
 	}
 	defer other.Close()
 	op := other.LocalAddr().(*net.UDPAddr).AddrPort().Port()
-	req := bindingWith(stun.RawAttribute{Type: stun.AttrResponsePort, Value: []byte{byte(op >> 8), byte(op), 0, 0}})
+	req := rfc5780Binding(stun.RawAttribute{Type: stun.AttrResponsePort, Value: []byte{byte(op >> 8), byte(op), 0, 0}})
 	if _, err := client.WriteToUDPAddrPort(req.Raw, bound[0][0]); err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +244,7 @@ func TestBehaviorResponderAnswers(t *testing.T) {
 		"short CHANGE-REQUEST": stun.RawAttribute{Type: stun.AttrChangeRequest, Value: []byte{4}},
 		"RESPONSE-PORT 0":      stun.RawAttribute{Type: stun.AttrResponsePort, Value: []byte{0, 0, 0, 0}},
 	} {
-		resp, _ := exchange(t, client, bound[0][0], bindingWith(attr))
+		resp, _ := rfc5780Exchange(t, client, bound[0][0], rfc5780Binding(attr))
 		var ec stun.ErrorCodeAttribute
 		if err := ec.GetFrom(resp); err != nil || ec.Code != stun.CodeBadRequest {
 			t.Errorf("%s: got %v %v, want 400", name, ec.Code, err)
@@ -309,7 +260,7 @@ func TestAnswerChangeRequestUnsupported(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	resp, _ := exchange(t, client, f.addr(), bindingWith(changeRequest(changeIPFlag|changePortFlag)))
+	resp, _ := rfc5780Exchange(t, client, f.addr(), rfc5780Binding(rfc5780Change(changeIPFlag|changePortFlag)))
 	var ec stun.ErrorCodeAttribute
 	var ua stun.UnknownAttributes
 	if err := resp.Parse(&ec, &ua); err != nil {
@@ -329,15 +280,15 @@ func TestBehaviorResponderRateLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer client.Close()
-	alt := netip.AddrPortFrom(loop2, f.addr().Port())
-	exchange(t, client, alt, bindingWith()) // the one token
+	alt := netip.AddrPortFrom(rfc5780Loop2, f.addr().Port())
+	rfc5780Exchange(t, client, alt, rfc5780Binding()) // the one token
 	for range 3 {
-		if _, err := client.WriteToUDPAddrPort(bindingWith().Raw, alt); err != nil {
+		if _, err := client.WriteToUDPAddrPort(rfc5780Binding().Raw, alt); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Plain Binding requests on the primary are not limited here.
-	exchange(t, client, f.addr(), bindingWith())
+	rfc5780Exchange(t, client, f.addr(), rfc5780Binding())
 	deadline := time.Now().Add(5 * time.Second)
 	for f.b.stats().RateLimited < 3 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond) // polling a counter, bounded
@@ -384,25 +335,25 @@ func TestNewBehaviorResponderConfigErrors(t *testing.T) {
 		want    string
 	}{
 		{"no alternate", RFC5780Config{}, primary, "AlternateIP is required"},
-		{"wildcard primary", RFC5780Config{AlternateIP: loop2}, &net.UDPAddr{IP: net.IPv4zero, Port: 3478}, "explicit IP"},
-		{"same IP", RFC5780Config{AlternateIP: loop1}, primary, "equals the primary IP"},
+		{"wildcard primary", RFC5780Config{AlternateIP: rfc5780Loop2}, &net.UDPAddr{IP: net.IPv4zero, Port: 3478}, "explicit IP"},
+		{"same IP", RFC5780Config{AlternateIP: rfc5780Loop1}, primary, "equals the primary IP"},
 		{"family", RFC5780Config{AlternateIP: netip.MustParseAddr("::1")}, primary, "different families"},
-		{"same port", RFC5780Config{AlternateIP: loop2, AlternatePort: 3478}, primary, "equals the primary port"},
-		{"port range", RFC5780Config{AlternateIP: loop2, AlternatePort: 70000}, primary, "out of range"},
+		{"same port", RFC5780Config{AlternateIP: rfc5780Loop2, AlternatePort: 3478}, primary, "equals the primary port"},
+		{"port range", RFC5780Config{AlternateIP: rfc5780Loop2, AlternatePort: 70000}, primary, "out of range"},
 		{"unspecified alt", RFC5780Config{AlternateIP: netip.IPv4Unspecified()}, primary, "explicit address"},
-		{"advertised same", RFC5780Config{AlternateIP: loop2, AdvertisedAlternateIP: netip.MustParseAddr("198.51.100.1")}, primary, "both 198.51.100.1"},
+		{"advertised same", RFC5780Config{AlternateIP: rfc5780Loop2, AdvertisedAlternateIP: netip.MustParseAddr("198.51.100.1")}, primary, "both 198.51.100.1"},
 	} {
 		adv := netip.Addr{}
 		if tc.name == "advertised same" {
 			adv = netip.MustParseAddr("198.51.100.1")
 		}
-		_, err := newBehaviorResponder(tc.cfg, tc.primary, adv, quietLogger())
+		_, err := newBehaviorResponder(tc.cfg, tc.primary, adv, rfc5780Logger())
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want it to mention %q", tc.name, err, tc.want)
 		}
 	}
 	// Every problem at once.
-	_, err := newBehaviorResponder(RFC5780Config{AlternatePort: 3478}, &net.UDPAddr{IP: net.IPv4zero, Port: 3478}, netip.Addr{}, quietLogger())
+	_, err := newBehaviorResponder(RFC5780Config{AlternatePort: 3478}, &net.UDPAddr{IP: net.IPv4zero, Port: 3478}, netip.Addr{}, rfc5780Logger())
 	if err == nil || strings.Count(err.Error(), "\n") < 2 {
 		t.Fatalf("want several problems reported together, got %v", err)
 	}

@@ -1,0 +1,24 @@
+// Command natprobe finds out what NAT (or firewall) this host is behind,
+// in RFC 4787 / RFC 5780 terms, and what that means for WebRTC.
+//
+//	natprobe --server turn.example.com:3478            probe and print a summary
+//	natprobe --server ... --json > mine.json           machine-readable report
+//	natprobe predict mine.json theirs.json             can these two hosts connect directly?
+//	natprobe --server ... --peer theirs.json           probe, then predict against a saved report
+//
+// Exit codes are documented in docs/nat.md and in --help.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
