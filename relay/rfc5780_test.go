@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
-
 )
 
 var (
