@@ -1,0 +1,317 @@
+package signaling
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Hub is a WebSocket signaling hub: rooms of peers that exchange opaque
+// signals (SDP descriptions, ICE candidates) by peer id. Serve its Handler
+// on the public listener and its AdminHandler on an internal one; call
+// Shutdown to drain.
+type Hub struct {
+	cfg      Config
+	log      *slog.Logger
+	m        *metrics
+	store    Store
+	upgrader websocket.Upgrader
+
+	// wg counts connection goroutines and pending timers.
+	wg sync.WaitGroup
+
+	mu       sync.Mutex
+	closed   bool
+	nconns   int
+	conns    map[*conn]struct{}
+	perIP    map[netip.Addr]int
+	sessions map[string]*session // by resume token
+
+	// onDetach, when set (tests), is called after a peer's connection broke
+	// and its session started waiting for a resume.
+	onDetach func(id string)
+	// onClosed, when set (tests), is called after a connection ended and
+	// its session was settled, with the disconnect reason.
+	onClosed func(reason string)
+}
+
+// NewHub validates cfg and returns a hub. It starts no goroutines until
+// connections arrive.
+func NewHub(cfg Config) (*Hub, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, fmt.Errorf("signaling: invalid config: %w", err)
+	}
+	h := &Hub{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		store:    cfg.Store,
+		conns:    make(map[*conn]struct{}),
+		perIP:    make(map[netip.Addr]int),
+		sessions: make(map[string]*session),
+	}
+	h.m = newMetrics(cfg.Store)
+	h.upgrader = websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		// Idle connections should cost little: reads reuse the HTTP
+		// server's buffer, and write buffers are pooled between writes.
+		WriteBufferSize: 4096,
+		WriteBufferPool: &sync.Pool{},
+		// The origin is checked before the upgrade (serveWS), so the
+		// refusal is counted and logged.
+		CheckOrigin: func(*http.Request) bool { return true },
+	}
+	return h, nil
+}
+
+// Handler serves the public endpoints:
+//
+//	GET /ws       the WebSocket (docs/protocol.md)
+//	GET /ice      {"iceServers":[...]} for pages outside a room; needs a
+//	              join token (Authorization: Bearer, or ?token=) unless the
+//	              hub is open, and an allowed Origin
+//	GET /healthz  200 "ok", 503 while draining
+//
+// Other paths get 404, so mount it next to other handlers, for example
+// mux.Handle("/ws", h.Handler()) and so on for each path.
+func (h *Hub) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /ws", h.serveWS)
+	mux.HandleFunc("GET /ice", h.serveICE)
+	mux.HandleFunc("OPTIONS /ice", h.serveICE)
+	mux.HandleFunc("GET /healthz", h.serveHealth)
+	return mux
+}
+
+// Paths lists the paths Handler serves, for callers that compose muxes.
+var Paths = []string{"/ws", "/ice", "/healthz"}
+
+// AdminHandler serves /metrics (Prometheus, the hub's own registry, no
+// per-peer labels) and /healthz. Keep it on an internal listener.
+func (h *Hub) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(h.m.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", h.serveHealth)
+	return mux
+}
+
+func (h *Hub) serveHealth(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	if h.draining() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "draining")
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+func (h *Hub) draining() bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.closed
+}
+
+// Shutdown drains the hub: it refuses new connections, closes every
+// connection with 1012 (service restart: clients reconnect), ends every
+// session and waits for the hub's goroutines. When ctx ends first it closes
+// the remaining sockets outright and returns ctx.Err(). It may be called
+// more than once.
+func (h *Hub) Shutdown(ctx context.Context) error {
+	h.mu.Lock()
+	h.closed = true
+	conns := make([]*conn, 0, len(h.conns))
+	for c := range h.conns {
+		conns = append(conns, c)
+	}
+	sessions := make([]*session, 0, len(h.sessions))
+	for _, s := range h.sessions {
+		sessions = append(sessions, s)
+	}
+	h.mu.Unlock()
+
+	for _, c := range conns {
+		c.fail(CloseServiceRestart, "service restart", reasonDrain)
+	}
+	// Sessions waiting for a resume have no connection to end them.
+	for _, s := range sessions {
+		s.mu.Lock()
+		idle := s.conn == nil
+		s.mu.Unlock()
+		if idle {
+			h.endSession(s, reasonDrain)
+		}
+	}
+	done := make(chan struct{})
+	go func() { h.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		for _, c := range conns {
+			c.ws.NetConn().Close() //nolint:errcheck // forcing readers out
+		}
+		return ctx.Err()
+	}
+}
+
+// serveWS upgrades GET /ws after the origin and connection-cap checks.
+func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
+	if !originAllowed(h.cfg.AllowedOrigins, r) {
+		h.m.rejected.WithLabelValues("origin").Inc()
+		h.log.Info("websocket refused", "reason", "origin not allowed", "origin", r.Header.Get("Origin"))
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	ip := h.cfg.ClientIP(r)
+	h.mu.Lock()
+	switch {
+	case h.closed:
+		h.mu.Unlock()
+		h.m.rejected.WithLabelValues("draining").Inc()
+		http.Error(w, "draining", http.StatusServiceUnavailable)
+		return
+	case h.cfg.MaxConns > 0 && h.nconns >= h.cfg.MaxConns:
+		h.mu.Unlock()
+		h.m.rejected.WithLabelValues("max-conns").Inc()
+		h.log.Warn("websocket refused", "reason", "connection cap", "max", h.cfg.MaxConns)
+		http.Error(w, "too many connections", http.StatusServiceUnavailable)
+		return
+	case h.cfg.MaxConnsPerIP > 0 && h.perIP[ip] >= h.cfg.MaxConnsPerIP:
+		h.mu.Unlock()
+		h.m.rejected.WithLabelValues("max-conns-per-ip").Inc()
+		h.log.Info("websocket refused", "reason", "per-address cap", "ip", ip)
+		http.Error(w, "too many connections from your address", http.StatusTooManyRequests)
+		return
+	}
+	h.nconns++
+	h.perIP[ip]++
+	h.wg.Add(1)
+	h.mu.Unlock()
+	defer func() {
+		h.mu.Lock()
+		h.nconns--
+		if h.perIP[ip]--; h.perIP[ip] <= 0 {
+			delete(h.perIP, ip)
+		}
+		h.mu.Unlock()
+		h.wg.Done()
+	}()
+
+	ws, err := h.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		// The upgrader has answered with an HTTP error.
+		h.m.rejected.WithLabelValues("handshake").Inc()
+		return
+	}
+	c := newConn(h, ws, ip)
+	h.mu.Lock()
+	h.conns[c] = struct{}{}
+	closed := h.closed
+	h.mu.Unlock()
+	if closed {
+		c.fail(CloseServiceRestart, "service restart", reasonDrain)
+	}
+	h.m.conns.Inc()
+	c.serve()
+	h.m.conns.Dec()
+	h.mu.Lock()
+	delete(h.conns, c)
+	h.mu.Unlock()
+}
+
+// iceResponse is the body of GET /ice.
+type iceResponse struct {
+	ICEServers []ICEServer `json:"iceServers"`
+	// Expires is when the credentials expire, in Unix seconds (0: never).
+	Expires int64 `json:"expires,omitempty"`
+}
+
+func (h *Hub) serveICE(w http.ResponseWriter, r *http.Request) {
+	hdr := w.Header()
+	hdr.Set("Cache-Control", "no-store")
+	hdr.Add("Vary", "Origin")
+	if !originAllowed(h.cfg.AllowedOrigins, r) {
+		h.m.iceRequests.WithLabelValues("origin").Inc()
+		http.Error(w, "origin not allowed", http.StatusForbidden)
+		return
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		hdr.Set("Access-Control-Allow-Origin", o)
+		hdr.Set("Access-Control-Allow-Headers", "Authorization")
+		hdr.Set("Access-Control-Allow-Methods", "GET")
+	}
+	if r.Method == http.MethodOptions {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if h.cfg.TokenSecret != nil {
+		if _, err := verifyToken(h.cfg.TokenSecret, bearerToken(r), "", h.cfg.now()); err != nil {
+			h.m.iceRequests.WithLabelValues("unauthorized").Inc()
+			h.log.Debug("ice refused", "err", err)
+			hdr.Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			w.Write(encode(ServerMessage{Type: TypeError, Code: CodeUnauthorized, Message: "a valid token is required"})) //nolint:errcheck
+			return
+		}
+	}
+	servers, exp := h.iceServers("ice-" + randomString(9))
+	resp := iceResponse{ICEServers: servers}
+	if !exp.IsZero() {
+		resp.Expires = exp.Unix()
+	}
+	h.m.iceRequests.WithLabelValues("ok").Inc()
+	hdr.Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(resp) //nolint:errcheck // client went away
+}
+
+// iceServers calls Config.ICEServers, never returning nil.
+func (h *Hub) iceServers(peerID string) ([]ICEServer, time.Time) {
+	if h.cfg.ICEServers == nil {
+		return []ICEServer{}, time.Time{}
+	}
+	s, exp := h.cfg.ICEServers(peerID)
+	if s == nil {
+		s = []ICEServer{}
+	}
+	return s, exp
+}
+
+// afterFunc runs f after d on a timer the hub's WaitGroup tracks; stop it
+// with stopTimer.
+func (h *Hub) afterFunc(d time.Duration, f func()) *time.Timer {
+	h.wg.Add(1)
+	return time.AfterFunc(d, func() {
+		defer h.wg.Done()
+		f()
+	})
+}
+
+func (h *Hub) stopTimer(t *time.Timer) {
+	if t != nil && t.Stop() {
+		h.wg.Done()
+	}
+}
+
+// randomString returns n random bytes, base64url-encoded.
+func randomString(n int) string {
+	b := make([]byte, n)
+	rand.Read(b) //nolint:errcheck // crypto/rand.Read never fails (Go 1.24+)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// newPeerID returns a random, unguessable peer id (96 bits).
+func newPeerID() string { return randomString(12) }
+
+// newResumeToken returns a resume token (256 bits).
+func newResumeToken() string { return randomString(32) }
