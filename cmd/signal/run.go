@@ -161,7 +161,7 @@ func run(ctx context.Context, args []string, env runEnv) int {
 		"ping_interval", l.hub.PingInterval, "resume_grace", l.hub.ResumeGrace)
 	pageURL := scheme + "://" + net.JoinHostPort(host, strconv.Itoa(portOf(ln.Addr()))) + "/"
 	if o.dev {
-		fmt.Fprintf(env.stdout, "signal -dev: open %s in two browser tabs (same room) to connect them\n", pageURL)
+		fmt.Fprintf(env.stdout, "signal -dev: open %s, then open the share link it shows in a second tab or browser\n", pageURL)
 	} else {
 		fmt.Fprintf(env.stdout, "signal: serving %s\n", pageURL)
 	}
