@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Loss robustness of natprobe in the NAT lab (issue 4): every lab case of
+# e2e/natlab with 20% random UDP loss each way on the router, natprobe run
+# RUNS times per case against turnd and coturn (RFC 5780 mode), reporting the
+# share of exactly correct classifications and the median classification
+# time. NATDISCOVERY=1 also runs coturn's turnutils_natdiscovery (a
+# single-try client) as the reference. Needs root, iproute2, nftables and
+# coturn (e2e/setup.sh). Not part of go test: loss from nft's numgen cannot
+# be seeded, so this is measured, not asserted.
+#
+#   sudo bench/natloss.sh                    # 10 runs, 20% loss
+#   RUNS=20 LOSS=30 bench/natloss.sh --cases eim-apdf-pp,apdm-apdf
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS="${RUNS:-10}"
+LOSS="${LOSS:-20}"
+PARALLEL="${PARALLEL:-4}"
+bin="$(mktemp -d)"
+trap 'rm -rf "$bin"' EXIT
+go build -o "$bin/natprobe" ./cmd/natprobe
+go build -o "$bin/turnd" ./cmd/turnd
+go build -o "$bin/natloss" ./bench/natloss
+extra=()
+if [ "${NATDISCOVERY:-0}" = 1 ]; then extra+=(--natdiscovery); fi
+"$bin/natloss" --natprobe "$bin/natprobe" --turnd "$bin/turnd" --runs "$RUNS" --loss "$LOSS" \
+	--parallel "$PARALLEL" "${extra[@]}" "$@"

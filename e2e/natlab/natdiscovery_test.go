@@ -1,0 +1,103 @@
+package natlab
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rtcsuite/rtcsuite/internal/testenv"
+)
+
+// forEachCase runs f for every case, at most limit at a time, each in its
+// own subtest. The lab work waits on timeouts far more than it computes, so
+// it runs wider than -parallel (GOMAXPROCS) would allow.
+func forEachCase(t *testing.T, cases []Case, limit int, f func(t *testing.T, c Case)) {
+	t.Helper()
+	sem := make(chan struct{}, limit)
+	var wg sync.WaitGroup
+	for _, c := range cases {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			t.Run(c.Name(), func(t *testing.T) { f(t, c) })
+		}()
+	}
+	wg.Wait()
+}
+
+// natDiscoveryVerdicts maps the verdict lines of coturn's
+// turnutils_natdiscovery (4.6.1) to behaviours.
+var natDiscoveryVerdicts = map[string]Behavior{
+	"No NAT! (Endpoint Independent Mapping)":         EndpointIndependent,
+	"NAT with Endpoint Independent Mapping!":         EndpointIndependent,
+	"NAT with Address Dependent Mapping!":            AddressDependent,
+	"NAT with Address and Port Dependent Mapping!":   AddressPortDependent,
+	"NAT with Endpoint Independent Filtering!":       EndpointIndependent,
+	"NAT with Address Dependent Filtering!":          AddressDependent,
+	"NAT with Address and Port Dependent Filtering!": AddressPortDependent,
+}
+
+// natDiscoveryVerdict returns the verdict line of out that mentions kind
+// ("Mapping" or "Filtering").
+func natDiscoveryVerdict(out []byte, kind string) (Behavior, string) {
+	for _, line := range strings.Split(string(out), "\n") {
+		line = strings.TrimSpace(line)
+		if b, ok := natDiscoveryVerdicts[line]; ok && strings.Contains(line, kind) {
+			return b, line
+		}
+	}
+	return "", ""
+}
+
+// TestNatDiscovery cross-checks every lab case with an independent client,
+// coturn's turnutils_natdiscovery, against coturn in RFC 5780 mode in the
+// public namespace (asked on its primary address).
+func TestNatDiscovery(t *testing.T) {
+	needLab(t)
+	testenv.NeedCommand(t, "turnserver", "coturn")
+	testenv.NeedCommand(t, "turnutils_natdiscovery", "coturn")
+	forEachCase(t, Cases(), 8, func(t *testing.T, c Case) {
+		lab := New(t, c)
+		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+		defer cancel()
+		if _, err := lab.StartCoturn(ctx, t.TempDir()); err != nil {
+			t.Fatal(err)
+		}
+		run := func(flag string) []byte {
+			// -L: with the local address known it can tell "no NAT".
+			out, err := lab.Exec(ctx, LAN, "turnutils_natdiscovery", flag, "-L", LANIP.String(), PublicIP1.String())
+			if err != nil && !c.UDPBlocked { // blocked: -H exits 255 ("Bad file descriptor")
+				t.Errorf("turnutils_natdiscovery %s: %v", flag, err)
+			}
+			return out
+		}
+		mOut, fOut, hOut := run("-m"), run("-f"), run("-H")
+		mapping, mLine := natDiscoveryVerdict(mOut, "Mapping")
+		filtering, fLine := natDiscoveryVerdict(fOut, "Filtering")
+		hairpin := strings.Contains(string(hOut), "maybe a successful hairpinning")
+		noNAT := strings.Contains(string(mOut), "No NAT!")
+		t.Logf("turnutils_natdiscovery: mapping %q, filtering %q, hairpin %t", mLine, fLine, hairpin)
+		if c.UDPBlocked {
+			if mLine != "" || fLine != "" || hairpin {
+				t.Errorf("UDP blocked, but natdiscovery found %q / %q / hairpin %t", mLine, fLine, hairpin)
+			}
+			return
+		}
+		if noNAT != c.NoNAT {
+			t.Errorf("no NAT: natdiscovery %t, case %t\n%s", noNAT, c.NoNAT, mOut)
+		}
+		if !c.NoNAT && mapping != c.Mapping {
+			t.Errorf("mapping: natdiscovery %q, case %s\n%s", mLine, c.Mapping, mOut)
+		}
+		if filtering != c.Filtering {
+			t.Errorf("filtering: natdiscovery %q, case %s\n%s", fLine, c.Filtering, fOut)
+		}
+		if !c.NoNAT && hairpin != c.Hairpin {
+			t.Errorf("hairpin: natdiscovery %t, case %t\n%s", hairpin, c.Hairpin, hOut)
+		}
+	})
+}

@@ -1,0 +1,67 @@
+package natlab
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"runtime"
+
+	"golang.org/x/sys/unix"
+)
+
+// ListenUDP opens a UDP socket on addr inside the namespace of role, from
+// this process: a socket belongs to the namespace it was created in, so the
+// caller reads and writes it like any other. The lab closes it on Close
+// (closing it earlier is fine).
+func (l *Lab) ListenUDP(r Role, addr netip.AddrPort) (*net.UDPConn, error) {
+	var conn *net.UDPConn
+	err := l.inNS(r, func() error {
+		c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(addr))
+		conn = c
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := l.onClose(func() error { conn.Close(); return nil }); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// inNS runs f on an OS thread switched into the namespace of role. The
+// thread goes back to its own namespace afterwards; if that fails it is
+// left locked, and the runtime discards it when the goroutine ends.
+func (l *Lab) inNS(r Role, f func() error) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread()
+		self, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- err
+			return
+		}
+		defer self.Close()
+		target, err := os.Open("/run/netns/" + l.NS(r))
+		if err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("open namespace %s: %w", r, err)
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			errc <- fmt.Errorf("enter namespace %s: %w", r, err)
+			return
+		}
+		ferr := f()
+		if unix.Setns(int(self.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- ferr
+	}()
+	return <-errc
+}
