@@ -415,8 +415,8 @@ func (s *Server) ICEServerURLs(host string) []string {
 	for _, a := range s.addrs {
 		ap := toAddrPort(a)
 		h := host
-		if h == "" || !ap.Addr().IsUnspecified() && host == "" {
-			h = ap.Addr().String()
+		if h == "" {
+			h = ap.Addr().Unmap().String()
 		}
 		hp := net.JoinHostPort(h, strconv.Itoa(int(ap.Port())))
 		switch a.Network() {

@@ -108,19 +108,10 @@ func (o *options) build(stderr io.Writer) (loaded, error) {
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	var l loaded
 
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		add("log-level %q: want debug, info, warn or error", o.logLevel)
-	}
-	hopts := &slog.HandlerOptions{Level: level}
-	switch o.logFormat {
-	case "json":
-		l.logger = slog.New(slog.NewJSONHandler(stderr, hopts))
-	default:
-		if o.logFormat != "text" {
-			add("log-format %q: want text or json", o.logFormat)
-		}
-		l.logger = slog.New(slog.NewTextHandler(stderr, hopts))
+	var lerr error
+	l.logger, lerr = conf.Logger(stderr, o.logFormat, o.logLevel)
+	if lerr != nil {
+		errs = append(errs, lerr)
 	}
 
 	// Listeners.

@@ -143,20 +143,9 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 	}
 
 	// Logger.
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
-		add(fmt.Errorf("log-level %q: want debug, info, warn or error", o.logLevel))
-	}
-	hopts := &slog.HandlerOptions{Level: level}
-	var logger *slog.Logger
-	switch o.logFormat {
-	case "text":
-		logger = slog.New(slog.NewTextHandler(stderr, hopts))
-	case "json":
-		logger = slog.New(slog.NewJSONHandler(stderr, hopts))
-	default:
-		add(fmt.Errorf("log-format %q: want text or json", o.logFormat))
-		logger = slog.New(slog.NewTextHandler(stderr, hopts))
+	logger, lerr := conf.Logger(stderr, o.logFormat, o.logLevel)
+	if lerr != nil {
+		add(lerr)
 	}
 	cfg.Logger = logger
 

@@ -78,3 +78,22 @@ func FuzzParseFile(f *testing.F) {
 		_ = parseFile(fs, strings.NewReader(s), "fuzz", map[string]Source{})
 	})
 }
+
+func TestLogger(t *testing.T) {
+	var b strings.Builder
+	l, err := Logger(&b, "json", "debug")
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Debug("hello")
+	if !strings.Contains(b.String(), `"msg":"hello"`) {
+		t.Fatalf("json debug log missing: %q", b.String())
+	}
+	l, err = Logger(&b, "xml", "loud")
+	if err == nil || !strings.Contains(err.Error(), "log-format") || !strings.Contains(err.Error(), "log-level") {
+		t.Fatalf("both problems must be reported: %v", err)
+	}
+	if l == nil {
+		t.Fatal("no fallback logger")
+	}
+}
