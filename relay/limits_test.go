@@ -5,6 +5,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/pion/stun/v4"
 )
 
 func TestBandwidthLimitDrops(t *testing.T) {
@@ -68,5 +70,24 @@ func TestCertificateReload(t *testing.T) {
 	}
 	if string(served()) != string(second.Certificate[0]) {
 		t.Fatal("reloaded certificate not served")
+	}
+}
+
+// TestExternalIPAdvertised: behind 1:1 NAT the relay binds its private
+// address but advertises the public one, and a peer addressing that public
+// relay address is recognised as one of ours.
+func TestExternalIPAdvertised(t *testing.T) {
+	srv := newTestServer(t, func(c *Config) { c.ExternalIPv4 = mustAddrPort("203.0.113.5:1").Addr() })
+	r := newRawClient(t, srv, "alice", "wonderland")
+	resp := r.do(stun.MethodAllocate, udpTransport)
+	if code := errorCode(t, resp); code != 0 {
+		t.Fatalf("allocate: %d", code)
+	}
+	relayed := relayedAddr(t, resp)
+	if !relayed.IP.Equal(net.IPv4(203, 0, 113, 5)) || relayed.Port == 0 {
+		t.Fatalf("XOR-RELAYED-ADDRESS = %v, want 203.0.113.5:<port>", relayed)
+	}
+	if reason := srv.policy.Load().checkAddrPort(mustAddrPort(relayed.String())); reason != "" {
+		t.Fatalf("advertised relay address denied as a peer: %s", reason)
 	}
 }
