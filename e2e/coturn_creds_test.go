@@ -3,10 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,25 +49,7 @@ func TestHubCredentialsWorkWithCoturn(t *testing.T) {
 	})
 	coturn_waitSTUN(t, addr)
 
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	turnURL := "turn:" + addr + "?transport=udp"
-	hub, err := signaling.NewHub(signaling.Config{
-		ICEServers: func(peerID string) ([]signaling.ICEServer, time.Time) {
-			c := turnrest.Mint([]byte(secret), peerID, time.Now().Add(time.Hour))
-			return []signaling.ICEServer{{URLs: []string{turnURL}, Username: c.Username, Credential: c.Password}}, c.Expires
-		},
-		Logger: quiet,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(hub.Handler())
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		hub.Shutdown(ctx) //nolint:errcheck
-		srv.Close()
-	})
+	srv := signal_startHub(t, []byte(secret), "turn:"+addr+"?transport=udp")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	c, err := signaling.Dial(ctx, srv.URL+"/ws")

@@ -17,7 +17,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -42,25 +41,6 @@ func natlab_build(t *testing.T, dir, name string) string {
 		t.Fatalf("go build ./cmd/%s: %v\n%s", name, err, out)
 	}
 	return bin
-}
-
-// natlab_forEachCase runs f for every case in its own subtest, at most
-// limit at a time. The lab mostly waits on timeouts, so it runs wider than
-// -parallel (GOMAXPROCS) would.
-func natlab_forEachCase(t *testing.T, cases []natlab.Case, limit int, f func(t *testing.T, c natlab.Case)) {
-	t.Helper()
-	sem := make(chan struct{}, limit)
-	var wg sync.WaitGroup
-	for _, c := range cases {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			t.Run(c.Name(), func(t *testing.T) { f(t, c) })
-		}()
-	}
-	wg.Wait()
 }
 
 // natlab_probe runs natprobe --json in the lab's LAN namespace against
@@ -98,7 +78,7 @@ func TestNATLab(t *testing.T) {
 	natprobe := natlab_build(t, dir, "natprobe")
 	turnd := natlab_build(t, dir, "turnd")
 
-	natlab_forEachCase(t, natlab.Cases(), 6, func(t *testing.T, c natlab.Case) {
+	natlab.ForEachCase(t, natlab.Cases(), 6, func(t *testing.T, c natlab.Case) {
 		lab := natlab.New(t, c)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()

@@ -4,14 +4,11 @@ import (
 	"context"
 	"io"
 	"log/slog"
-	"net/http/httptest"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/pion/webrtc/v4"
 
-	"github.com/rtcsuite/rtcsuite/internal/turnrest"
 	"github.com/rtcsuite/rtcsuite/relay"
 	"github.com/rtcsuite/rtcsuite/signaling"
 )
@@ -38,24 +35,7 @@ func TestSignalRelayOnly(t *testing.T) {
 	t.Cleanup(func() { rs.Close() })
 	turnURL := "turn:" + rs.Addr("udp").String() + "?transport=udp"
 
-	// As cmd/signal wires it: the hub asks, the command mints.
-	hub, err := signaling.NewHub(signaling.Config{
-		ICEServers: func(peerID string) ([]signaling.ICEServer, time.Time) {
-			c := turnrest.Mint(secret, peerID, time.Now().Add(time.Hour))
-			return []signaling.ICEServer{{URLs: []string{turnURL}, Username: c.Username, Credential: c.Password}}, c.Expires
-		},
-		Logger: quiet,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(hub.Handler())
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		hub.Shutdown(ctx) //nolint:errcheck
-		srv.Close()
-	})
+	srv := signal_startHub(t, secret, turnURL)
 
 	ctx, cancel := context.WithTimeout(context.Background(), signal_wait)
 	defer cancel()

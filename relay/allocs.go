@@ -39,10 +39,7 @@ func newAllocTable() *allocTable {
 }
 
 func addrIP(a net.Addr) netip.Addr {
-	if ap, err := netip.ParseAddrPort(a.String()); err == nil {
-		return ap.Addr().Unmap()
-	}
-	return netip.Addr{}
+	return toAddrPort(a).Addr().Unmap()
 }
 
 func (t *allocTable) add(src, dst net.Addr, userID string, now time.Time) {

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"errors"
 	"net"
 	"sync"
 	"time"
@@ -133,5 +132,3 @@ func (s *Server) authHandler(ra *turn.RequestAttributes) (string, []byte, bool) 
 	}
 	return e.userID, e.key, true
 }
-
-var errAuthRejected = errors.New("relay: request rejected by authentication")

@@ -3,6 +3,7 @@ package relay
 import (
 	"net"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -164,19 +165,8 @@ func TestConfigValidationReportsAll(t *testing.T) {
 		t.Fatal("no error")
 	}
 	for _, want := range []string{"sctp", "certificate", "no authentication", "port range", "user quota", "rfc5780"} {
-		if !contains(err.Error(), want) {
+		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %q:\n%v", want, err)
 		}
 	}
-}
-
-func contains(s, sub string) bool { return len(s) >= len(sub) && (s == sub || indexOf(s, sub) >= 0) }
-
-func indexOf(s, sub string) int {
-	for i := 0; i+len(sub) <= len(s); i++ {
-		if s[i:i+len(sub)] == sub {
-			return i
-		}
-	}
-	return -1
 }

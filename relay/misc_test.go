@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"io"
 	"net/http/httptest"
 	"net/netip"
 	"strconv"
@@ -11,12 +10,7 @@ import (
 	"github.com/rtcsuite/rtcsuite/internal/turnrest"
 )
 
-type netipPrefix = netip.Prefix
-
-func mustParsePrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
-func mustAddrPort(s string) netip.AddrPort  { return netip.MustParseAddrPort(s) }
-
-func io_ReadFull(r io.Reader, b []byte) (int, error) { return io.ReadFull(r, b) } //nolint:revive
+func mustAddrPort(s string) netip.AddrPort { return netip.MustParseAddrPort(s) }
 
 func keyFor(srv *Server, user, pass string) []byte {
 	return turnrest.LongTermKey(user, srv.cfg.Realm, pass)

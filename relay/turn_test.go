@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -138,7 +140,7 @@ func TestRelayIPv6(t *testing.T) {
 
 func TestTCPRelayRFC6062(t *testing.T) {
 	srv := newTestServer(t, func(c *Config) {
-		c.Peers.Denied = append(c.Peers.Denied, mustPrefix("127.0.0.2/32"))
+		c.Peers.Denied = append(c.Peers.Denied, netip.MustParsePrefix("127.0.0.2/32"))
 	})
 	// A TCP peer that echoes.
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -188,7 +190,7 @@ func TestTCPRelayRFC6062(t *testing.T) {
 	}
 	got := make([]byte, len(want))
 	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	if _, err := io_ReadFull(conn, got); err != nil || !bytes.Equal(got, want) {
+	if _, err := io.ReadFull(conn, got); err != nil || !bytes.Equal(got, want) {
 		t.Fatalf("echo through TCP relay: %q, %v", got, err)
 	}
 
@@ -446,5 +448,3 @@ func TestRelayToRelay(t *testing.T) {
 		}
 	}
 }
-
-func mustPrefix(s string) netipPrefix { return mustParsePrefix(s) }

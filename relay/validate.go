@@ -128,9 +128,7 @@ func (cfg Config) validate() error {
 			add("%s %v is not IPv6", name, ip)
 		}
 	}
-	for _, e := range cfg.Peers.validate() {
-		errs = append(errs, e)
-	}
+	errs = append(errs, cfg.Peers.validate()...)
 	for _, q := range []struct {
 		name string
 		v    int

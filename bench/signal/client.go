@@ -248,6 +248,27 @@ func (cl *client) signalFrame(buf []byte, to string, bt, bo int64) []byte {
 
 var heartbeatFrame = []byte(`{"type":"HEARTBEAT"}`)
 
+// peerJSHeartbeats sends PeerJS's HEARTBEAT on every live connection that
+// conns returns, every peerJSHeartbeat, until ctx ends: without them the
+// PeerJS server drops its clients. (The hub's own pings are answered by
+// gorilla's default ping handler.)
+func peerJSHeartbeats(ctx context.Context, conns func() []*bconn) {
+	t := time.NewTicker(peerJSHeartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, c := range conns() {
+			if !c.dead.Load() {
+				c.write(heartbeatFrame) //nolint:errcheck // a dead one is seen by its reader
+			}
+		}
+	}
+}
+
 // parsed is what the reader needs from a received frame.
 type parsed struct {
 	signal bool

@@ -127,30 +127,14 @@ func runMem(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			}
 		}()
 	}
-	// PeerJS clients must send heartbeats or the server drops them; the
-	// hub's own pings are answered by gorilla's default ping handler.
 	hbCtx, hbStop := context.WithCancel(ctx)
 	defer hbStop()
 	if *target == targetPeerJS {
-		go func() {
-			t := time.NewTicker(peerJSHeartbeat)
-			defer t.Stop()
-			for {
-				select {
-				case <-hbCtx.Done():
-					return
-				case <-t.C:
-				}
-				mu.Lock()
-				cs := conns[:len(conns):len(conns)]
-				mu.Unlock()
-				for _, c := range cs {
-					if !c.dead.Load() {
-						c.write(heartbeatFrame) //nolint:errcheck // a dead one is seen by its reader
-					}
-				}
-			}
-		}()
+		go peerJSHeartbeats(hbCtx, func() []*bconn {
+			mu.Lock()
+			defer mu.Unlock()
+			return conns[:len(conns):len(conns)]
+		})
 	}
 
 	cctx, ccancel := context.WithTimeout(ctx, *connectTimeout)

@@ -133,20 +133,7 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *target == targetPeerJS {
 		hbCtx, hbStop := context.WithCancel(ctx)
 		defer hbStop()
-		go func() {
-			t := time.NewTicker(peerJSHeartbeat)
-			defer t.Stop()
-			for {
-				select {
-				case <-hbCtx.Done():
-					return
-				case <-t.C:
-					for _, c := range r.conns {
-						c.write(heartbeatFrame) //nolint:errcheck
-					}
-				}
-			}
-		}()
+		go peerJSHeartbeats(hbCtx, func() []*bconn { return r.conns })
 	}
 
 	// Start the load.

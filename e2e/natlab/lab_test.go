@@ -23,7 +23,7 @@ func needLab(t *testing.T) {
 // does what its Case says, before any classifier is asked about it.
 func TestRawProbe(t *testing.T) {
 	needLab(t)
-	forEachCase(t, Cases(), 8, func(t *testing.T, c Case) {
+	ForEachCase(t, Cases(), 8, func(t *testing.T, c Case) {
 		lab := New(t, c)
 		if _, err := lab.StartReflector(); err != nil {
 			t.Fatal(err)

@@ -3,31 +3,11 @@ package natlab
 import (
 	"context"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/rtcsuite/rtcsuite/internal/testenv"
 )
-
-// forEachCase runs f for every case, at most limit at a time, each in its
-// own subtest. The lab work waits on timeouts far more than it computes, so
-// it runs wider than -parallel (GOMAXPROCS) would allow.
-func forEachCase(t *testing.T, cases []Case, limit int, f func(t *testing.T, c Case)) {
-	t.Helper()
-	sem := make(chan struct{}, limit)
-	var wg sync.WaitGroup
-	for _, c := range cases {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			t.Run(c.Name(), func(t *testing.T) { f(t, c) })
-		}()
-	}
-	wg.Wait()
-}
 
 // natDiscoveryVerdicts maps the verdict lines of coturn's
 // turnutils_natdiscovery (4.6.1) to behaviours.
@@ -60,7 +40,7 @@ func TestNatDiscovery(t *testing.T) {
 	needLab(t)
 	testenv.NeedCommand(t, "turnserver", "coturn")
 	testenv.NeedCommand(t, "turnutils_natdiscovery", "coturn")
-	forEachCase(t, Cases(), 8, func(t *testing.T, c Case) {
+	ForEachCase(t, Cases(), 8, func(t *testing.T, c Case) {
 		lab := New(t, c)
 		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 		defer cancel()
