@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -231,4 +232,24 @@ func errorCode(t *testing.T, m *stun.Message) stun.ErrorCode {
 
 func restCred(secret []byte, user string, ttl time.Duration) turnrest.Credential {
 	return turnrest.Mint(secret, user, time.Now().Add(ttl))
+}
+
+// testClock is a clock tests move while the server reads it.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newTestClock(t time.Time) *testClock { return &testClock{now: t} }
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
 }

@@ -19,6 +19,7 @@ type metrics struct {
 	dropped            *prometheus.CounterVec // reason
 	pionEvents         *prometheus.CounterVec // level
 	bindingAnswers     prometheus.Counter
+	acceptErrors       prometheus.Counter
 	draining           prometheus.Gauge
 
 	// Hot-path children, resolved once.
@@ -33,6 +34,9 @@ const (
 	dropRateLimited = "rate_limited"
 	dropBandwidth   = "bandwidth"
 	dropAuthLimited = "auth_rate_limited"
+	dropOversize    = "oversize_frame"
+	dropConnLimit   = "connection_limit"
+	dropSendBuffer  = "send_buffer_full"
 )
 
 func newMetrics() *metrics {
@@ -69,12 +73,15 @@ func newMetrics() *metrics {
 		bindingAnswers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "turnd_rfc5780_answers_total", Help: "RFC 5780 Binding answers sent.",
 		}),
+		acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "turnd_accept_errors_total", Help: "Failed Accept calls on TCP/TLS listeners (retried with back-off).",
+		}),
 		draining: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "turnd_draining", Help: "1 while the server drains before shutdown.",
 		}),
 	}
 	reg.MustRegister(m.allocationsActive, m.allocationsCreated, m.authFailures, m.quotaRejections,
-		m.policyDenials, m.relayedBytes, m.relayedPackets, m.dropped, m.pionEvents, m.bindingAnswers, m.draining,
+		m.policyDenials, m.relayedBytes, m.relayedPackets, m.dropped, m.pionEvents, m.bindingAnswers, m.acceptErrors, m.draining,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	m.bytesC2P = m.relayedBytes.WithLabelValues(dirClientToPeer)
 	m.bytesP2C = m.relayedBytes.WithLabelValues(dirPeerToClient)
@@ -83,7 +90,7 @@ func newMetrics() *metrics {
 	for _, r := range []string{authUnknownUser, authBadPassword, authExpired, authSessionLimit, authMalformed, authWrongUser} {
 		m.authFailures.WithLabelValues(r)
 	}
-	for _, r := range []string{dropMalformed, dropRateLimited, dropBandwidth, dropAuthLimited} {
+	for _, r := range []string{dropMalformed, dropRateLimited, dropBandwidth, dropAuthLimited, dropOversize, dropConnLimit, dropSendBuffer} {
 		m.dropped.WithLabelValues(r)
 	}
 	return m

@@ -17,6 +17,7 @@ var errPeerDenied = errors.New("relay: peer address denied by policy")
 // the allocation's and user's bandwidth limits.
 type relayPacketConn struct {
 	net.PacketConn
+	send  *udpSender
 	s     *Server
 	bw    *bandwidth
 	addrs []netip.AddrPort // registered in the relay set
@@ -27,6 +28,18 @@ type relayPacketConn struct {
 	lastPolicy *peerPolicy
 
 	closeOnce sync.Once
+}
+
+func newRelayPacketConn(s *Server, c net.PacketConn, bw *bandwidth, addrs []netip.AddrPort) (*relayPacketConn, error) {
+	send, err := newUDPSender(c)
+	if err != nil {
+		for _, ap := range addrs {
+			s.policy.Load().removeRelay(protoUDP, ap)
+		}
+		bw.release()
+		return nil, err
+	}
+	return &relayPacketConn{PacketConn: c, send: send, s: s, bw: bw, addrs: addrs}, nil
 }
 
 func toAddrPort(a net.Addr) netip.AddrPort {
@@ -45,7 +58,7 @@ func (c *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	ap := toAddrPort(addr)
 	pol := c.s.policy.Load()
 	if ap != c.lastPeer || pol != c.lastPolicy {
-		if reason := pol.checkAddrPort(ap); reason != "" {
+		if reason := pol.checkAddrPort(ap, protoUDP); reason != "" {
 			c.s.metrics.policyDenials.WithLabelValues(reason).Inc()
 			return 0, errPeerDenied
 		}
@@ -56,12 +69,16 @@ func (c *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		c.s.metrics.dropped.WithLabelValues(dropBandwidth).Inc()
 		return len(p), nil // data has no error response: shaping is dropping
 	}
-	n, err := c.PacketConn.WriteTo(p, addr)
-	if err == nil {
-		c.s.metrics.pktsC2P.Inc()
-		c.s.metrics.bytesC2P.Add(float64(n))
+	switch err := c.send.sendTo(p, ap); {
+	case errors.Is(err, errWouldBlock):
+		c.s.metrics.dropped.WithLabelValues(dropSendBuffer).Inc()
+		return len(p), nil
+	case err != nil:
+		return 0, err
 	}
-	return n, err
+	c.s.metrics.pktsC2P.Inc()
+	c.s.metrics.bytesC2P.Add(float64(len(p)))
+	return len(p), nil
 }
 
 // ReadFrom receives peer data for the client.
@@ -84,7 +101,7 @@ func (c *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 func (c *relayPacketConn) Close() error {
 	c.closeOnce.Do(func() {
 		for _, ap := range c.addrs {
-			c.s.policy.Load().removeRelay(ap)
+			c.s.policy.Load().removeRelay(protoUDP, ap)
 		}
 		c.bw.release()
 	})
@@ -112,7 +129,7 @@ func (l *relayListener) Accept() (net.Conn, error) {
 func (l *relayListener) Close() error {
 	l.closeOnce.Do(func() {
 		for _, ap := range l.addrs {
-			l.s.policy.Load().removeRelay(ap)
+			l.s.policy.Load().removeRelay(protoTCP, ap)
 		}
 		l.bw.release()
 	})

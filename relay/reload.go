@@ -8,7 +8,7 @@ import (
 
 // Reload applies the reloadable parts of cfg without dropping allocations:
 // users, secrets, MaxSessionLength, the peer policy and the TLS
-// certificate. Everything else needs a restart; Reload reports those
+// certificate; it also re-reads the host's own addresses. Everything else needs a restart; Reload reports those
 // fields as a non-fatal note in the returned error's text and still applies
 // the rest (check with errors.Is(err, ErrNeedsRestart)).
 //
@@ -25,6 +25,7 @@ func (s *Server) Reload(cfg Config) error {
 	}
 	s.creds.Store(newCredentials(cfg))
 	s.policy.Store(s.policy.Load().withConfig(cfg.Peers))
+	s.refreshSelf()
 	if cfg.Certificate != nil {
 		s.cert.Store(cfg.Certificate)
 	}

@@ -97,8 +97,14 @@ func (c *serverPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			c.front.s.metrics.dropped.WithLabelValues(dropMalformed).Inc()
 			continue
 		}
-		if c.front.pass(p[:n], addr) {
-			return n, addr, nil
+		if m, ok := c.front.pass(p[:n], addr); ok {
+			return m, addr, nil
 		}
 	}
+}
+
+// WriteTo sends pion's answers and relayed data to a client.
+func (c *serverPacketConn) WriteTo(b []byte, to net.Addr) (int, error) {
+	c.front.observe(b, to)
+	return c.PacketConn.WriteTo(b, to)
 }
