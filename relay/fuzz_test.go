@@ -59,8 +59,8 @@ func FuzzFramedConn(f *testing.F) {
 	f.Add(append(append([]byte{}, bind...), bind...), uint8(1))
 	f.Add([]byte{0x40, 0x01, 0x00, 0x03, 1, 2, 3, 0}, uint8(3))
 	f.Add([]byte{0xff}, uint8(0))
-	f.Add(oversizeSTUN(0xFFEC, 5), uint8(7))                  // 16-bit overflow in pion's length sum
-	f.Add(oversizeSTUN(0xFFFF, 3), uint8(200))                // 64 KiB STUN length
+	f.Add(oversizeSTUN(0xFFEC, 5), uint8(7))                         // 16-bit overflow in pion's length sum
+	f.Add(oversizeSTUN(0xFFFF, 3), uint8(200))                       // 64 KiB STUN length
 	f.Add(append([]byte{0x40, 0x00, 0xFF, 0xFF}, bind...), uint8(1)) // 64 KiB ChannelData length
 	f.Add(append([]byte{0x40, 0x00, 0x00, 0x10, 0x21, 0x12, 0xA4, 0x42}, make([]byte, 12)...), uint8(0))
 	s := newFuzzServer(f)
@@ -126,10 +126,14 @@ func (f *fakeStream) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (f *fakeStream) Write(p []byte) (int, error)      { return len(p), nil }
-func (f *fakeStream) Close() error                     { return nil }
-func (f *fakeStream) LocalAddr() net.Addr              { return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 3478} }
-func (f *fakeStream) RemoteAddr() net.Addr             { return &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5000} }
+func (f *fakeStream) Write(p []byte) (int, error) { return len(p), nil }
+func (f *fakeStream) Close() error                { return nil }
+func (f *fakeStream) LocalAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 3478}
+}
+func (f *fakeStream) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(192, 0, 2, 1), Port: 5000}
+}
 func (f *fakeStream) SetDeadline(time.Time) error      { return nil }
 func (f *fakeStream) SetReadDeadline(time.Time) error  { return nil }
 func (f *fakeStream) SetWriteDeadline(time.Time) error { return nil }

@@ -175,8 +175,8 @@ type peerPolicy struct {
 
 	// selfPorts are the server's own listening and admin ports: never
 	// reachable on its own addresses, whatever the operator opened.
-	// Every other port on its own addresses is denied too unless the
-	// operator opened that address (allowed prefix, loopback, private).
+	// Every other port on its own addresses is denied too, except live
+	// relay ports of the same protocol and, with AllowLoopback, loopback.
 	selfPorts map[uint16]bool
 	self      *atomic.Pointer[selfSet]
 
@@ -256,20 +256,11 @@ func (p *peerPolicy) check(ip netip.Addr, port uint16, proto uint8) string {
 	return ""
 }
 
-// opened reports whether the operator explicitly opened ip: an allowed
-// prefix, or the loopback or private ranges.
+// opened reports whether the operator opened the own address ip: only the
+// loopback switch does (development). Every other own address stays
+// closed on every port but live relay ports, whatever prefixes are allowed.
 func (p *peerPolicy) opened(ip netip.Addr) bool {
-	for _, pf := range p.cfg.Allowed {
-		if pf.Contains(ip) {
-			return true
-		}
-	}
-	for _, r := range builtinDenied {
-		if r.prefix.Contains(ip) {
-			return (r.reason == denyLoopback && p.cfg.AllowLoopback) || (r.reason == denyPrivate && p.cfg.AllowPrivate)
-		}
-	}
-	return false
+	return p.cfg.AllowLoopback && ip.IsLoopback()
 }
 
 func (p *peerPolicy) checkOne(ip netip.Addr) string {

@@ -129,7 +129,7 @@ func TestPeerPolicySelfAndRelays(t *testing.T) {
 		{"127.0.0.1:9090", denySelf}, // admin port even when loopback peers are allowed
 		{"[64:ff9b::808:808]:3478", denySelf},
 		{"8.8.8.8:3479", denySelf}, // every port of an own address the operator did not open
-		{"127.0.0.1:3479", ""},      // loopback was opened
+		{"127.0.0.1:3479", ""},     // loopback was opened
 		{"8.8.4.4:3478", ""},
 	}
 	for _, tt := range tests {

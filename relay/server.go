@@ -35,13 +35,13 @@ type Server struct {
 
 	metrics     *metrics
 	streamConns *connLimiter
-	unauth   *ipLimiter
-	authFail *ipLimiter
-	stash    *authStash
-	allocs   *allocTable
-	userBW   *userLimits
-	behavior *behaviorResponder
-	draining atomic.Bool
+	unauth      *ipLimiter
+	authFail    *ipLimiter
+	stash       *authStash
+	allocs      *allocTable
+	userBW      *userLimits
+	behavior    *behaviorResponder
+	draining    atomic.Bool
 	// now is the clock credential expiry is judged by (Config.now).
 	now func() time.Time
 	// acceptFailing counts listeners whose Accept keeps failing.
@@ -80,18 +80,18 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("relay config: %w", err)
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		metrics:  newMetrics(),
+		cfg:         cfg,
+		log:         cfg.Logger,
+		metrics:     newMetrics(),
 		streamConns: newConnLimiter(cfg.MaxStreamConns, cfg.MaxStreamConnsPerSource),
-		unauth:   newIPLimiter(cfg.UnauthRate, int(2*cfg.UnauthRate)+1),
-		authFail: newIPLimiter(cfg.AuthFailRate/60, int(cfg.AuthFailRate)+1),
-		stash:    newAuthStash(),
-		allocs:   newAllocTable(),
-		userBW:   newUserLimits(cfg.UserMaxBPS),
-		getCert:  cfg.GetCertificate,
-		stop:     make(chan struct{}),
-		now:      cfg.now,
+		unauth:      newIPLimiter(cfg.UnauthRate, int(2*cfg.UnauthRate)+1),
+		authFail:    newIPLimiter(cfg.AuthFailRate/60, int(cfg.AuthFailRate)+1),
+		stash:       newAuthStash(),
+		allocs:      newAllocTable(),
+		userBW:      newUserLimits(cfg.UserMaxBPS),
+		getCert:     cfg.GetCertificate,
+		stop:        make(chan struct{}),
+		now:         cfg.now,
 	}
 	s.stash.checkGoroutine = cfg.checkHookGoroutine
 	s.creds.Store(newCredentials(cfg))
