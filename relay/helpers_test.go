@@ -139,11 +139,11 @@ type rawClient struct {
 	t      *testing.T
 	conn   net.PacketConn
 	stream net.Conn // set: speak over this TCP connection instead
-	srv   net.Addr
-	user  string
-	key   []byte
-	realm stun.Realm
-	nonce stun.Nonce
+	srv    net.Addr
+	user   string
+	key    []byte
+	realm  stun.Realm
+	nonce  stun.Nonce
 }
 
 func newRawClient(t *testing.T, srv *Server, user, pass string) *rawClient {

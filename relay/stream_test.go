@@ -153,7 +153,7 @@ func TestStreamConnectionCaps(t *testing.T) {
 type failingListener struct {
 	net.Listener
 	fails  int
-	failed chan int // buffered: one entry per failure
+	failed chan int      // buffered: one entry per failure
 	atGate chan struct{} // closed once every failure was returned
 	gate   chan struct{} // closed: the next Accept may succeed
 	conn   net.Conn
