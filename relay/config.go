@@ -129,6 +129,8 @@ type Config struct {
 	// checkHookGoroutine makes the auth hand-off record goroutines, so a
 	// test can prove pion calls the hook on the reading goroutine.
 	checkHookGoroutine bool
+	// onSelfRefresh (tests) runs after every re-read of own addresses.
+	onSelfRefresh func()
 }
 
 // PeerPolicy decides which peer addresses allocations may reach.

@@ -368,6 +368,9 @@ func (s *Server) readSelf() *selfSet {
 // and netlink address events).
 func (s *Server) refreshSelf() {
 	s.policy.Load().setSelf(s.readSelf())
+	if s.cfg.onSelfRefresh != nil {
+		s.cfg.onSelfRefresh()
+	}
 }
 
 // sourceKey is the identity a client address counts under for rate
