@@ -5,4 +5,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash e2e/setup.sh
 go vet ./...
-exec go test -count=1 -timeout 20m ./... "$@"
+go test -race -count=1 -timeout 20m ./... "$@"
+# Every fuzz target for 10 s (bench/fuzz.sh runs them for minutes).
+FUZZTIME=10s bash bench/fuzz.sh

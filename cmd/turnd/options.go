@@ -64,6 +64,12 @@ type options struct {
 	logFormat    string
 	logLevel     string
 	drain        time.Duration
+	idleTimeout  time.Duration
+	maxConns     int
+	maxConnsIP   int
+	maxPerms     int
+	maxChannels  int
+	v6Prefix     int
 }
 
 func newFlagSet(o *options) *flag.FlagSet {
@@ -109,6 +115,12 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.DurationVar(&o.drain, "drain-timeout", 30*time.Second, "on SIGTERM, how long live allocations may continue")
+	fs.DurationVar(&o.idleTimeout, "stream-idle-timeout", 60*time.Second, "close a TCP/TLS connection this long without an allocation")
+	fs.IntVar(&o.maxConns, "max-stream-conns", 10000, "simultaneous TCP/TLS connections in total (negative = unlimited)")
+	fs.IntVar(&o.maxConnsIP, "max-stream-conns-per-ip", 64, "simultaneous TCP/TLS connections per client IP or IPv6 prefix (negative = unlimited)")
+	fs.IntVar(&o.maxPerms, "max-permissions", 256, "live permissions (peer IPs) per allocation; more get 508 (negative = unlimited)")
+	fs.IntVar(&o.maxChannels, "max-channels", 256, "live channel bindings per allocation; more get 508 (negative = unlimited)")
+	fs.IntVar(&o.v6Prefix, "ipv6-source-prefix", 64, "IPv6 prefix length counted as one client for rate limits, quotas and connection caps")
 	return fs
 }
 
@@ -125,21 +137,27 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 	var errs []error
 	add := func(err error) { errs = append(errs, err) }
 	cfg := relay.Config{
-		Realm:              o.realm,
-		MinPort:            o.minPort,
-		MaxPort:            o.maxPort,
-		MaxSessionLength:   o.maxSession,
-		UserQuota:          o.userQuota,
-		SourceQuota:        o.sourceQuota,
-		TotalQuota:         o.totalQuota,
-		MaxBPS:             o.maxBPS,
-		UserMaxBPS:         o.userMaxBPS,
-		UnauthRate:         o.unauthRate,
-		AuthFailRate:       o.authFailRate,
-		UDPSockets:         o.udpSockets,
-		AllocationLifetime: o.lifetime,
-		DrainTimeout:       o.drain,
-		Peers:              relay.PeerPolicy{AllowLoopback: o.allowLoop, AllowPrivate: o.allowPrivate},
+		Realm:                   o.realm,
+		MinPort:                 o.minPort,
+		MaxPort:                 o.maxPort,
+		MaxSessionLength:        o.maxSession,
+		UserQuota:               o.userQuota,
+		SourceQuota:             o.sourceQuota,
+		TotalQuota:              o.totalQuota,
+		MaxBPS:                  o.maxBPS,
+		UserMaxBPS:              o.userMaxBPS,
+		UnauthRate:              o.unauthRate,
+		AuthFailRate:            o.authFailRate,
+		UDPSockets:              o.udpSockets,
+		AllocationLifetime:      o.lifetime,
+		StreamIdleTimeout:       o.idleTimeout,
+		MaxStreamConns:          o.maxConns,
+		MaxStreamConnsPerSource: o.maxConnsIP,
+		MaxPermissions:          o.maxPerms,
+		MaxChannels:             o.maxChannels,
+		IPv6SourcePrefix:        o.v6Prefix,
+		DrainTimeout:            o.drain,
+		Peers:                   relay.PeerPolicy{AllowLoopback: o.allowLoop, AllowPrivate: o.allowPrivate},
 	}
 
 	// Logger.
