@@ -274,9 +274,6 @@ func frameSize(b []byte) (int, error) {
 		}
 		return int(binary.BigEndian.Uint16(b[2:4])) + 20, nil
 	case 1: // ChannelData, padded to 4 bytes over streams
-		if b[0] >= 0x50 {
-			return 0, errBadFrame // channel numbers are 0x4000-0x4FFF
-		}
 		n := int(binary.BigEndian.Uint16(b[2:4]))
 		return 4 + (n+3)&^3, nil
 	default:
