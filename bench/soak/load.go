@@ -482,6 +482,8 @@ func attackConnectOverUDP(_ context.Context, addr, _ string) error {
 	}
 	peer := &stun.XORMappedAddress{IP: net.IPv4(127, 0, 0, 1), Port: 9}
 	_, err = do(stun.MethodConnect, peerAttr{peer})
+	// Leave like a client would, so the soak's allocation count stays flat.
+	do(stun.MethodRefresh, stun.RawAttribute{Type: stun.AttrLifetime, Value: []byte{0, 0, 0, 0}}) //nolint:errcheck
 	return err
 }
 
