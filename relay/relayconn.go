@@ -118,12 +118,27 @@ type relayListener struct {
 	closeOnce sync.Once
 }
 
+// Accept returns the next peer connection. Like the control listeners it
+// retries errors with back-off (pion's accept loop for the allocation ends
+// at the first error) and returns one only once the listener is closed.
 func (l *relayListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	delay := acceptBackoffMin
+	for {
+		c, err := l.Listener.Accept()
+		if err == nil {
+			return &relayConn{Conn: c, s: l.s, bw: l.bw.share()}, nil
+		}
+		if errors.Is(err, net.ErrClosed) {
+			return nil, err
+		}
+		l.s.metrics.acceptErrors.Inc()
+		select {
+		case <-time.After(delay):
+		case <-l.s.stop:
+			return nil, err
+		}
+		delay = min(2*delay, acceptBackoffMax)
 	}
-	return &relayConn{Conn: c, s: l.s, bw: l.bw.share()}, nil
 }
 
 func (l *relayListener) Close() error {

@@ -50,6 +50,11 @@ func (s *Server) Reload(cfg Config) error {
 		old.MaxBPS != cfg.MaxBPS || old.UserMaxBPS != cfg.UserMaxBPS {
 		fixed = append(fixed, "quotas and bandwidth limits")
 	}
+	if old.StreamIdleTimeout != cfg.StreamIdleTimeout || old.MaxStreamConns != cfg.MaxStreamConns ||
+		old.MaxStreamConnsPerSource != cfg.MaxStreamConnsPerSource || old.MaxPermissions != cfg.MaxPermissions ||
+		old.MaxChannels != cfg.MaxChannels || old.IPv6SourcePrefix != cfg.IPv6SourcePrefix {
+		fixed = append(fixed, "stream and table limits")
+	}
 	if (old.RFC5780 == nil) != (cfg.RFC5780 == nil) {
 		fixed = append(fixed, "rfc5780")
 	}
