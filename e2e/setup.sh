@@ -13,6 +13,15 @@ command -v ip                >/dev/null 2>&1 || need+=(iproute2)
 command -v openssl           >/dev/null 2>&1 || need+=(openssl)
 command -v conntrack         >/dev/null 2>&1 || need+=(conntrack)
 
+# golangci-lint, pinned: the test command lints with it. Built from the Go
+# module proxy into GOPATH/bin; no root needed.
+lint_version=v2.15.0
+gobin="$(go env GOPATH)/bin"
+if ! "$gobin/golangci-lint" version 2>/dev/null | grep -q "version ${lint_version#v} "; then
+	echo "setup: installing golangci-lint $lint_version"
+	GOFLAGS= go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$lint_version"
+fi
+
 if [ ${#need[@]} -eq 0 ]; then
 	echo "setup: all test dependencies present"
 	exit 0
