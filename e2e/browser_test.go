@@ -70,6 +70,8 @@ type browserEnvConfig struct {
 	roomCapacity int
 	// credTTL is the lifetime of minted TURN credentials; default 10 min.
 	credTTL time.Duration
+	// tokenSecret, when set, puts the hub in token mode.
+	tokenSecret []byte
 }
 
 func browser_startEnv(t testing.TB, cfg browserEnvConfig) *browserEnv {
@@ -113,6 +115,7 @@ func browser_startEnv(t testing.TB, cfg browserEnvConfig) *browserEnv {
 	hub, err := signaling.NewHub(signaling.Config{
 		ICEServers:   env.iceServers,
 		RoomCapacity: cfg.roomCapacity,
+		TokenSecret:  cfg.tokenSecret,
 		Logger:       quiet,
 	})
 	if err != nil {
@@ -211,17 +214,25 @@ type browserPage struct {
 
 // browser_open starts a fresh Chromium (its own profile directory) and
 // returns its tab. Console output and page errors go to the test log.
-// browserLoopbackOnlyJS wraps addIceCandidate so only candidates on
-// loopback addresses (and end-of-candidates) reach ICE.
+// browserLoopbackOnlyJS wraps addIceCandidate and setRemoteDescription so
+// only candidates on loopback addresses (and end-of-candidates) reach ICE:
+// trickled ones, and those a renegotiation's SDP carries (a=candidate lines
+// of everything gathered so far).
 const browserLoopbackOnlyJS = `(() => {
+  const loopback = (line) => { const addr = line.split(' ')[4] || ''; return addr.startsWith('127.') || addr === '::1'; };
   const orig = RTCPeerConnection.prototype.addIceCandidate;
   RTCPeerConnection.prototype.addIceCandidate = function (c, ...rest) {
     const line = c && (typeof c === 'string' ? c : c.candidate);
-    if (line) {
-      const addr = line.split(' ')[4] || '';
-      if (!(addr.startsWith('127.') || addr === '::1')) return Promise.resolve();
-    }
+    if (line && !loopback(line)) return Promise.resolve();
     return orig.call(this, c, ...rest);
+  };
+  const origSRD = RTCPeerConnection.prototype.setRemoteDescription;
+  RTCPeerConnection.prototype.setRemoteDescription = function (d, ...rest) {
+    if (d && typeof d.sdp === 'string') {
+      const sdp = d.sdp.split('\r\n').filter((l) => !l.startsWith('a=candidate:') || loopback(l)).join('\r\n');
+      d = { type: d.type, sdp };
+    }
+    return origSRD.call(this, d, ...rest);
   };
 })();`
 

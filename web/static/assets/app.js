@@ -618,7 +618,7 @@ if (!canHash()) logSig('SHA-256 unavailable here (not a secure context): receive
 // ---- go -----------------------------------------------------------------
 
 // For the browser console: the hub client and the peer links.
-window.rtcsuite = { hub, links };
+window.rtcsuite = { hub, links, get localStream() { return localStream; } };
 
 updatePeerCount();
 hub.start();
