@@ -760,6 +760,13 @@ func TestBrowserInsecureContext(t *testing.T) {
 	if !strings.Contains(note, "not a secure context") || !strings.Contains(note, "SHA-256") {
 		t.Errorf("secure-context note %q", note)
 	}
+	// The camera needs a secure context: the page says so instead of
+	// failing silently on a click.
+	call := browser_eval[map[string]any](a, `({disabled: document.getElementById('call-start').disabled,
+  note: document.getElementById('call-note').hidden ? '' : document.getElementById('call-note').textContent})`)
+	if call["disabled"] != true || !strings.Contains(call["note"].(string), "secure context") || !strings.Contains(call["note"].(string), "-dev-https") {
+		t.Errorf("call controls on an insecure page: %v, want a disabled start button and a note naming the secure context and -dev-https", call)
+	}
 	a.do(chromedp.Click(chromedp.ID("copy-link")))
 	copyNote := browser_wait[string](a, "copy note", `document.getElementById('copy-note').textContent`)
 	if !strings.Contains(copyNote, "secure context") {
