@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -149,8 +150,10 @@ func TestBrowserCall(t *testing.T) {
 		rows := browser_wait[[]browserMediaStat](p, "inbound audio and video", browser_jsMediaIn(0))
 		for _, r := range rows {
 			if r.Kind == "video" {
-				var n int
-				fmt.Sscan(r.FramesDecoded, &n)
+				n, err := strconv.Atoi(r.FramesDecoded)
+				if err != nil {
+					t.Fatalf("%s: framesDecoded %q: %v", p.name, r.FramesDecoded, err)
+				}
 				first[p] = n
 			}
 		}
