@@ -192,6 +192,12 @@ func TestBrowserCall(t *testing.T) {
 	a.do(chromedp.SetValue(chromedp.ID("chat-input"), "named"), chromedp.Click(chromedp.ID("chat-send")))
 	browser_wait[bool](b, "chat shows a's name", `[...document.querySelectorAll('[data-testid=chat-msg] .who')].some((w) => w.textContent === 'Ada')`)
 	a.shot("call-a-muted")
+
+	// a hangs up: its tile leaves b's page, b's own tile stays, and b
+	// still sends to a.
+	a.do(chromedp.Click(chromedp.ID("call-stop")))
+	browser_wait[bool](b, "a's tile gone", `(() => { const t = [...document.querySelectorAll('[data-testid=tile]')].map((f) => f.dataset.peerId); return t.length === 1 && t[0] === 'me'; })()`)
+	browser_wait[bool](a, "b's tile still on a", `document.querySelectorAll('[data-testid=tile]').length === 1 && document.querySelector('[data-testid=tile] video').videoWidth > 0`)
 }
 
 // browser_jwtClaims decodes a JWT's claims without verifying it.

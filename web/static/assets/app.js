@@ -293,6 +293,12 @@ function addPeer(id, name, polite) {
   });
   link.addEventListener('name', ({ detail }) => setName(id, cleanName(detail.name), false));
   link.addEventListener('track', () => ensureTile(entry));
+  link.addEventListener('untrack', () => {
+    if (entry.tile && !link.remoteStream.getTracks().length) {
+      entry.tile.remove();
+      entry.tile = null;
+    }
+  });
   link.addEventListener('reset', () => {
     if (entry.tile) entry.tile.remove();
     entry.tile = null;

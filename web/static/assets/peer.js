@@ -42,6 +42,7 @@ const MAX_NAME = 64;
  *   open / close                       the control channel opened / closed
  *   name        {name}                 the peer announced a display name
  *   track       {track, stream}        a remote media track arrived
+ *   untrack     {track}                a remote media track stopped (the peer hung up)
  *   reset       {reason}               the connection was replaced (policy switch)
  */
 export class PeerLink extends EventTarget {
@@ -152,7 +153,16 @@ export class PeerLink extends EventTarget {
     pc.addEventListener('track', ({ track, streams }) => {
       if (!current()) return;
       this.remoteStream.addTrack(track);
-      track.addEventListener('ended', () => this.remoteStream.removeTrack(track));
+      const gone = () => {
+        if (!this.remoteStream.getTracks().includes(track)) return;
+        this.remoteStream.removeTrack(track);
+        this.#note('track', `${track.kind} stopped`);
+        this.#emit('untrack', { track });
+      };
+      track.addEventListener('ended', gone);
+      // The sender hung up: removeTrack on its side renegotiates, and the
+      // track leaves the stream it arrived in.
+      for (const s of streams) s.addEventListener('removetrack', (e) => e.track === track && gone());
       this.#note('track', `${track.kind} arrived`);
       this.#emit('track', { track, stream: streams[0] || this.remoteStream });
     });
