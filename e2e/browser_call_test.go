@@ -27,6 +27,7 @@ type browserSelectedPair struct {
 	RemoteType  string `json:"remoteType"`
 	RemoteAddr  string `json:"remoteAddr"`
 	Restarts    int    `json:"restarts"`
+	Epoch       int    `json:"epoch"`
 	DataChannel string `json:"dc"`
 }
 
@@ -46,56 +47,74 @@ func browser_jsSelectedPairStats(pred string) string {
   const l = byId.get(pair.localCandidateId), r = byId.get(pair.remoteCandidateId);
   if (!l || !r) return null;
   const p = { localType: l.candidateType, localAddr: l.address + ':' + l.port, remoteType: r.candidateType,
-    remoteAddr: r.address + ':' + r.port, restarts: link.restarts, dc: link.dc ? link.dc.readyState : 'none' };
+    remoteAddr: r.address + ':' + r.port, restarts: link.restarts, epoch: link.epoch, dc: link.dc ? link.dc.readyState : 'none' };
   return (` + pred + `) ? p : null;
 })()`
 }
 
 // TestBrowserRelaySwitch: the "Relay only" switch works mid-call on either
 // page. Ticking it moves that page's side of the selected pair to a relay
-// candidate (the other page sees the relay address as its remote), both
-// ticked is relay⇄relay, and unticking returns to a direct pair. Every step
-// is checked on getStats of both pages; the data channel survives all of it.
+// candidate (the other page, whose policy stays "all", sees that relay
+// address as its remote), both ticked is relay⇄relay, and unticking both
+// returns to a direct pair. Every step is checked on getStats of both pages,
+// on the connection of that step (each switch replaces it: epoch n); the
+// data channel survives all of it.
 func TestBrowserRelaySwitch(t *testing.T) {
 	testenv.NeedCommand(t, "chromium", "chromium")
 	env := browser_startEnv(t, browserEnvConfig{roomCapacity: 2})
 	a, b, _, bID, _ := browser_pair(t, env, "")
-	direct := `p.localType !== 'relay' && p.remoteType !== 'relay' && p.dc === 'open'`
+	const direct = `p.localType !== 'relay' && p.remoteType !== 'relay'`
 	a0 := browser_wait[browserSelectedPair](a, "direct pair", browser_jsSelectedPairStats(direct))
 	browser_wait[browserSelectedPair](b, "direct pair", browser_jsSelectedPairStats(direct))
-	t.Logf("before: a %+v", a0)
+	t.Logf("before: a %s %s -> %s %s", a0.LocalType, a0.LocalAddr, a0.RemoteType, a0.RemoteAddr)
 
-	toggle := func(p *browserPage, on bool) time.Time {
-		t.Helper()
-		p.do(chromedp.Evaluate[chromedp.Void](fmt.Sprintf(`(() => { const c = document.getElementById('relay-only');
-  if (c.checked !== %t) c.click(); })()`, on)))
-		return time.Now()
+	steps := []struct {
+		name   string
+		page   *browserPage
+		on     bool
+		a, b   string // predicates over p, a's and b's selected pair
+		shot   string
+		policy [2]string // a's and b's policy afterwards
+	}{
+		{"a ticks", a, true, `p.localType === 'relay'`, `p.remoteType === 'relay'`, "relay-switch-a-ticked", [2]string{"relay", "all"}},
+		{"b ticks too", b, true, `p.localType === 'relay' && p.remoteType === 'relay'`, `p.localType === 'relay' && p.remoteType === 'relay'`, "relay-switch-both-ticked", [2]string{"relay", "relay"}},
+		{"a unticks", a, false, `p.remoteType === 'relay'`, `p.localType === 'relay'`, "", [2]string{"all", "relay"}},
+		{"b unticks", b, false, direct, direct, "relay-switch-direct-again", [2]string{"all", "all"}},
 	}
-	step := func(name string, p *browserPage, on bool, aPred, bPred string) {
-		t.Helper()
-		start := toggle(p, on)
-		pa := browser_wait[browserSelectedPair](a, name+": a's pair", browser_jsSelectedPairStats(aPred))
-		pb := browser_wait[browserSelectedPair](b, name+": b's pair", browser_jsSelectedPairStats(bPred))
-		t.Logf("%s after %v: a %s %s -> %s %s; b %s %s -> %s %s", name, time.Since(start).Round(10*time.Millisecond),
+	for i, st := range steps {
+		epoch := i + 1
+		start := time.Now()
+		st.page.do(chromedp.Click(chromedp.ID("relay-only")))
+		if got := browser_eval[bool](st.page, `document.getElementById('relay-only').checked`); got != st.on {
+			t.Fatalf("%s: switch is %v", st.name, got)
+		}
+		on := func(pred string) string {
+			return browser_jsSelectedPairStats(fmt.Sprintf(`p.epoch === %d && p.dc === 'open' && %s`, epoch, pred))
+		}
+		pa := browser_wait[browserSelectedPair](a, st.name+": a's pair", on(st.a))
+		// b's side of the same pair: where a's is a relay, b's remote is
+		// that relay address.
+		bPred := st.b
+		if pa.LocalType == "relay" {
+			bPred += fmt.Sprintf(` && p.remoteAddr === %q`, pa.LocalAddr)
+		}
+		pb := browser_wait[browserSelectedPair](b, st.name+": b's pair", on(bPred))
+		t.Logf("%s: %v until both pages' pairs comply: a %s %s -> %s %s; b %s %s -> %s %s", st.name, time.Since(start).Round(10*time.Millisecond),
 			pa.LocalType, pa.LocalAddr, pa.RemoteType, pa.RemoteAddr, pb.LocalType, pb.LocalAddr, pb.RemoteType, pb.RemoteAddr)
-		if pa.LocalType == "relay" && pb.RemoteAddr != pa.LocalAddr {
-			t.Errorf("%s: a sends from relay %s but b's remote is %s", name, pa.LocalAddr, pb.RemoteAddr)
+		if pb.LocalType == "relay" && pa.RemoteType == "relay" && pa.RemoteAddr != pb.LocalAddr {
+			t.Errorf("%s: b sends from relay %s but a's remote is %s", st.name, pb.LocalAddr, pa.RemoteAddr)
 		}
-		if pb.LocalType == "relay" && pa.RemoteAddr != pb.LocalAddr {
-			t.Errorf("%s: b sends from relay %s but a's remote is %s", name, pb.LocalAddr, pa.RemoteAddr)
+		// The tick applies to its own page only; the live panel shows the
+		// policy, the new connection and whether its side is relayed.
+		for j, p := range []*browserPage{a, b} {
+			relayed := []browserSelectedPair{pa, pb}[j].LocalType == "relay"
+			browser_wait[bool](p, st.name+": panel", fmt.Sprintf(`(() => { const c = document.querySelector('[data-testid=peer]');
+  return c.dataset.policy === %q && c.dataset.connections === '%d' && c.dataset.selectedLocal !== undefined && (c.dataset.selectedLocal === 'relay') === %t; })()`, st.policy[j], epoch+1, relayed))
+		}
+		if st.shot != "" {
+			st.page.shot(st.shot)
 		}
 	}
-	open := ` && p.dc === 'open'`
-	step("a ticks", a, true, `p.localType === 'relay'`+open, `p.localType !== 'relay'`+open)
-	a.shot("relay-switch-a-ticked")
-	step("b ticks too", b, true, `p.localType === 'relay' && p.remoteType === 'relay'`+open, `p.localType === 'relay' && p.remoteType === 'relay'`+open)
-	b.shot("relay-switch-both-ticked")
-	step("a unticks", a, false, `p.localType !== 'relay'`+open, `p.localType === 'relay'`+open)
-	step("b unticks", b, false, direct, direct)
-	b.shot("relay-switch-direct-again")
-
-	// The live panel shows what getStats shows.
-	browser_wait[bool](a, "panel shows a direct pair", `(() => { const c = document.querySelector('[data-testid=peer]'); return c.dataset.selectedLocal !== 'relay' && c.dataset.selectedRemote !== 'relay'; })()`)
 	b.do(chromedp.SetValue(chromedp.ID("chat-input"), "after the switches"), chromedp.Click(chromedp.ID("chat-send")))
 	browser_wait[bool](a, "chat after the switches", browser_jsChatFrom(bID, "after the switches"))
 }
@@ -169,6 +188,18 @@ func TestBrowserCall(t *testing.T) {
 	}
 	a.shot("call-a")
 	b.shot("call-b")
+
+	// The call survives a switch to the relay mid-call: a's side moves to a
+	// relay candidate and both pages decode frames on the new connection.
+	a.do(chromedp.Click(chromedp.ID("relay-only")))
+	browser_wait[browserSelectedPair](a, "a relayed", browser_jsSelectedPairStats(`p.localType === 'relay' && p.dc === 'open'`))
+	for _, p := range pages {
+		browser_wait[[]browserMediaStat](p, "frames over the new connection", `(() => {
+  const c = document.querySelector('[data-testid=peer]');
+  return c.dataset.connections === '2' ? (`+browser_jsMediaIn(0)+`) : null; })()`)
+	}
+	browser_wait[bool](b, "a tile per peer after the switch", `(() => { const t = [...document.querySelectorAll('[data-testid=tile]')]; return t.length === 2 && t.every((f) => f.querySelector('video').videoWidth > 0); })()`)
+	b.shot("call-b-after-relay-switch")
 
 	// Mute and camera off act on the tracks a sends; the call goes on.
 	a.do(chromedp.Click(chromedp.ID("call-mute")), chromedp.Click(chromedp.ID("call-camera")))

@@ -302,6 +302,8 @@ function addPeer(id, name, polite) {
   link.addEventListener('reset', () => {
     if (entry.tile) entry.tile.remove();
     entry.tile = null;
+    entry.renderedCands = 0;
+    field(card, 'cands').replaceChildren();
   });
   link.addEventListener('datachannel', ({ detail }) => {
     if (detail.dc.label === 'file') acceptFile(id, detail.dc);
@@ -366,6 +368,13 @@ function render(entry) {
     card.dataset.selectedLocal = sel.local.type;
     card.dataset.selectedRemote = sel.remote.type;
     field(card, 'ice-rtt').textContent = Number.isFinite(sel.rtt) ? fmtDuration(sel.rtt * 1000) : '–';
+  } else {
+    // No pair selected (yet, or on a connection that just replaced another).
+    field(card, 'selected').textContent = '–';
+    field(card, 'sel-local-type').textContent = '?';
+    field(card, 'sel-remote-type').textContent = '?';
+    delete card.dataset.selectedLocal;
+    delete card.dataset.selectedRemote;
   }
   field(card, 'app-rtt').textContent = Number.isFinite(link.appRtt) ? fmtDuration(link.appRtt) : '–';
   field(card, 'rate-out').textContent = fmtBitrate(link.rateOut);
@@ -373,6 +382,7 @@ function render(entry) {
   field(card, 'throughput').textContent = link.throughput || '–';
   field(card, 'restarts').textContent = String(link.restarts);
   field(card, 'connections').textContent = String(link.connections);
+  card.dataset.connections = String(link.connections);
   field(card, 'policy').textContent = link.config.iceTransportPolicy || 'all';
   card.dataset.policy = link.config.iceTransportPolicy || 'all';
   renderMedia(entry);

@@ -380,6 +380,7 @@ export class PeerLink extends EventTarget {
     this.media = [];
     this.dc = null;
     this.dcOpenAt = NaN;
+    this.candidates = []; // the panel lists the current connection's candidates
     for (const t of this.remoteStream.getTracks()) this.remoteStream.removeTrack(t);
     this.#createPC();
     old.close();
@@ -411,12 +412,14 @@ export class PeerLink extends EventTarget {
   /** Reads getStats(): the selected pair with both candidate types, RTT and bitrate. */
   async pollStats() {
     if (this.closed) return;
+    const pc = this.pc;
     let report;
     try {
-      report = await this.pc.getStats();
+      report = await pc.getStats();
     } catch {
       return;
     }
+    if (pc !== this.pc) return; // replaced meanwhile: these figures are history
     const byId = new Map();
     report.forEach((s) => byId.set(s.id, s));
     let pair = null;
