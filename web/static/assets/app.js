@@ -288,7 +288,8 @@ function addPeer(id, name, polite) {
   link.addEventListener('chat', ({ detail }) => addChat(id, detail.text));
   link.addEventListener('log', ({ detail }) => logSig(`${id}: ${detail.text}`));
   link.addEventListener('open', () => {
-    logSig(`${id}: data channel open (${fmtDuration(link.dcOpenAt)} after this page started loading)`);
+    logSig(link.connections > 1 ? `${id}: data channel open again (connection ${link.connections})`
+      : `${id}: data channel open (${fmtDuration(link.dcOpenAt)} after this page started loading)`);
     announceName(link);
   });
   link.addEventListener('name', ({ detail }) => setName(id, cleanName(detail.name), false));
