@@ -269,6 +269,9 @@ func TestBrowserInvite(t *testing.T) {
 	if got := browser_eval[map[string]any](a, `({value: document.getElementById('display-name').value, disabled: document.getElementById('display-name').disabled, self: document.getElementById('self-name').textContent})`); got["value"] != "Ada" || got["disabled"] != true || got["self"] != "Ada" {
 		t.Errorf("name field with a named token: %v, want Ada, read-only", got)
 	}
+	if search := browser_eval[string](a, `location.search`); strings.Contains(search, "token") {
+		t.Errorf("the address bar still carries the token: %s", search)
+	}
 	link := browser_wait[string](a, "share link with an invite", `document.getElementById('share-link').dataset.invite === 'yes' && document.getElementById('share-link').value`)
 	if strings.Contains(link, own) {
 		t.Fatalf("the share link carries Ada's own token: %s", link)
@@ -305,6 +308,10 @@ func TestBrowserInvite(t *testing.T) {
 	if c := browser_jwtClaims(t, bu.Query().Get("token")); c["room"] != room || c["name"] != nil {
 		t.Errorf("bob's invite claims %v", c)
 	}
+	// A reload keeps the token (this tab's sessionStorage), not the URL.
+	a.do(chromedp.Reload())
+	browser_wait[bool](a, "ada back after a reload", `document.getElementById('status').dataset.state === 'joined' && document.getElementById('self-name').textContent === 'Ada'`)
+	browser_wait[bool](b, "bob sees ada again", `(() => { const c = document.querySelector('[data-testid=peer][data-dc=open]'); return c && c.dataset.peerName === 'Ada'; })()`)
 	a.shot("invite-ada")
 	b.shot("invite-bob")
 

@@ -20,8 +20,30 @@ if (!validRoomName(room)) {
   params.set('room', room);
   history.replaceState(null, '', `${location.pathname}?${params}`);
 }
-const token = params.get('token') || '';
+// A join token (or an invite) leaves the address bar at once, so copying
+// the page's URL never shares it; this tab keeps it for reloads.
+const TOKEN_KEY = `rtcsuite.token.${room}`;
+const token = params.get('token') || sessionGet(TOKEN_KEY);
+if (params.has('token')) {
+  sessionSet(TOKEN_KEY, token);
+  params.delete('token');
+  history.replaceState(null, '', `${location.pathname}?${params}`);
+}
 const relayOnly = $('relay-only');
+
+function sessionGet(key) {
+  try {
+    return sessionStorage.getItem(key) || '';
+  } catch {
+    return '';
+  }
+}
+
+function sessionSet(key, value) {
+  try {
+    sessionStorage.setItem(key, value);
+  } catch { /* storage disabled: a reload needs the link again */ }
+}
 relayOnly.checked = params.get('relay') === '1';
 
 // In token mode the link carries an invite the hub mints for it (never our
