@@ -798,8 +798,9 @@ func TestBrowserInsecureContext(t *testing.T) {
 // stun:, turn: and turns: are refused, the hub's credentials give a relay
 // candidate, a wrong password gives an authentication failure, a TCP or
 // TLS relay where nothing listens is unreachable, a UDP relay that never
-// answers (a black-holed port) counts down to "no answer after 5 s", and
-// each run shows only its own verdicts.
+// answers (a black-holed port) counts down to "no answer after 5 s" while a
+// TCP relay that accepts and stays silent is unreachable after the same 5 s,
+// and each run shows only its own verdicts.
 func TestBrowserTURNTester(t *testing.T) {
 	testenv.NeedCommand(t, "chromium", "chromium")
 	env := browser_startEnv(t, browserEnvConfig{roomCapacity: 4})
@@ -936,7 +937,7 @@ func TestBrowserTURNTester(t *testing.T) {
 		p.shot("tester-unreachable")
 	})
 
-	t.Run("black-holed UDP", func(t *testing.T) {
+	t.Run("black holes", func(t *testing.T) {
 		// A bound UDP socket that never answers: the Allocate requests
 		// arrive and vanish, as behind a firewall dropping the replies.
 		hole, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -944,9 +945,17 @@ func TestBrowserTURNTester(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer hole.Close()
+		// A TCP listener that completes handshakes (the kernel's backlog)
+		// and never says a word.
+		silent, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer silent.Close()
 		url := "turn:" + hole.LocalAddr().String() + "?transport=udp"
+		tcpURL := "turn:" + silent.Addr().String() + "?transport=tcp"
 		c := turnrest.Mint(env.secret, "tester", time.Now().Add(10*time.Minute))
-		addServer(url, c.Username, c.Password)
+		addServer(url+" "+tcpURL, c.Username, c.Password)
 		p.do(chromedp.Click(chromedp.ID("gather")))
 		// A live countdown: the pending verdict's seconds left go down.
 		first := browser_wait[int](p, "countdown", `(() => { const v = document.querySelector('[data-testid=verdict][data-verdict=pending]'); return v && /s left/.test(v.textContent) ? Number(v.dataset.left) : 0; })()`)
@@ -955,9 +964,12 @@ func TestBrowserTURNTester(t *testing.T) {
   return v && (v.dataset.verdict !== 'pending' || Number(v.dataset.left) < %d); })()`, first))
 		browser_wait[bool](p, "black hole run done", `document.getElementById('gather-status').dataset.state === 'done'`)
 		vs := browser_eval[[]verdict](p, `[...document.querySelectorAll('[data-testid=verdict]')].map((li) => ({url: li.dataset.url, verdict: li.dataset.verdict, text: li.textContent}))`)
-		onlyVerdictsFor(vs, url)
+		onlyVerdictsFor(vs, url, tcpURL)
 		if v := find(vs, url); v.Verdict != "no-answer" || !strings.Contains(v.Text, "no answer after 5 s") {
 			t.Errorf("verdict %q (%s), want no-answer, \"no answer after 5 s\"", v.Verdict, v.Text)
+		}
+		if v := find(vs, tcpURL); v.Verdict != "unreachable" || !strings.Contains(v.Text, "after 5 s over TCP") {
+			t.Errorf("silent TCP relay: verdict %q (%s), want unreachable after 5 s over TCP", v.Verdict, v.Text)
 		}
 		p.shot("tester-no-answer")
 	})
