@@ -20,7 +20,7 @@ const TypeInvite = "invite"
 const defaultInviteTTL = time.Hour
 
 // maxInviteTTL bounds Config.InviteTTL: an invite is a bearer credential to
-// the room, so it must not outlive a working day by much.
+// the room and cannot be revoked before it expires, so a week at most.
 const maxInviteTTL = 7 * 24 * time.Hour
 
 // invite answers an invite request on c. In open mode there is nothing to
