@@ -486,7 +486,7 @@ export class PeerLink extends EventTarget {
         const remote = [...byId.values()].find((r) => r.type === 'remote-inbound-rtp' && r.localId === s.id);
         if (remote) {
           lost = remote.packetsLost ?? 0;
-          packets = (s.packetsSent ?? 0);
+          packets = s.packetsSent ?? 0;
         }
       }
       out.push({
@@ -498,7 +498,7 @@ export class PeerLink extends EventTarget {
         framesDecoded: s.framesDecoded ?? NaN,
         framesSent: s.framesSent ?? NaN,
         loss: packets > 0 ? Math.max(lost, 0) / packets : NaN,
-        width: inbound ? s.frameWidth : s.frameWidth,
+        width: s.frameWidth,
         height: s.frameHeight,
       });
     }
