@@ -373,12 +373,13 @@ func monoDeadline(t time.Time) uint64 {
 	if t.IsZero() {
 		return math.MaxUint64
 	}
-	now := monoNow()
 	d := time.Until(t)
 	if d <= 0 {
-		return now
+		// Already over. Not "now": the program's coarse clock may lag
+		// the precise one by a tick.
+		return 0
 	}
-	return now + uint64(d)
+	return monoNow() + uint64(d)
 }
 
 func monoNow() uint64 {
