@@ -29,9 +29,9 @@ import (
 // bpf_redirect_neigh. A small user-space relay in the relay ns stands in for
 // turnd's own path and carries whatever the program hands on.
 type lab struct {
-	t                   *testing.T
-	client, relay, peer string // namespace names
-	cliDev, relayCliDev string // veth ends: client side
+	t                     *testing.T
+	client, relay, peer   string // namespace names
+	cliDev, relayCliDev   string // veth ends: client side
 	relayPeerDev, peerDev string
 }
 
@@ -354,7 +354,7 @@ func runNetns(t *testing.T, txOff bool) {
 	e := loadTestEngine(t, Config{
 		ListenPorts:  []uint16{labListenPort},
 		RelayPortMin: labRelayPort, RelayPortMax: labRelayPort + 10,
-		OwnAddrs:     []netip.Addr{labListen4, labRelay4, labListen6, labRelay6},
+		OwnAddrs: []netip.Addr{labListen4, labRelay4, labListen6, labRelay6},
 	})
 	ifRC, ifRP := l.ifindex(l.relay, l.relayCliDev), l.ifindex(l.relay, l.relayPeerDev)
 	inNS(t, l.relay, func() error { return e.Attach(ifRC, ifRP) })
@@ -368,7 +368,7 @@ func runNetns(t *testing.T, txOff bool) {
 	const packets = 200
 	var sentBytes uint64
 	for _, fam := range []struct {
-		name                         string
+		name                        string
 		client, listen, relay, peer netip.Addr
 	}{
 		{"IPv4", labClient4, labListen4, labRelay4, labPeer4},
