@@ -12,6 +12,9 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// loopbackIfindex is lo's index in every network namespace.
+const loopbackIfindex = 1
+
 const (
 	flagEnabled   = 1
 	flagThrottled = 2
@@ -48,9 +51,9 @@ type Binding struct {
 	ToPeer, ToClient Route
 }
 
-// Route is how a rewritten packet leaves: up the local stack, or out of an
-// interface through bpf_redirect_neigh (the kernel picks the next hop and
-// MAC; ip_forward is not needed).
+// Route is how a rewritten packet leaves: out of an interface, or up the
+// local stack through lo, both through bpf_redirect_neigh (the kernel picks
+// the next hop and MAC; ip_forward is not needed).
 type Route struct {
 	Local   bool // destination is an address of this host
 	Ifindex int  // egress interface when not Local
@@ -205,7 +208,9 @@ func newEntry(b Binding, slot uint32) *entry {
 
 func (f *offloadFwd) setRoute(r Route) {
 	if r.Local {
+		// Up the stack through lo (see deliver in offload.c).
 		f.Flags |= flagLocal
+		f.Ifindex = loopbackIfindex
 		return
 	}
 	f.Ifindex = uint32(r.Ifindex)

@@ -13,7 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync/atomic"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,6 +40,9 @@ var (
 	labRelay4, labPeer4    = netip.MustParseAddr("203.0.113.1"), netip.MustParseAddr("203.0.113.2")
 	labClient6, labListen6 = netip.MustParseAddr("2001:db8:c::2"), netip.MustParseAddr("2001:db8:c::1")
 	labRelay6, labPeer6    = netip.MustParseAddr("2001:db8:e::1"), netip.MustParseAddr("2001:db8:e::2")
+	// A peer inside the relay namespace (not a relay address): packets to
+	// it are delivered up the local stack.
+	labLocalPeer4, labLocalPeer6 = netip.MustParseAddr("192.0.2.77"), netip.MustParseAddr("2001:db8:77::1")
 )
 
 const (
@@ -79,6 +82,8 @@ func newLab(t *testing.T) *lab {
 		l.ip("-n", a.ns, "addr", "add", a.v6.String()+"/64", "dev", a.dev, "nodad")
 		l.ip("-n", a.ns, "link", "set", a.dev, "up")
 	}
+	l.ip("-n", l.relay, "addr", "add", labLocalPeer4.String()+"/32", "dev", "lo")
+	l.ip("-n", l.relay, "addr", "add", labLocalPeer6.String()+"/128", "dev", "lo", "nodad")
 	if fwd := l.output(l.relay, "cat", "/proc/sys/net/ipv4/ip_forward"); strings.TrimSpace(fwd) != "0" {
 		t.Fatalf("relay namespace forwards IPv4 (%q): the test would not prove bpf_redirect_neigh", fwd)
 	}
@@ -189,29 +194,44 @@ func (l *lab) inCsumErrors(ns string) (v4, v6 uint64) {
 }
 
 // fallback is the stand-in for turnd's user-space path in the relay ns: it
-// relays what the program hands on, for one binding.
+// relays, for the bindings registered with it, whatever the program hands on.
 type fallback struct {
-	toPeer, toClient atomic.Uint64
+	mu       sync.Mutex
+	byChan   map[uint16]netip.AddrPort // channel → peer
+	byPeer   map[netip.AddrPort]fbBinding
+	toPeer   map[uint16]int // packets relayed, by channel
+	toClient map[uint16]int
 }
 
-func (l *lab) startFallback(listen, relay *net.UDPConn, client, peer netip.AddrPort) *fallback {
-	fb := &fallback{}
+type fbBinding struct {
+	client netip.AddrPort
+	ch     uint16
+}
+
+func (l *lab) startFallback(listen, relay *net.UDPConn) *fallback {
+	fb := &fallback{byChan: map[uint16]netip.AddrPort{}, byPeer: map[netip.AddrPort]fbBinding{},
+		toPeer: map[uint16]int{}, toClient: map[uint16]int{}}
 	go func() {
 		buf := make([]byte, 2048)
 		for {
-			n, from, err := listen.ReadFromUDPAddrPort(buf)
+			n, _, err := listen.ReadFromUDPAddrPort(buf)
 			if err != nil {
 				return
 			}
-			if from != client || n < chanLen || binary.BigEndian.Uint16(buf) != labChannel {
+			if n < chanLen {
 				continue
 			}
-			dl := int(binary.BigEndian.Uint16(buf[2:]))
-			if dl > n-chanLen {
+			ch, dl := binary.BigEndian.Uint16(buf), int(binary.BigEndian.Uint16(buf[2:]))
+			fb.mu.Lock()
+			peer, ok := fb.byChan[ch]
+			fb.mu.Unlock()
+			if !ok || dl > n-chanLen {
 				continue
 			}
 			if _, err := relay.WriteToUDPAddrPort(buf[chanLen:chanLen+dl], peer); err == nil {
-				fb.toPeer.Add(1)
+				fb.mu.Lock()
+				fb.toPeer[ch]++
+				fb.mu.Unlock()
 			}
 		}
 	}()
@@ -222,17 +242,35 @@ func (l *lab) startFallback(listen, relay *net.UDPConn, client, peer netip.AddrP
 			if err != nil {
 				return
 			}
-			if from != peer {
+			fb.mu.Lock()
+			b, ok := fb.byPeer[from]
+			fb.mu.Unlock()
+			if !ok {
 				continue
 			}
-			binary.BigEndian.PutUint16(buf, labChannel)
+			binary.BigEndian.PutUint16(buf, b.ch)
 			binary.BigEndian.PutUint16(buf[2:], uint16(n))
-			if _, err := listen.WriteToUDPAddrPort(buf[:chanLen+n], client); err == nil {
-				fb.toClient.Add(1)
+			if _, err := listen.WriteToUDPAddrPort(buf[:chanLen+n], b.client); err == nil {
+				fb.mu.Lock()
+				fb.toClient[b.ch]++
+				fb.mu.Unlock()
 			}
 		}
 	}()
 	return fb
+}
+
+func (fb *fallback) add(b Binding) {
+	fb.mu.Lock()
+	defer fb.mu.Unlock()
+	fb.byChan[b.Channel] = b.Peer
+	fb.byPeer[b.Peer] = fbBinding{client: b.Client, ch: b.Channel}
+}
+
+func (fb *fallback) relayed(ch uint16) (toPeer, toClient int) {
+	fb.mu.Lock()
+	defer fb.mu.Unlock()
+	return fb.toPeer[ch], fb.toClient[ch]
 }
 
 // capture is an AF_PACKET socket on one interface that keeps every frame
@@ -330,11 +368,15 @@ func verifyCaptured(t *testing.T, frames []captured, src, dst netip.AddrPort) in
 }
 
 // TestNetnsForwarding runs real UDP sockets through the attached program in
-// both directions and both families: once with checksum offload off on the
-// senders (receivers verify every checksum; the program forwards every
-// packet), once with default offloads (senders hand CHECKSUM_PARTIAL
-// packets, which the program must leave to user space for a remote
-// destination).
+// both directions and both families, in three placements: client and peer in
+// their own namespaces; the peer inside the relay namespace (delivered up
+// the local stack); the client inside the relay namespace. It runs once with
+// checksum offload off on the senders (receivers verify every checksum) and
+// once with default offloads (senders hand CHECKSUM_PARTIAL packets, which
+// the program may only rewrite peer→client for local delivery; the rest goes
+// to a user-space stand-in relay). Each placement's kernel and user-space
+// shares are asserted exactly, and the kernel's counters against the bytes
+// sent.
 func TestNetnsForwarding(t *testing.T) {
 	for _, txOff := range []bool{true, false} {
 		name := "default offloads"
@@ -343,6 +385,14 @@ func TestNetnsForwarding(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) { runNetns(t, txOff) })
 	}
+}
+
+// leg is one client/peer placement.
+type leg struct {
+	name                      string
+	clientNS, peerNS          string
+	clientAddr, peerAddr      netip.Addr
+	kernelToPeer, kernelToCli bool // expected path of each direction
 }
 
 func runNetns(t *testing.T, txOff bool) {
@@ -357,108 +407,90 @@ func runNetns(t *testing.T, txOff bool) {
 		OwnAddrs: []netip.Addr{labListen4, labRelay4, labListen6, labRelay6},
 	})
 	ifRC, ifRP := l.ifindex(l.relay, l.relayCliDev), l.ifindex(l.relay, l.relayPeerDev)
-	inNS(t, l.relay, func() error { return e.Attach(ifRC, ifRP) })
+	// lo too: a client inside the relay namespace reaches the listener there.
+	inNS(t, l.relay, func() error { return e.Attach(ifRC, ifRP, loopbackIfindex) })
 
 	capClient := l.capture(l.client, l.cliDev)
 	capPeer := l.capture(l.peer, l.peerDev)
-	csumBefore := [2][2]uint64{}
-	csumBefore[0][0], csumBefore[0][1] = l.inCsumErrors(l.client)
-	csumBefore[1][0], csumBefore[1][1] = l.inCsumErrors(l.peer)
-
-	const packets = 200
-	var sentBytes uint64
-	for _, fam := range []struct {
-		name                        string
-		client, listen, relay, peer netip.Addr
-	}{
-		{"IPv4", labClient4, labListen4, labRelay4, labPeer4},
-		{"IPv6", labClient6, labListen6, labRelay6, labPeer6},
-	} {
-		cli := l.listenUDP(l.client, netip.AddrPortFrom(fam.client, 0))
-		peer := l.listenUDP(l.peer, netip.AddrPortFrom(fam.peer, 0))
-		listenAddr := netip.AddrPortFrom(fam.listen, labListenPort)
-		relayAddr := netip.AddrPortFrom(fam.relay, labRelayPort)
-		fbListen := l.listenUDP(l.relay, listenAddr)
-		fbRelay := l.listenUDP(l.relay, relayAddr)
-		cliAddr := cli.LocalAddr().(*net.UDPAddr).AddrPort()
-		peerAddr := peer.LocalAddr().(*net.UDPAddr).AddrPort()
-		fb := l.startFallback(fbListen, fbRelay, cliAddr, peerAddr)
-
-		b := Binding{Client: cliAddr, Listener: listenAddr, Relay: relayAddr, Peer: peerAddr,
-			Channel: labChannel, ChannelExpiry: time.Now().Add(10 * time.Minute),
-			PermissionExpiry: time.Now().Add(5 * time.Minute)}
-		// Routes are looked up in the relay namespace, as turnd would.
-		inNS(t, l.relay, func() error { return e.Upsert(b) })
-		before, err := e.Counters()
-		must(t, err)
-
-		buf := make([]byte, 2048)
-		for i := range packets {
-			data := payload(4 + i*7%1300)
-			binary.BigEndian.PutUint32(data, uint32(i))
-			pad := make([]byte, (4-len(data)%4)%4*(i%2)) // every other packet padded as over TCP
-			sentBytes += uint64(len(data))
-			if _, err := cli.WriteToUDPAddrPort(channelData(labChannel, data, pad), listenAddr); err != nil {
-				t.Fatal(err)
-			}
-			must(t, peer.SetReadDeadline(time.Now().Add(5*time.Second)))
-			n, from, err := peer.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				t.Fatalf("%s packet %d to the peer: %v", fam.name, i, err)
-			}
-			if from != relayAddr || !bytes.Equal(buf[:n], data) {
-				t.Fatalf("%s packet %d at the peer from %v: % x, want from %v: % x", fam.name, i, from, buf[:n], relayAddr, data)
-			}
-			if _, err := peer.WriteToUDPAddrPort(data, relayAddr); err != nil {
-				t.Fatal(err)
-			}
-			must(t, cli.SetReadDeadline(time.Now().Add(5*time.Second)))
-			n, from, err = cli.ReadFromUDPAddrPort(buf)
-			if err != nil {
-				t.Fatalf("%s packet %d to the client: %v", fam.name, i, err)
-			}
-			if want := channelData(labChannel, data, nil); from != listenAddr || !bytes.Equal(buf[:n], want) {
-				t.Fatalf("%s packet %d at the client from %v: % x, want from %v: % x", fam.name, i, from, buf[:n], listenAddr, want)
-			}
-		}
-
-		after, err := e.Counters()
-		must(t, err)
-		st := after.Bindings[b.ID()]
-		fwdPeer := after.Reasons[ForwardedToPeer] - before.Reasons[ForwardedToPeer]
-		fwdCli := after.Reasons[ForwardedToClient] - before.Reasons[ForwardedToClient]
-		partial := after.Reasons[ChecksumPartial] - before.Reasons[ChecksumPartial]
-		t.Logf("%s: kernel forwarded %d/%d, user space %d/%d, partial-checksum passes %d",
-			fam.name, fwdPeer, fwdCli, fb.toPeer.Load(), fb.toClient.Load(), partial)
-		if txOff {
-			// Every packet went through the kernel, and the counters say so.
-			if st.ToPeerPackets != packets || st.ToClientPackets != packets || st.ToPeerBytes != sentBytes || st.ToClientBytes != sentBytes {
-				t.Errorf("%s binding counters %+v, want %d packets and %d bytes each way", fam.name, st, packets, sentBytes)
-			}
-			if fb.toPeer.Load() != 0 || fb.toClient.Load() != 0 {
-				t.Errorf("%s: user space relayed %d/%d packets the kernel should have", fam.name, fb.toPeer.Load(), fb.toClient.Load())
-			}
-		} else {
-			// Senders' packets arrive CHECKSUM_PARTIAL: the program must
-			// not rewrite them for a remote destination.
-			if partial != 2*packets || fb.toPeer.Load() != packets || fb.toClient.Load() != packets {
-				t.Errorf("%s: %d partial-checksum passes and %d/%d relayed in user space, want %d and %d/%d",
-					fam.name, partial, fb.toPeer.Load(), fb.toClient.Load(), 2*packets, packets, packets)
-			}
-		}
-		if _, err := e.Remove(b.ID()); err != nil {
-			t.Fatal(err)
-		}
-
-		nPeer := verifyCaptured(t, capPeer.drain(t), relayAddr, peerAddr)
-		nCli := verifyCaptured(t, capClient.drain(t), listenAddr, cliAddr)
-		if nPeer != packets || nCli != packets {
-			t.Errorf("%s: captured %d datagrams at the peer and %d at the client, want %d each", fam.name, nPeer, nCli, packets)
-		}
-		sentBytes = 0
+	nss := []string{l.client, l.peer, l.relay}
+	var csumBefore [3][2]uint64
+	for i, ns := range nss {
+		csumBefore[i][0], csumBefore[i][1] = l.inCsumErrors(ns)
 	}
 
-	for i, ns := range []string{l.client, l.peer} {
+	const packets = 200
+	for _, fam := range []struct {
+		name                                   string
+		client, listen, relay, peer, localHost netip.Addr
+	}{
+		{"IPv4", labClient4, labListen4, labRelay4, labPeer4, labLocalPeer4},
+		{"IPv6", labClient6, labListen6, labRelay6, labPeer6, labLocalPeer6},
+	} {
+		listenAddr := netip.AddrPortFrom(fam.listen, labListenPort)
+		relayAddr := netip.AddrPortFrom(fam.relay, labRelayPort)
+		fb := l.startFallback(l.listenUDP(l.relay, listenAddr), l.listenUDP(l.relay, relayAddr))
+		legs := []leg{
+			// Remote senders hand full checksums only with tx offload off.
+			{"remote client, remote peer", l.client, l.peer, fam.client, fam.peer, txOff, txOff},
+			// Peer→client starts on lo (always CHECKSUM_PARTIAL) towards a
+			// remote client: user space.
+			{"remote client, local peer", l.client, l.relay, fam.client, fam.localHost, txOff, false},
+			// Client→peer starts on lo: user space; peer→client is
+			// delivered locally, partial checksum or not.
+			{"local client, remote peer", l.relay, l.peer, fam.localHost, fam.peer, false, true},
+		}
+		for i, lg := range legs {
+			t.Run(fam.name+"/"+lg.name, func(t *testing.T) {
+				cli := l.listenUDP(lg.clientNS, netip.AddrPortFrom(lg.clientAddr, 0))
+				peer := l.listenUDP(lg.peerNS, netip.AddrPortFrom(lg.peerAddr, 0))
+				b := Binding{
+					Client: cli.LocalAddr().(*net.UDPAddr).AddrPort(), Listener: listenAddr,
+					Relay: relayAddr, Peer: peer.LocalAddr().(*net.UDPAddr).AddrPort(),
+					Channel:       labChannel + uint16(i),
+					ChannelExpiry: time.Now().Add(10 * time.Minute), PermissionExpiry: time.Now().Add(5 * time.Minute),
+				}
+				fb.add(b)
+				// Routes are looked up in the relay namespace, as turnd would.
+				inNS(t, l.relay, func() error { return e.Upsert(b) })
+				sent := exchange(t, cli, peer, b, packets)
+				st, err := e.Remove(b.ID())
+				must(t, err)
+				toPeer, toCli := fb.relayed(b.Channel)
+				t.Logf("kernel %d/%d, user space %d/%d (to peer/to client)", st.ToPeerPackets, st.ToClientPackets, toPeer, toCli)
+				want := Stats{}
+				if lg.kernelToPeer {
+					want.ToPeerPackets, want.ToPeerBytes = packets, sent
+				}
+				if lg.kernelToCli {
+					want.ToClientPackets, want.ToClientBytes = packets, sent
+				}
+				if st != want {
+					t.Errorf("kernel counters %+v, want %+v", st, want)
+				}
+				if toPeer+int(st.ToPeerPackets) != packets || toCli+int(st.ToClientPackets) != packets {
+					t.Errorf("user space relayed %d/%d besides the kernel's %d/%d, want %d each way in total",
+						toPeer, toCli, st.ToPeerPackets, st.ToClientPackets, packets)
+				}
+				if lg.peerNS == l.peer {
+					if n := verifyCaptured(t, capPeer.drain(t), relayAddr, b.Peer); n != packets {
+						t.Errorf("captured %d datagrams at the peer, want %d", n, packets)
+					}
+				}
+				if lg.clientNS == l.client {
+					if n := verifyCaptured(t, capClient.drain(t), listenAddr, b.Client); n != packets {
+						t.Errorf("captured %d datagrams at the client, want %d", n, packets)
+					}
+				}
+			})
+		}
+	}
+
+	c, err := e.Counters()
+	must(t, err)
+	if c.Reasons[Error] != 0 {
+		t.Errorf("%d helper errors", c.Reasons[Error])
+	}
+	for i, ns := range nss {
 		v4, v6 := l.inCsumErrors(ns)
 		if v4 != csumBefore[i][0] || v6 != csumBefore[i][1] {
 			t.Errorf("%s: Udp InCsumErrors %d→%d, Udp6InCsumErrors %d→%d", ns, csumBefore[i][0], v4, csumBefore[i][1], v6)
@@ -467,7 +499,7 @@ func runNetns(t *testing.T, txOff bool) {
 
 	// Close detaches: nothing of ours stays on the interfaces.
 	must(t, e.Close())
-	for _, ifi := range []int{ifRC, ifRP} {
+	for _, ifi := range []int{ifRC, ifRP, loopbackIfindex} {
 		inNS(t, l.relay, func() error {
 			res, err := link.QueryPrograms(link.QueryOptions{Target: ifi, Attach: ebpf.AttachTCXIngress})
 			if err != nil {
@@ -479,4 +511,43 @@ func runNetns(t *testing.T, txOff bool) {
 			return nil
 		})
 	}
+}
+
+// exchange sends packets ChannelData messages from cli and, for each one the
+// peer receives intact, an echo back that the client must receive as
+// ChannelData; lockstep, so no socket buffer can overflow. It returns the
+// application bytes sent each way.
+func exchange(t *testing.T, cli, peer *net.UDPConn, b Binding, packets int) uint64 {
+	t.Helper()
+	var sent uint64
+	buf := make([]byte, 2048)
+	for i := range packets {
+		data := payload(4 + i*7%1300)
+		binary.BigEndian.PutUint32(data, uint32(i))
+		pad := make([]byte, (4-len(data)%4)%4*(i%2)) // every other packet padded, as over TCP
+		sent += uint64(len(data))
+		if _, err := cli.WriteToUDPAddrPort(channelData(b.Channel, data, pad), b.Listener); err != nil {
+			t.Fatal(err)
+		}
+		must(t, peer.SetReadDeadline(time.Now().Add(5*time.Second)))
+		n, from, err := peer.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("packet %d to the peer: %v", i, err)
+		}
+		if from != b.Relay || !bytes.Equal(buf[:n], data) {
+			t.Fatalf("packet %d at the peer from %v: % x, want from %v: % x", i, from, buf[:n], b.Relay, data)
+		}
+		if _, err := peer.WriteToUDPAddrPort(data, b.Relay); err != nil {
+			t.Fatal(err)
+		}
+		must(t, cli.SetReadDeadline(time.Now().Add(5*time.Second)))
+		n, from, err = cli.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			t.Fatalf("packet %d to the client: %v", i, err)
+		}
+		if want := channelData(b.Channel, data, nil); from != b.Listener || !bytes.Equal(buf[:n], want) {
+			t.Fatalf("packet %d at the client from %v: % x, want from %v: % x", i, from, buf[:n], b.Listener, want)
+		}
+	}
+	return sent
 }

@@ -39,7 +39,7 @@
 
 #define F_ENABLED 1   /* forward at all (cleared when the permission lapses) */
 #define F_THROTTLED 2 /* over a bandwidth cap: user space shapes it */
-#define F_LOCAL 4     /* destination is this host: deliver up the stack */
+#define F_LOCAL 4     /* destination is this host (ifindex is lo) */
 
 /* Reasons a packet to one of our ports was or was not forwarded. */
 enum reason {
@@ -281,8 +281,8 @@ static __always_inline int write_ip(struct __sk_buff *skb, struct pkt *p, const 
 
 /* New UDP checksum from the old one: take out what left (old pseudo-header,
  * old ports and length, `gone`), add what came (new pseudo-header, ports,
- * length, `came`). A CHECKSUM_PARTIAL packet (only rewritten for local
- * delivery) keeps the partial form: the new pseudo-header sum. */
+ * length, `came`). A CHECKSUM_PARTIAL packet (only rewritten peer→client for
+ * local delivery) keeps the partial form: the new pseudo-header sum. */
 static __always_inline __u16 new_check(const struct pkt *p, const struct fwd *f, __u16 udplen,
 				       __u32 gone, __u32 came)
 {
@@ -302,10 +302,13 @@ static __always_inline __u16 new_check(const struct pkt *p, const struct fwd *f,
 	return c ? c : 0xffff;
 }
 
+/* Remote destinations leave through the egress interface; for local ones
+ * user space sets ifindex to lo's. Both go through bpf_redirect_neigh: it
+ * routes in the kernel (no ip_forward needed) and attaches the output route,
+ * so a locally delivered packet whose source is our own relay address is not
+ * dropped as a martian, as it would be after TCX_PASS from a veth or NIC. */
 static __always_inline int deliver(const struct fwd *f)
 {
-	if (f->flags & F_LOCAL)
-		return TCX_PASS;
 	return bpf_redirect_neigh(f->ifindex, NULL, 0, 0);
 }
 
@@ -359,7 +362,11 @@ static __always_inline int to_peer(struct __sk_buff *skb, const struct cfg *c, s
 		return pass(R_FAMILY);
 	if (is_own(c, f->daddr))
 		return pass(R_RELAY_TO_RELAY);
-	if (p->partial && !(f->flags & F_LOCAL))
+	/* Closing the 4 bytes moves the UDP header 4 bytes past csum_start:
+	 * completed later, the checksum lands in the wrong place; delivered
+	 * locally, the stack sees a negative checksum offset and verifies the
+	 * unfinished checksum. Either way only user space can carry it. */
+	if (p->partial)
 		return pass(R_CSUM_PARTIAL);
 
 	/* Padding leaves with the header: sum the pad bytes where they sit. */
@@ -430,6 +437,11 @@ static __always_inline int to_client(struct __sk_buff *skb, const struct cfg *c,
 	__u16 udplen = p->udplen + 4;
 	if (f->mtu && p->iphl + (__u32)udplen > f->mtu)
 		return pass(R_MTU);
+	/* Opening 4 bytes leaves csum_start 4 bytes into the new UDP header:
+	 * completed later (remote destination), the checksum would land in the
+	 * wrong place. Delivered locally, the stack trusts a partial checksum
+	 * whose start is not before the transport header, so the rewrite is
+	 * safe there and keeps the partial form. */
 	if (p->partial && !(f->flags & F_LOCAL))
 		return pass(R_CSUM_PARTIAL);
 

@@ -10,8 +10,9 @@ import (
 	"time"
 )
 
-// Bindings the table tests install. Route{Ifindex: 1} makes the program
-// redirect (BPF_PROG_TEST_RUN only records the verdict); Local delivers.
+// Bindings the table tests install. The program redirects both remote and
+// local destinations (BPF_PROG_TEST_RUN only records the verdict); Local
+// changes how CHECKSUM_PARTIAL packets are treated.
 var (
 	remote = Route{Ifindex: 1, MTU: 1500}
 	local  = Route{Local: true}
@@ -161,9 +162,9 @@ func TestProgram(t *testing.T) {
 	data := payload(100)
 	for _, b := range []Binding{b4local, b6local} {
 		cases = append(cases,
-			progCase{name: "c2p local " + b.Peer.String(), in: c2pIn(b, data, nil).bytes(), verdict: verdictPass,
+			progCase{name: "c2p local " + b.Peer.String(), in: c2pIn(b, data, nil).bytes(), verdict: verdictRedirect,
 				out: c2pOut(b, data).bytes(), reason: ForwardedToPeer, id: b.ID(), stats: Stats{ToPeerPackets: 1, ToPeerBytes: 100}},
-			progCase{name: "p2c local " + b.Peer.String(), in: p2cIn(b, data).bytes(), verdict: verdictPass,
+			progCase{name: "p2c local " + b.Peer.String(), in: p2cIn(b, data).bytes(), verdict: verdictRedirect,
 				out: p2cOut(b, data).bytes(), reason: ForwardedToClient, id: b.ID(), stats: Stats{ToClientPackets: 1, ToClientBytes: 100}},
 		)
 	}
@@ -184,9 +185,11 @@ func TestProgram(t *testing.T) {
 		{name: "p2c v6 UDP checksum 0 is malformed", in: v6zero, verdict: verdictNext, reason: Malformed},
 		{name: "c2p v4 CHECKSUM_PARTIAL to a remote peer passes", in: partial(c2pIn(b4, data, nil)).bytes(), verdict: verdictNext, reason: ChecksumPartial},
 		{name: "p2c v6 CHECKSUM_PARTIAL to a remote client passes", in: partial(p2cIn(b6, data)).bytes(), verdict: verdictNext, reason: ChecksumPartial},
-		{name: "c2p v4 CHECKSUM_PARTIAL delivered locally", in: partial(c2pIn(b4local, data, nil)).bytes(), verdict: verdictPass,
-			out: partial(c2pOut(b4local, data)).bytes(), reason: ForwardedToPeer, id: b4local.ID(), stats: Stats{ToPeerPackets: 1, ToPeerBytes: 100}},
-		{name: "p2c v6 CHECKSUM_PARTIAL delivered locally", in: partial(p2cIn(b6local, data)).bytes(), verdict: verdictPass,
+		{name: "c2p v4 CHECKSUM_PARTIAL to a local peer passes", in: partial(c2pIn(b4local, data, nil)).bytes(), verdict: verdictNext, reason: ChecksumPartial},
+		{name: "c2p v6 CHECKSUM_PARTIAL to a local peer passes", in: partial(c2pIn(b6local, data, nil)).bytes(), verdict: verdictNext, reason: ChecksumPartial},
+		{name: "p2c v4 CHECKSUM_PARTIAL delivered locally", in: partial(p2cIn(b4local, data)).bytes(), verdict: verdictRedirect,
+			out: partial(p2cOut(b4local, data)).bytes(), reason: ForwardedToClient, id: b4local.ID(), stats: Stats{ToClientPackets: 1, ToClientBytes: 100}},
+		{name: "p2c v6 CHECKSUM_PARTIAL delivered locally", in: partial(p2cIn(b6local, data)).bytes(), verdict: verdictRedirect,
 			out: partial(p2cOut(b6local, data)).bytes(), reason: ForwardedToClient, id: b6local.ID(), stats: Stats{ToClientPackets: 1, ToClientBytes: 100}},
 		// Link-layer padding after the IP packet is trimmed, not forwarded.
 		{name: "c2p v4 with Ethernet trailer", in: trailer(c2pIn(b4, payload(2), nil).bytes(), 12), verdict: verdictRedirect,

@@ -12,7 +12,6 @@ import (
 // Verdicts of the program (tcx return codes).
 const (
 	verdictNext     = ^uint32(0) // TCX_NEXT (-1)
-	verdictPass     = 0          // TCX_PASS: local delivery of a rewritten packet
 	verdictDrop     = 2          // TCX_DROP
 	verdictRedirect = 7          // TCX_REDIRECT (bpf_redirect_neigh)
 )
