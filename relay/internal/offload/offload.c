@@ -93,7 +93,7 @@ struct fwd {
 	__be16 dport;
 	__u8 saddr[16];
 	__u8 daddr[16];
-	__u32 ifindex; /* egress for bpf_redirect_neigh unless F_LOCAL */
+	__u32 ifindex; /* egress for bpf_redirect_neigh (lo when F_LOCAL) */
 	__u32 slot;    /* index into stats */
 	__u32 mtu;     /* egress MTU (L3 bytes); 0: no check */
 	__u32 pad;
