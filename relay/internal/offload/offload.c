@@ -369,6 +369,10 @@ static __always_inline int to_peer(struct __sk_buff *skb, const struct cfg *c, s
 	if (p->partial)
 		return pass(R_CSUM_PARTIAL);
 
+	/* The peer's link may be narrower than the client's. */
+	if (f->mtu && p->iphl + 8 + (__u32)dlen > f->mtu)
+		return pass(R_MTU);
+
 	/* Padding leaves with the header: sum the pad bytes where they sit. */
 	__u16 padn = room - dlen;
 	__u32 gone = ((__u32)ch[0] << 8 | ch[1]) + ((__u32)ch[2] << 8 | ch[3]);

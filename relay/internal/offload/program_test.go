@@ -34,7 +34,7 @@ var (
 		ToPeer: remote, ToClient: remote}
 	b4mtu = Binding{Client: ap("192.0.2.1:40003"), Listener: ap("192.0.2.2:3478"),
 		Relay: ap("192.0.2.2:49156"), Peer: ap("198.51.100.1:5001"), Channel: 0x4003,
-		ToPeer: remote, ToClient: Route{Ifindex: 1, MTU: 100}}
+		ToPeer: Route{Ifindex: 1, MTU: 100}, ToClient: Route{Ifindex: 1, MTU: 100}}
 	b4chanExp = Binding{Client: ap("192.0.2.1:40004"), Listener: ap("192.0.2.2:3478"),
 		Relay: ap("192.0.2.2:49157"), Peer: ap("198.51.100.1:5002"), Channel: 0x4004,
 		ToPeer: remote, ToClient: remote, ChannelExpiry: time.Now().Add(-time.Second)}
@@ -255,6 +255,9 @@ func TestProgram(t *testing.T) {
 		{name: "p2c over the MTU after +4", in: p2cIn(b4mtu, payload(100-ip4Len-udpLen-chanLen+1)).bytes(), verdict: verdictNext, reason: OverMTU},
 		{name: "p2c exactly the MTU after +4", in: p2cIn(b4mtu, payload(100-ip4Len-udpLen-chanLen)).bytes(), verdict: verdictRedirect,
 			out: p2cOut(b4mtu, payload(100-ip4Len-udpLen-chanLen)).bytes(), reason: ForwardedToClient, id: b4mtu.ID(), stats: Stats{ToClientPackets: 1, ToClientBytes: 68}},
+		{name: "c2p over the peer link's MTU", in: c2pIn(b4mtu, payload(100-ip4Len-udpLen+1), nil).bytes(), verdict: verdictNext, reason: OverMTU},
+		{name: "c2p exactly the peer link's MTU", in: c2pIn(b4mtu, payload(100-ip4Len-udpLen), nil).bytes(), verdict: verdictRedirect,
+			out: c2pOut(b4mtu, payload(100-ip4Len-udpLen)).bytes(), reason: ForwardedToPeer, id: b4mtu.ID(), stats: Stats{ToPeerPackets: 1, ToPeerBytes: 72}},
 		{name: "c2p relay to relay", in: c2pIn(b4r2r, data, nil).bytes(), verdict: verdictNext, reason: RelayToRelay},
 		{name: "p2c relay to relay", in: p2cIn(b4r2r, data).bytes(), verdict: verdictNext, reason: RelayToRelay},
 	}...)
