@@ -166,10 +166,20 @@ func (e *Engine) Upsert(b Binding) error {
 		return fmt.Errorf("offload: insert peer key: %w", err)
 	}
 	if err := e.objs.C2p.Put(&n.c2pKey, &n.toPeer); err != nil {
-		e.objs.P2c.Delete(&n.p2cKey)
-		if old == nil {
-			e.slots.put(slot)
+		// Take the whole binding out of the kernel (user space carries
+		// it): a leftover entry would forward for a binding the engine no
+		// longer tracks.
+		stale := []*ebpf.Map{e.objs.P2c}
+		keys := []any{&n.p2cKey}
+		if old != nil {
+			stale, keys = append(stale, e.objs.C2p), append(keys, &old.c2pKey)
 		}
+		for i, m := range stale {
+			if derr := m.Delete(keys[i]); derr != nil && !errors.Is(derr, ebpf.ErrKeyNotExist) {
+				err = errors.Join(err, fmt.Errorf("roll back: %w", derr))
+			}
+		}
+		e.slots.put(slot)
 		delete(e.bindings, id)
 		return fmt.Errorf("offload: insert client key: %w", err)
 	}

@@ -63,7 +63,11 @@ func newLab(t *testing.T) *lab {
 	for _, ns := range []string{l.client, l.relay, l.peer} {
 		l.ip("netns", "add", ns)
 		ns := ns
-		t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+		t.Cleanup(func() {
+			if out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput(); err != nil {
+				t.Errorf("ip netns del %s: %v\n%s", ns, err, out)
+			}
+		})
 		l.ip("-n", ns, "link", "set", "lo", "up")
 	}
 	l.ip("link", "add", l.cliDev, "netns", l.client, "type", "veth", "peer", "name", l.relayCliDev, "netns", l.relay)

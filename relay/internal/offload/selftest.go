@@ -65,7 +65,9 @@ func (e *Engine) selfTestFamily(fam string) error {
 	if err := e.Upsert(b); err != nil {
 		return fmt.Errorf("IPv%s: install: %w", fam, err)
 	}
-	defer e.Remove(b.ID())
+	// On an early return the binding must not outlive the self-test; after
+	// the explicit Remove below this finds nothing, which is fine.
+	defer func() { _, _ = e.Remove(b.ID()) }()
 
 	data := []byte("rtcsuite offload self-test")
 	cases := []struct {
