@@ -423,6 +423,7 @@ func runNetns(t *testing.T, txOff bool) {
 	}
 
 	const packets = 200
+	var fallbacks []*fallback
 	for _, fam := range []struct {
 		name                                   string
 		client, listen, relay, peer, localHost netip.Addr
@@ -433,6 +434,7 @@ func runNetns(t *testing.T, txOff bool) {
 		listenAddr := netip.AddrPortFrom(fam.listen, labListenPort)
 		relayAddr := netip.AddrPortFrom(fam.relay, labRelayPort)
 		fb := l.startFallback(l.listenUDP(l.relay, listenAddr), l.listenUDP(l.relay, relayAddr))
+		fallbacks = append(fallbacks, fb)
 		legs := []leg{
 			// Remote senders hand full checksums only with tx offload off.
 			{"remote client, remote peer", l.client, l.peer, fam.client, fam.peer, txOff, txOff},
@@ -487,6 +489,10 @@ func runNetns(t *testing.T, txOff bool) {
 				}
 			})
 		}
+	}
+
+	if txOff {
+		t.Run("IPv4/switching mid-flow", func(t *testing.T) { l.switchingLeg(t, e, fallbacks[0]) })
 	}
 
 	c, err := e.Counters()
@@ -554,4 +560,72 @@ func exchange(t *testing.T, cli, peer *net.UDPConn, b Binding, packets int) uint
 		}
 	}
 	return sent
+}
+
+// switchingLeg moves one flow between the kernel and user space with every
+// switch the relay has (kill switch, throttle, deadline, permission) and
+// back, in lockstep: each message must arrive once, intact and in order
+// whichever path carries it, and the kernel's counters must grow only
+// while it is in charge.
+func (l *lab) switchingLeg(t *testing.T, e *Engine, fb *fallback) {
+	listenAddr := netip.AddrPortFrom(labListen4, labListenPort)
+	relayAddr := netip.AddrPortFrom(labRelay4, labRelayPort)
+	cli := l.listenUDP(l.client, netip.AddrPortFrom(labClient4, 0))
+	peer := l.listenUDP(l.peer, netip.AddrPortFrom(labPeer4, 0))
+	b := Binding{Client: cli.LocalAddr().(*net.UDPAddr).AddrPort(), Listener: listenAddr,
+		Relay: relayAddr, Peer: peer.LocalAddr().(*net.UDPAddr).AddrPort(), Channel: 0x4100,
+		ChannelExpiry: time.Now().Add(time.Hour), PermissionExpiry: time.Now().Add(time.Hour)}
+	fb.add(b)
+	inNS(t, l.relay, func() error { return e.Upsert(b) })
+	id := b.ID()
+	later := time.Now().Add(time.Hour)
+	steps := []struct {
+		name   string
+		change func() error
+		kernel bool
+	}{
+		{"installed", func() error { return nil }, true},
+		{"kill switch off", func() error { return e.SetEnabled(false) }, false},
+		{"kill switch on", func() error { return e.SetEnabled(true) }, true},
+		{"throttled", func() error { return e.SetThrottled(id, true) }, false},
+		{"unthrottled", func() error { return e.SetThrottled(id, false) }, true},
+		{"channel deadline passed", func() error { return e.SetDeadlines(id, time.Now().Add(-time.Second), later) }, false},
+		{"channel refreshed", func() error { return e.SetDeadlines(id, later, later) }, true},
+		{"permission revoked", func() error { _, err := e.RevokePermission(b.Relay, b.Peer.Addr()); return err }, false},
+		{"permission granted", func() error { _, err := e.SetPermission(b.Relay, b.Peer.Addr(), later); return err }, true},
+	}
+	const packets = 50
+	for _, s := range steps {
+		must(t, s.change())
+		before, err := e.Counters()
+		must(t, err)
+		uPeer0, uCli0 := fb.relayed(b.Channel)
+		sent := exchange(t, cli, peer, b, packets)
+		after, err := e.Counters()
+		must(t, err)
+		uPeer, uCli := fb.relayed(b.Channel)
+		k0, k := before.Bindings[id], after.Bindings[id]
+		kPeer, kCli := k.ToPeerPackets-k0.ToPeerPackets, k.ToClientPackets-k0.ToClientPackets
+		want := uint64(0)
+		if s.kernel {
+			want = packets
+			if k.ToPeerBytes-k0.ToPeerBytes != sent || k.ToClientBytes-k0.ToClientBytes != sent {
+				t.Errorf("%s: kernel bytes %d/%d, want %d each way", s.name,
+					k.ToPeerBytes-k0.ToPeerBytes, k.ToClientBytes-k0.ToClientBytes, sent)
+			}
+		}
+		if kPeer != want || kCli != want || uint64(uPeer-uPeer0) != packets-want || uint64(uCli-uCli0) != packets-want {
+			t.Errorf("%s: kernel carried %d/%d, user space %d/%d; want the kernel %d each way",
+				s.name, kPeer, kCli, uPeer-uPeer0, uCli-uCli0, want)
+		}
+	}
+	// Nothing arrived twice.
+	for _, c := range []*net.UDPConn{cli, peer} {
+		must(t, c.SetReadDeadline(time.Now()))
+		if n, from, err := c.ReadFromUDPAddrPort(make([]byte, 2048)); err == nil {
+			t.Errorf("an extra datagram of %d bytes from %v", n, from)
+		}
+	}
+	_, err := e.Remove(id)
+	must(t, err)
 }
