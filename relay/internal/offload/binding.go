@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"math"
 	"net/netip"
 	"time"
 
@@ -382,29 +381,6 @@ func (e *Engine) Bindings() []BindingID {
 	return out
 }
 
-// monoDeadline converts a wall-clock deadline to CLOCK_MONOTONIC ns, the
-// clock of bpf_ktime_get_coarse_ns.
-func monoDeadline(t time.Time) uint64 {
-	if t.IsZero() {
-		return math.MaxUint64
-	}
-	d := time.Until(t)
-	if d <= 0 {
-		// Already over. Not "now": the program's coarse clock may lag
-		// the precise one by a tick.
-		return 0
-	}
-	return monoNow() + uint64(d)
-}
-
-func monoNow() uint64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		panic("offload: clock_gettime(CLOCK_MONOTONIC): " + err.Error())
-	}
-	return uint64(ts.Nano())
-}
-
 // a16 is the program's 16-byte address form: IPv4 as ::ffff:a.b.c.d.
 func a16(a netip.Addr) [16]byte { return a.As16() }
 
@@ -414,26 +390,3 @@ func htons(p uint16) uint16 {
 	b := [2]byte{byte(p >> 8), byte(p)}
 	return binary.NativeEndian.Uint16(b[:])
 }
-
-// slotPool hands out counter slots, oldest-freed first.
-type slotPool struct {
-	free []uint32
-}
-
-func (s *slotPool) init(n int) {
-	s.free = make([]uint32, n)
-	for i := range s.free {
-		s.free[i] = uint32(i)
-	}
-}
-
-func (s *slotPool) get() (uint32, bool) {
-	if len(s.free) == 0 {
-		return 0, false
-	}
-	v := s.free[0]
-	s.free = s.free[1:]
-	return v, true
-}
-
-func (s *slotPool) put(v uint32) { s.free = append(s.free, v) }
