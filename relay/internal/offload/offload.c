@@ -416,7 +416,7 @@ static __always_inline int to_peer(struct __sk_buff *skb, const struct cfg *c, s
 }
 
 /* UDP -> ChannelData. Layout before: IP | UDP | data; after:
- * IP | UDP | chan(4) | data, no padding (RFC 8656 12.5: UDP need not pad). */
+ * IP | UDP | chan(4) | data, no padding (RFC 8656: over UDP padding is not required). */
 static __always_inline int to_client(struct __sk_buff *skb, const struct cfg *c, struct pkt *p)
 {
 	struct p2c_key k = {.fam = p->fam};
