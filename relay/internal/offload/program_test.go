@@ -347,3 +347,40 @@ func TestUpsertRejects(t *testing.T) {
 }
 
 var _ = netip.Addr{}
+
+// TestChecksumLookalike pins the documented false positive of the
+// CHECKSUM_PARTIAL test: a fully checksummed datagram whose checksum happens
+// to equal its pseudo-header sum goes to user space (never gets rewritten
+// wrongly), and the netns test's lookalike predicate agrees with the program.
+func TestChecksumLookalike(t *testing.T) {
+	e := loadTestEngine(t, testConfig)
+	must(t, e.Upsert(b4))
+	data := payload(40)
+	found := false
+	for v := range 1 << 16 {
+		binary.BigEndian.PutUint16(data[8:], uint16(v))
+		if lookalike(b4.Peer, b4.Relay, data) {
+			found = true
+			break
+		}
+	}
+	if !found {
+		t.Fatal("no payload value makes the checksum equal the pseudo-header sum")
+	}
+	in := p2cIn(b4, data).bytes()
+	checkFrame(t, in, false) // a correct, complete checksum
+	before, err := e.Counters()
+	must(t, err)
+	v, out, err := e.run(append([]byte{}, in...), nil)
+	must(t, err)
+	after, err := e.Counters()
+	must(t, err)
+	if v != verdictNext || !bytes.Equal(out, in) || after.Reasons[ChecksumPartial]-before.Reasons[ChecksumPartial] != 1 {
+		t.Errorf("lookalike datagram: verdict %d, unchanged %v, reasons %s; want TCX_NEXT, unchanged, checksum_partial",
+			int32(v), bytes.Equal(out, in), reasonDelta(before, after))
+	}
+	binary.BigEndian.PutUint16(data[8:], binary.BigEndian.Uint16(data[8:])+1)
+	if v, _, err := e.run(p2cIn(b4, data).bytes(), nil); err != nil || v != verdictRedirect {
+		t.Errorf("the next payload value: verdict %d, %v; want redirect", int32(v), err)
+	}
+}
