@@ -5,10 +5,20 @@
 # libbpf-dev (e2e/setup.sh installs them).
 set -euo pipefail
 cd "$(dirname "$0")"
+# Without the toolchain (a laptop, not root) the check skips with a message;
+# under RTCSUITE_REQUIRE_ALL=1 (CI) a missing tool is a failure.
+missing() {
+	if [ "${RTCSUITE_REQUIRE_ALL:-}" = 1 ]; then
+		echo "gen_check: $1" >&2
+		exit 1
+	fi
+	echo "gen_check: skipped: $1" >&2
+	exit 0
+}
 for tool in clang llvm-strip; do
-	command -v "$tool" >/dev/null || { echo "gen_check: $tool not found (Debian clang/llvm)" >&2; exit 1; }
+	command -v "$tool" >/dev/null || missing "$tool not found (Debian clang/llvm)"
 done
-[ -f /usr/include/bpf/bpf_helpers.h ] || { echo "gen_check: libbpf-dev headers missing" >&2; exit 1; }
+[ -f /usr/include/bpf/bpf_helpers.h ] || missing "libbpf-dev headers missing"
 tmp=$(mktemp -d /tmp/ebpf-gencheck.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 files=(offload_bpfel.go offload_bpfel.o offload_bpfeb.go offload_bpfeb.o)
