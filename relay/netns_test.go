@@ -30,7 +30,7 @@ func inNetns(t *testing.T) bool {
 	if out, err := exec.Command("ip", "netns", "add", name).CombinedOutput(); err != nil {
 		testenv.SkipOrFail(t, fmt.Sprintf("cannot create network namespace: %v: %s", err, out))
 	}
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", name).Run() }) //nolint:errcheck
+	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
 	cmd := exec.Command("ip", "netns", "exec", name, os.Args[0], "-test.run", "^"+t.Name()+"$", "-test.v", "-test.count=1")
 	cmd.Env = append(os.Environ(), envVar+"="+t.Name())
 	out, err := cmd.CombinedOutput()

@@ -46,7 +46,6 @@ type Server struct {
 	now func() time.Time
 	// acceptFailing counts listeners whose Accept keeps failing.
 	acceptFailing atomic.Int32
-	self          atomic.Pointer[selfSet]
 
 	relayBind4, relayBind6 netip.Addr
 

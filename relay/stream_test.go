@@ -134,7 +134,7 @@ func TestStreamConnectionCaps(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer third.Close()
-	third.Write(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw) //nolint:errcheck
+	_, _ = third.Write(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw)
 	if n := awaitClosed(t, third); n != 0 {
 		t.Fatal("connection over the cap was answered")
 	}

@@ -81,7 +81,7 @@ func turnFlowOnce(ctx context.Context, st *stats, network, server string, peer *
 			if _, err := relayConn.WriteTo(msg, peer); err != nil {
 				return fmt.Errorf("send: %w", err)
 			}
-			relayConn.SetReadDeadline(time.Now().Add(300 * time.Millisecond)) //nolint:errcheck
+			_ = relayConn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 			for {
 				n, _, err := relayConn.ReadFrom(buf)
 				if err != nil {
@@ -333,7 +333,7 @@ func attacks(ctx context.Context, st *stats, rate float64, turnAddr, hubURL stri
 		actx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		go func(k func(context.Context, string, string) error) {
 			defer cancel()
-			k(actx, turnAddr, hubURL) //nolint:errcheck // attacks are expected to fail
+			_ = k(actx, turnAddr, hubURL) // attacks are expected to fail
 		}(kinds[i%len(kinds)])
 		st.attacks.Add(1)
 	}
@@ -346,7 +346,7 @@ func dialTurn(ctx context.Context, addr string) (net.Conn, error) {
 		return nil, err
 	}
 	if dl, ok := ctx.Deadline(); ok {
-		c.SetDeadline(dl) //nolint:errcheck
+		_ = c.SetDeadline(dl)
 	}
 	return c, nil
 }
@@ -365,8 +365,8 @@ func attackOversize(length uint16) func(context.Context, string, string) error {
 		for len(b) < 66000 {
 			b = append(b, stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw...)
 		}
-		c.Write(b)              //nolint:errcheck
-		c.Read(make([]byte, 1)) //nolint:errcheck // until the server closes
+		_, _ = c.Write(b)
+		_, _ = c.Read(make([]byte, 1)) // until the server closes it
 		return nil
 	}
 }
@@ -398,8 +398,8 @@ func attackChannelDataIdle(ctx context.Context, addr, _ string) error {
 		return err
 	}
 	defer c.Close()
-	c.Write([]byte{0x40, 0x00, 0x00, 0x00}) //nolint:errcheck
-	c.Read(make([]byte, 1))                 //nolint:errcheck
+	_, _ = c.Write([]byte{0x40, 0x00, 0x00, 0x00})
+	_, _ = c.Read(make([]byte, 1)) // until the server closes it
 	return nil
 }
 
@@ -413,7 +413,7 @@ func attackUnauthFlood(_ context.Context, addr, _ string) error {
 	for range 200 {
 		m := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest),
 			stun.RawAttribute{Type: stun.AttrRequestedTransport, Value: []byte{17, 0, 0, 0}})
-		c.Write(m.Raw) //nolint:errcheck
+		_, _ = c.Write(m.Raw)
 	}
 	return nil
 }
@@ -460,7 +460,7 @@ func attackConnectOverUDP(_ context.Context, addr, _ string) error {
 		if _, err := c.Write(m.Raw); err != nil {
 			return nil, err
 		}
-		c.SetReadDeadline(time.Now().Add(2 * time.Second)) //nolint:errcheck
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
 		buf := make([]byte, 1500)
 		n, err := c.Read(buf)
 		if err != nil {
@@ -483,7 +483,7 @@ func attackConnectOverUDP(_ context.Context, addr, _ string) error {
 	peer := &stun.XORMappedAddress{IP: net.IPv4(127, 0, 0, 1), Port: 9}
 	_, err = do(stun.MethodConnect, peerAttr{peer})
 	// Leave like a client would, so the soak's allocation count stays flat.
-	do(stun.MethodRefresh, stun.RawAttribute{Type: stun.AttrLifetime, Value: []byte{0, 0, 0, 0}}) //nolint:errcheck
+	_, _ = do(stun.MethodRefresh, stun.RawAttribute{Type: stun.AttrLifetime, Value: []byte{0, 0, 0, 0}})
 	return err
 }
 
@@ -498,7 +498,7 @@ func attackHubOversize(ctx context.Context, _, hubURL string) error {
 		return err
 	}
 	defer cl.Close()
-	cl.SendRaw([]byte(`{"type":"join","room":"` + strings.Repeat("x", 200<<10) + `"}`)) //nolint:errcheck
+	_ = cl.SendRaw([]byte(`{"type":"join","room":"` + strings.Repeat("x", 200<<10) + `"}`))
 	select {
 	case <-cl.Done():
 	case <-ctx.Done():

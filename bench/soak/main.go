@@ -130,13 +130,13 @@ func run(ctx context.Context, o options) error {
 			return fmt.Errorf("start %s: %w", p.name, err)
 		}
 		defer func(p *proc) {
-			p.cmd.Process.Signal(syscall.SIGTERM) //nolint:errcheck
+			_ = p.cmd.Process.Signal(syscall.SIGTERM)
 			done := make(chan struct{})
-			go func() { p.cmd.Wait(); close(done) }() //nolint:errcheck
+			go func() { _ = p.cmd.Wait(); close(done) }()
 			select {
 			case <-done:
 			case <-time.After(40 * time.Second):
-				p.cmd.Process.Kill() //nolint:errcheck
+				_ = p.cmd.Process.Kill()
 				<-done
 			}
 		}(p)
@@ -217,7 +217,7 @@ sampling:
 func awaitHTTP(url string, within time.Duration) error {
 	deadline := time.Now().Add(within)
 	for {
-		resp, err := http.Get(url) //nolint:noctx
+		resp, err := http.Get(url)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
@@ -252,7 +252,7 @@ func (p *proc) take(at time.Duration) {
 
 func metric(url, name string) float64 {
 	c := http.Client{Timeout: 5 * time.Second}
-	resp, err := c.Get(url) //nolint:noctx
+	resp, err := c.Get(url)
 	if err != nil {
 		return -1
 	}
@@ -374,7 +374,7 @@ func probeLoop(ctx context.Context, st *stats, urls []string) {
 		}
 		for _, u := range urls {
 			st.probes.Add(1)
-			resp, err := c.Get(u) //nolint:noctx
+			resp, err := c.Get(u)
 			if err == nil {
 				resp.Body.Close()
 				if resp.StatusCode != http.StatusOK {
@@ -401,7 +401,7 @@ func startEcho() (*net.UDPConn, error) {
 			if err != nil {
 				return
 			}
-			c.WriteTo(buf[:n], from) //nolint:errcheck
+			_, _ = c.WriteTo(buf[:n], from)
 		}
 	}()
 	return c, nil
@@ -420,5 +420,5 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 }
 
 func jitter(d time.Duration) time.Duration {
-	return d/2 + time.Duration(rand.Int64N(int64(d))) //nolint:gosec // load shape, not a secret
+	return d/2 + time.Duration(rand.Int64N(int64(d)))
 }
