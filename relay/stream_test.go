@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -69,7 +70,7 @@ func TestStreamOversizeFrames(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := dialStream(t, srv)
-			go c.Write(tc.attack) //nolint:errcheck // the server may reset mid-write
+			go func() { _, _ = c.Write(tc.attack) }() // the server may reset mid-write
 			if n := awaitClosed(t, c); n != 0 {
 				t.Fatalf("%d requests inside the oversize frame were answered", n)
 			}
@@ -79,6 +80,27 @@ func TestStreamOversizeFrames(t *testing.T) {
 		t.Fatalf("oversize frames counted %v, want 4", got)
 	}
 	dialStream(t, srv) // still serving
+}
+
+// TestStreamOversizeFrameTLS: the same over TLS (the framer sits above the
+// TLS layer).
+func TestStreamOversizeFrameTLS(t *testing.T) {
+	srv := newTestServer(t, func(c *Config) {
+		c.Listeners = append(c.Listeners, Listener{Network: "tls", Addr: "127.0.0.1:0"})
+		c.Certificate = selfSigned(t)
+	})
+	c, err := tls.Dial("tcp", srv.Addr("tls").String(), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // self-signed test certificate
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := streamRoundTrip(c, stun.MustBuild(stun.TransactionID, stun.BindingRequest)); err != nil {
+		t.Fatalf("binding over TLS: %v", err)
+	}
+	go func() { _, _ = c.Write(oversizeSTUN(0xFFEC, 3300)) }()
+	if n := awaitClosed(t, c); n != 0 {
+		t.Fatalf("%d requests inside the oversize frame were answered", n)
+	}
 }
 
 // TestStreamSlowAndPipelinedFrames: a maximal frame written one byte at a
