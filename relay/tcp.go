@@ -63,18 +63,17 @@ func (l *serverListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		ap := toAddrPort(c.RemoteAddr())
-		key := l.s.sourceKey(ap.Addr())
+		key := l.s.sourceKey(addrIP(c.RemoteAddr()))
 		if !l.conns.acquire(key) {
 			l.s.metrics.dropped.WithLabelValues(dropConnLimit).Inc()
-			c.Close()
+			_ = c.Close()
 			continue
 		}
-		return l.wrap(c, ap, key), nil
+		return l.wrap(c, key), nil
 	}
 }
 
-func (l *serverListener) wrap(c net.Conn, remote netip.AddrPort, key netip.Addr) net.Conn {
+func (l *serverListener) wrap(c net.Conn, key netip.Addr) net.Conn {
 	_ = c.SetReadDeadline(time.Now().Add(min(firstFrameTimeout, l.s.cfg.StreamIdleTimeout)))
 	raw := c
 	if l.tls != nil {
