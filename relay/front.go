@@ -186,12 +186,16 @@ func (f *front) checkAllocation(m *stun.Message, src net.Addr, v verdict, ip net
 	case stun.MethodConnect:
 		// pion dials synchronously in the reading goroutine: only a TCP
 		// control connection, which blocks nobody else, may ask.
-		peers := xorPeerAddrs(m)
-		if f.transport == "udp" || !info.tcp || len(peers) != 1 {
+		if f.transport == "udp" || !info.tcp {
 			s.metrics.policyDenials.WithLabelValues(denyConnect).Inc()
 			f.replyError(m, src, stun.CodeForbidden, v.key)
 			return false
 		}
+		peers := xorPeerAddrs(m)
+		if len(peers) == 0 {
+			return true // pion answers 400
+		}
+		// pion dials the first XOR-PEER-ADDRESS.
 		if reason := s.policy.Load().checkAddrPort(peers[0], protoTCP); reason != "" {
 			s.metrics.policyDenials.WithLabelValues(reason).Inc()
 			f.replyError(m, src, stun.CodeForbidden, v.key)
