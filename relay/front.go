@@ -88,8 +88,10 @@ func (f *front) pass(b []byte, src net.Addr) (int, bool) {
 		s.metrics.dropped.WithLabelValues(dropMalformed).Inc()
 		return 0, false
 	}
+	// Decode in place: the message's attributes point into b and are used
+	// only until pass returns (no copy per frame).
 	m := &f.msg
-	m.Raw = append(m.Raw[:0], b...)
+	m.Raw = b
 	if err := m.Decode(); err != nil {
 		s.metrics.dropped.WithLabelValues(dropMalformed).Inc()
 		return 0, false
