@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/pion/stun/v4"
+	"golang.org/x/sys/unix"
 
 	"github.com/rtcsuite/rtcsuite/internal/testenv"
 )
@@ -41,6 +43,22 @@ func inNetns(t *testing.T) bool {
 	return false
 }
 
+// setupHardenLink gives the namespace 203.0.113.1/24 on a veth whose other
+// end answers nothing, so ARP for any other address there never resolves;
+// unresolved-neighbour queues hold everything, so a socket's send buffer is
+// what fills (the attacks' effect, made deterministic).
+func setupHardenLink(t *testing.T) {
+	t.Helper()
+	ipCmd(t, "link", "set", "lo", "up")
+	ipCmd(t, "link", "add", "harden0", "type", "veth", "peer", "name", "harden1")
+	ipCmd(t, "link", "set", "harden0", "up")
+	ipCmd(t, "link", "set", "harden1", "up")
+	ipCmd(t, "addr", "add", "203.0.113.1/24", "dev", "harden0")
+	if err := os.WriteFile("/proc/sys/net/ipv4/neigh/harden0/unres_qlen_bytes", []byte("16777216"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func ipCmd(t *testing.T, args ...string) {
 	t.Helper()
 	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
@@ -61,16 +79,7 @@ func TestOwnAddressesNetns(t *testing.T) {
 	if !inNetns(t) {
 		return
 	}
-	ipCmd(t, "link", "set", "lo", "up")
-	ipCmd(t, "link", "add", "harden0", "type", "veth", "peer", "name", "harden1")
-	ipCmd(t, "link", "set", "harden0", "up")
-	ipCmd(t, "link", "set", "harden1", "up")
-	ipCmd(t, "addr", "add", "203.0.113.1/24", "dev", "harden0")
-	// Let unresolved-neighbour queues hold everything, so the socket's send
-	// buffer is what fills (the attack's effect, made deterministic).
-	if err := os.WriteFile("/proc/sys/net/ipv4/neigh/harden0/unres_qlen_bytes", []byte("16777216"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	setupHardenLink(t)
 
 	refreshed := make(chan struct{}, 64)
 	srv := newTestServer(t, func(c *Config) {
@@ -157,4 +166,79 @@ func TestOwnAddressesNetns(t *testing.T) {
 	if code := errorCode(t, r.do(stun.MethodBinding)); code != 0 {
 		t.Fatalf("binding after the flood: %d", code)
 	}
+}
+
+// TestSpoofedSourcesNetns: Binding requests whose (spoofed) sources sit on
+// the server's own subnet and never answer ARP fill the listener socket's
+// send buffer with answers; the listener drops and counts what does not fit
+// instead of blocking its read loop, and answers a real client again once
+// the kernel gives up on those addresses. (Answers to everyone are lost
+// meanwhile: the send buffer is the socket's, a limit of UDP sockets.)
+func TestSpoofedSourcesNetns(t *testing.T) {
+	if !inNetns(t) {
+		return
+	}
+	setupHardenLink(t)
+	srv := newTestServer(t, func(c *Config) {
+		c.Listeners = []Listener{{Network: "udp", Addr: "203.0.113.1:0"}}
+		c.UDPSockets = 1
+	})
+	if code := errorCode(t, newRawClient(t, srv, "alice", "wonderland").do(stun.MethodBinding)); code != 0 {
+		t.Fatalf("binding before the flood: %d", code)
+	}
+	// A raw socket writes the spoofed IPv4+UDP headers itself: the requests
+	// arrive locally, the answers go out to the silent subnet.
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW, unix.IPPROTO_RAW)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	dst := srv.Addr("udp").(*net.UDPAddr)
+	bind := stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw
+	for i := 100; i < 200; i++ {
+		for j := range 100 { // within one source's burst of unauthenticated requests
+			pkt := spoofedUDP(netip.AddrFrom4([4]byte{203, 0, 113, byte(i)}), uint16(40000+j), dst, bind)
+			if err := unix.Sendto(fd, pkt, 0, &unix.SockaddrInet4{Addr: [4]byte{203, 0, 113, 1}}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	// The socket's send buffer is full of answers the kernel holds for
+	// addresses that never resolve: further answers are dropped and counted
+	// (the read loop goes on reading) until the kernel gives up on them,
+	// and then a real client is answered again.
+	r := newRawClient(t, srv, "alice", "wonderland")
+	guard := time.After(60 * time.Second)
+	for {
+		resp, err := r.roundTrip(stun.MustBuild(stun.TransactionID, stun.BindingRequest))
+		if err == nil && errorCode(t, resp) == 0 {
+			break
+		}
+		select {
+		case <-guard:
+			t.Fatal("the listener never answered again after the flood")
+		default:
+		}
+	}
+	if got := metricValue(t, srv, `turnd_dropped_packets_total{reason="send_buffer_full"}`); got == 0 {
+		t.Fatal("no answer dropped for a full send buffer: the listener must have blocked instead")
+	}
+}
+
+// spoofedUDP builds an IPv4 UDP datagram from src:sport to dst carrying
+// payload (the kernel fills the IP checksum; a zero UDP checksum is legal).
+func spoofedUDP(src netip.Addr, sport uint16, dst *net.UDPAddr, payload []byte) []byte {
+	b := make([]byte, 28+len(payload))
+	b[0] = 0x45
+	binary.BigEndian.PutUint16(b[2:], uint16(len(b)))
+	b[8] = 64 // TTL
+	b[9] = unix.IPPROTO_UDP
+	s4 := src.As4()
+	copy(b[12:16], s4[:])
+	copy(b[16:20], dst.IP.To4())
+	binary.BigEndian.PutUint16(b[20:], sport)
+	binary.BigEndian.PutUint16(b[22:], uint16(dst.Port))
+	binary.BigEndian.PutUint16(b[24:], uint16(8+len(payload)))
+	copy(b[28:], payload)
+	return b
 }

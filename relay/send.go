@@ -13,12 +13,12 @@ import (
 // buffer was full.
 var errWouldBlock = errors.New("relay: send buffer full")
 
-// udpSender sends datagrams without ever blocking: relay sends run in a
-// listener's only reading goroutine, and a blocking send (a peer on the
-// server's own subnet that never answers ARP fills the socket's send
-// buffer with queued packets) would freeze every client of that socket.
-// A full buffer drops the datagram, as a router would. This is the hook
-// where a batched (sendmmsg) path can slot in.
+// udpSender sends datagrams without ever blocking: relay sends and answers
+// to clients run in a listener's only reading goroutine, and a blocking
+// send (an address on the server's own subnet that never answers ARP fills
+// the socket's send buffer with queued packets) would freeze every client
+// of that socket. A full buffer drops the datagram, as a router would.
+// This is the hook where a batched (sendmmsg) path can slot in.
 type udpSender struct {
 	rc syscall.RawConn
 	v6 bool // the socket is AF_INET6

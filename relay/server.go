@@ -167,8 +167,16 @@ func New(cfg Config) (*Server, error) {
 		},
 	}
 	for _, pc := range pcs {
+		spc, err := newServerPacketConn(s, pc)
+		if err != nil {
+			closeAll()
+			if s.behavior != nil {
+				_ = s.behavior.close()
+			}
+			return nil, fmt.Errorf("relay: %w", err)
+		}
 		tc.PacketConnConfigs = append(tc.PacketConnConfigs, turn.PacketConnConfig{
-			PacketConn: newServerPacketConn(s, pc), RelayAddressGenerator: gen, PermissionHandler: perm,
+			PacketConn: spc, RelayAddressGenerator: gen, PermissionHandler: perm,
 		})
 	}
 	for _, l := range lns {

@@ -89,7 +89,7 @@ func TestStreamOversizeFrameTLS(t *testing.T) {
 		c.Listeners = append(c.Listeners, Listener{Network: "tls", Addr: "127.0.0.1:0"})
 		c.Certificate = selfSigned(t)
 	})
-	c, err := tls.Dial("tcp", srv.Addr("tls").String(), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // self-signed test certificate
+	c, err := tls.Dial("tcp", srv.Addr("tls").String(), &tls.Config{InsecureSkipVerify: true})
 	if err != nil {
 		t.Fatal(err)
 	}
