@@ -89,9 +89,12 @@ func (f *front) pass(b []byte, src net.Addr) (int, bool) {
 		return 0, false
 	}
 	// Decode in place: the message's attributes point into b and are used
-	// only until pass returns (no copy per frame).
+	// only until pass returns (no copy per frame). The capacity is cut at
+	// the message's end because MESSAGE-INTEGRITY checks append the HMAC
+	// they compute to Raw: with room after b they would overwrite the next
+	// frame in a stream buffer.
 	m := &f.msg
-	m.Raw = b
+	m.Raw = b[:len(b):len(b)]
 	if err := m.Decode(); err != nil {
 		s.metrics.dropped.WithLabelValues(dropMalformed).Inc()
 		return 0, false

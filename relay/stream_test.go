@@ -281,3 +281,31 @@ func BenchmarkFramerOneByteReads(b *testing.B) {
 		}
 	}
 }
+
+// TestStreamSignedRequestThenPipelinedFrame: a signed request followed in
+// the same read by another frame; checking MESSAGE-INTEGRITY in place must
+// not disturb the next frame in the connection's buffer (it once
+// overwrote it with the computed HMAC).
+func TestStreamSignedRequestThenPipelinedFrame(t *testing.T) {
+	srv := newTestServer(t, nil)
+	r := newRawStreamClient(t, srv, "alice", "wonderland")
+	if code := errorCode(t, r.do(stun.MethodAllocate, udpTransport)); code != 0 {
+		t.Fatal(code)
+	}
+	refresh := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodRefresh, stun.ClassRequest), lifetime(time.Minute),
+		stun.NewUsername(r.user), r.realm, r.nonce, stun.MessageIntegrity(r.key), stun.Fingerprint)
+	bind := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
+	if _, err := r.stream.Write(append(append([]byte{}, refresh.Raw...), bind.Raw...)); err != nil {
+		t.Fatal(err)
+	}
+	r.stream.SetReadDeadline(time.Now().Add(10 * time.Second))
+	for _, want := range []*stun.Message{refresh, bind} {
+		m, err := readStreamSTUN(r.stream)
+		if err != nil || m.TransactionID != want.TransactionID {
+			t.Fatalf("pipelined after a signed request: %v %v", m, err)
+		}
+		if code := errorCode(t, m); code != 0 {
+			t.Fatalf("%v answered %d", m.Type, code)
+		}
+	}
+}

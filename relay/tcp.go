@@ -190,7 +190,7 @@ func (c *framedConn) Read(p []byte) (int, error) {
 			}
 			continue
 		}
-		frame := c.buf[c.r : c.r+size]
+		frame := c.buf[c.r : c.r+size : c.r+size] // nothing may write past it
 		c.r += size
 		if c.r == c.w {
 			c.r, c.w = 0, 0
