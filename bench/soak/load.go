@@ -279,12 +279,12 @@ var (
 )
 
 // uclientRuns runs coturn's turnutils_uclient over TCP (two allocations,
-// channels, 20 packets a second for 10 s) every 30 s: no packet may be lost.
+// channels, 20 packets a second for 5 s) every 30 s: no packet may be lost.
 func uclientRuns(ctx context.Context, st *stats, bin string, port int, peer *net.UDPAddr) {
 	for ctx.Err() == nil {
 		c := cred("uclient")
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-		cmd := exec.CommandContext(rctx, bin, "-t", "-c", "-m", "2", "-n", "200", "-l", "400", "-z", "50",
+		cmd := exec.CommandContext(rctx, bin, "-t", "-c", "-m", "2", "-n", "100", "-l", "400", "-z", "50",
 			"-u", c.Username, "-w", c.Password, "-e", peer.IP.String(), "-r", strconv.Itoa(peer.Port),
 			"-p", strconv.Itoa(port), "127.0.0.1")
 		out, err := cmd.CombinedOutput()

@@ -111,8 +111,9 @@ func run(ctx context.Context, o options) error {
 		"--static-auth-secret", secret, "--allow-loopback-peers", "--admin-listen", turnd.admin,
 		"--min-port", "40000", "--max-port", "48999", "--udp-sockets", "2", "--log-level", "warn",
 		// Idle attack connections are closed sooner, so a short soak reaches
-		// its steady state.
-		"--stream-idle-timeout", "10s")
+		// its steady state; uclient runs (which keep a probe connection
+		// without an allocation) last well under it.
+		"--stream-idle-timeout", "20s")
 	hub := &proc{name: "signal", admin: fmt.Sprintf("127.0.0.1:%d", hubAdmin)}
 	hubURL := fmt.Sprintf("http://127.0.0.1:%d", hubPort)
 	hub.probes = []string{hubURL + "/healthz", "http://" + hub.admin + "/healthz"}
