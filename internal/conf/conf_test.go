@@ -79,7 +79,7 @@ func FuzzParseFile(f *testing.F) {
 	f.Add("realm=x\nno-tls\nstatic-auth-secret a\n")
 	f.Fuzz(func(t *testing.T, s string) {
 		fs, _, _, _, _, _ := newFS()
-		_ = parseFile(fs, strings.NewReader(s), "fuzz", map[string]Source{})
+		_ = parseFile(fs, strings.NewReader(s), "fuzz", map[string]Source{}, nil)
 	})
 }
 
