@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rtcsuite/rtcsuite/internal/buildinfo"
+	"github.com/rtcsuite/rtcsuite/internal/conf"
 	"github.com/rtcsuite/rtcsuite/natclass"
 )
 
@@ -101,9 +103,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.BoolVar(&cfg.only6, "6", false, "probe IPv6 only")
 	fs.StringVar(&cfg.peer, "peer", "", "after probing, predict connectivity with the host of this saved --json `file`")
 	fs.BoolVar(&cfg.quiet, "q", false, "no progress lines on stderr")
+	version := fs.Bool("version", false, "print the version and VCS revision, then exit")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usageText)
-		fs.PrintDefaults()
+		conf.PrintDefaults(stderr, fs)
 		fmt.Fprint(stderr, exitText)
 	}
 	if err := fs.Parse(args); err != nil {
@@ -111,6 +114,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return exitOK
 		}
 		return exitUsage
+	}
+	if *version {
+		fmt.Fprintln(stdout, buildinfo.Line("natprobe"))
+		return exitOK
 	}
 	cfg.servers = servers
 	if len(cfg.servers) == 0 {
@@ -337,7 +344,7 @@ func runPredict(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "write the prediction as JSON")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: natprobe predict [--json] MINE.json THEIRS.json\n\nPredicts whether the two hosts whose natprobe --json reports are given can connect directly.\n\n")
-		fs.PrintDefaults()
+		conf.PrintDefaults(stderr, fs)
 		fmt.Fprint(stderr, exitText)
 	}
 	// Allow flags after the file names too.

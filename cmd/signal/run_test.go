@@ -294,7 +294,7 @@ func TestRunConfigErrors(t *testing.T) {
 			"-room-capacity", "0", "-dev-https", "-log-format", "xml", "-max-conns", "0", "-tls-cert", "x.pem",
 		}, nil, []string{
 			`turn-url "http://x"`, `turn-url "turn:h:99999"`, "ice-ttl", "jwt-secret: 5 bytes", "room-capacity 0",
-			"need -dev", "log-format", "max-conns", "tls-cert and tls-key",
+			"need --dev", "log-format", "max-conns", "tls-cert and tls-key",
 		}},
 		{"turn url without secret", []string{"-allow-open", "-turn-url", "turns:t.example:5349?transport=tcp"}, nil, []string{"need turn-secret"}},
 		{"secret without turn url", []string{"-allow-open", "-turn-secret", "s"}, nil, []string{"no turn:/turns: turn-url"}},

@@ -192,17 +192,21 @@ func parseFile(fs *flag.FlagSet, r io.Reader, path string, src map[string]Source
 // splitLine reads one config-file line: "name=value", "name value" or a
 // bare "name", with an optional leading "--". Blank lines and lines
 // starting with # or ; are skipped (ok=false). As in coturn, a # after
-// whitespace starts a comment (so a value cannot contain " #"), and one
-// pair of double quotes around the value is removed.
+// whitespace starts a comment, except inside double quotes, and one pair
+// of double quotes around the value is removed.
 func splitLine(raw string) (name, value string, hasValue, ok bool) {
 	text := strings.TrimSpace(raw)
 	if text == "" || text[0] == '#' || text[0] == ';' {
 		return "", "", false, false
 	}
+	inQuotes := false
 	for i := 1; i < len(text); i++ {
-		if text[i] == '#' && (text[i-1] == ' ' || text[i-1] == '\t') {
+		switch {
+		case text[i] == '"':
+			inQuotes = !inQuotes
+		case text[i] == '#' && !inQuotes && (text[i-1] == ' ' || text[i-1] == '\t'):
 			text = strings.TrimSpace(text[:i])
-			break
+			i = len(text)
 		}
 	}
 	text = strings.TrimPrefix(text, "--")

@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 )
 
@@ -44,13 +45,9 @@ func Watch(parent context.Context, sigs <-chan os.Signal, name string, stderr io
 		case <-quit:
 		}
 	}()
-	var stopped bool
+	var once sync.Once
 	return ctx, func() {
-		if !stopped {
-			stopped = true
-			close(quit)
-			<-done
-		}
+		once.Do(func() { close(quit); <-done })
 		cancel()
 	}
 }
