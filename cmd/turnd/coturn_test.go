@@ -229,8 +229,6 @@ func TestCoturnDebianStockConfigLoads(t *testing.T) {
 	if strings.Count(err.Error(), "\n") > 0 {
 		t.Fatalf("stock file: more than one problem:\n%v", err)
 	}
-	old := syslogDial
-	t.Cleanup(func() { syslogDial = old })
 	o, l, warnings, err := loadCoturn(t, "testdata/debian-turnserver.conf", "--static-auth-secret", "f3b8e2c7a9d14e6b8c0a5f2e7d9b1c4a")
 	if err != nil {
 		t.Fatalf("Debian's /etc/turnserver.conf: %v", err)
@@ -449,4 +447,27 @@ func TestCoturnBoolValues(t *testing.T) {
 		t.Error("a turnd-only name was taken by the coturn table")
 	}
 	_ = flag.ErrHelp
+}
+
+// FuzzCoturnTranslator: any line yields settings for flags turnd has, a
+// refusal, or nothing; never a panic.
+func FuzzCoturnTranslator(f *testing.F) {
+	f.Add("verbose", "", false)
+	f.Add("no-udp", "maybe", true)
+	f.Add("stale-nonce", "600", true)
+	f.Add("prometheus", "off", true)
+	var o options
+	fs := newFlagSet(&o)
+	tr := coturnTranslator(fs, new([]string))
+	f.Fuzz(func(t *testing.T, name, value string, hasValue bool) {
+		settings, handled, err := tr(name, value, hasValue)
+		if !handled && (err != nil || len(settings) > 0) {
+			t.Fatalf("unhandled %q gave %v %v", name, settings, err)
+		}
+		for _, s := range settings {
+			if fs.Lookup(s.Name) == nil {
+				t.Fatalf("%q set unknown flag %q", name, s.Name)
+			}
+		}
+	})
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"database/sql"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -58,9 +59,14 @@ func TestUserDBRefusesOtherFiles(t *testing.T) {
 	}
 	// A SQLite database without coturn's tables.
 	other := filepath.Join(dir, "other.sqlite")
-	if err := exec.Command("sqlite3", other, "CREATE TABLE t(x)").Run(); err != nil {
-		t.Skipf("sqlite3 CLI: %v", err)
+	conn, err := sql.Open("sqlite", other)
+	if err != nil {
+		t.Fatal(err)
 	}
+	if _, err := conn.Exec("CREATE TABLE t(x)"); err != nil {
+		t.Fatal(err)
+	}
+	conn.Close()
 	if _, err := readUserDB(other, "r", extOptions{}); err == nil || !strings.Contains(err.Error(), "not a coturn user database") {
 		t.Errorf("foreign SQLite database: %v", err)
 	}
@@ -109,4 +115,23 @@ func TestUserDBTurnadminReload(t *testing.T) {
 	if strings.Contains(r.stderr.String(), "pass-2026") {
 		t.Error("a password reached the log")
 	}
+}
+
+// FuzzUserDB feeds arbitrary files to --userdb: no panic, and an error
+// never carries a NUL byte (the file's binary content).
+func FuzzUserDB(f *testing.F) {
+	f.Add([]byte("alice:wonderland\n# comment\nbob:0x00112233445566778899aabbccddeeff\n"))
+	f.Add([]byte("SQLite format 3\x00garbage"))
+	f.Add([]byte{0xff, 0xfe, 0, 1})
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		path := filepath.Join(dir, "db")
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := readUserDB(path, "r", extOptions{useAuthSecret: true})
+		if err != nil && strings.ContainsRune(err.Error(), 0) {
+			t.Fatalf("error carries binary: %q", err)
+		}
+	})
 }
