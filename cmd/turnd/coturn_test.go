@@ -138,11 +138,11 @@ func TestCoturnOptionListIsCurrent(t *testing.T) {
 }
 
 func isOptionName(s string) bool {
-	if s == "" || !(s[0] >= 'a' && s[0] <= 'z' || s[0] >= 'A' && s[0] <= 'Z') {
+	if s == "" || s[0] == '-' || s[0] == '_' || s[0] >= '0' && s[0] <= '9' {
 		return false
 	}
 	for _, c := range s {
-		if !(c == '-' || c == '_' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+		if c != '_' && !isNameChar(c) {
 			return false
 		}
 	}

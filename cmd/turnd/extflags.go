@@ -82,12 +82,16 @@ func validHostName(h string) bool {
 			return false
 		}
 		for _, c := range label {
-			if !(c == '-' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+			if !isNameChar(c) {
 				return false
 			}
 		}
 	}
 	return len(h) <= 253
+}
+
+func isNameChar(c rune) bool {
+	return c == '-' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }
 
 var syslogFacilities = map[string]syslog.Priority{
@@ -166,7 +170,8 @@ func (l *logOutput) Reopen() error {
 	if l.path == "" {
 		return nil
 	}
-	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640) //nolint:gosec // group read for log shippers, as coturn's log files
+
 	if err != nil {
 		return fmt.Errorf("log-file: %w", err)
 	}
@@ -199,7 +204,7 @@ func writePIDFile(path string) (func(), error) {
 	if path == "" {
 		return func() {}, nil
 	}
-	if err := os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil { //nolint:gosec // a pid file is world-readable by convention
+	if err := os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
 		return nil, fmt.Errorf("pidfile: %w", err)
 	}
 	return func() { _ = os.Remove(path) }, nil
