@@ -171,7 +171,6 @@ func (l *logOutput) Reopen() error {
 		return nil
 	}
 	f, err := os.OpenFile(l.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640) //nolint:gosec // group read for log shippers, as coturn's log files
-
 	if err != nil {
 		return fmt.Errorf("log-file: %w", err)
 	}
