@@ -307,6 +307,33 @@ func TestCoturnProductionConfigLoads(t *testing.T) {
 	}
 }
 
+// TestCoturnProductionRefusals: the lines of a production config turnd
+// cannot honour yet are all reported at once, one line each.
+func TestCoturnProductionRefusals(t *testing.T) {
+	raw, err := os.ReadFile("testdata/production-turnserver.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "turnserver.conf")
+	extra := "stale-nonce=600\nno-tcp-relay\ncipher-list=\"ECDHE-RSA-AES256-GCM-SHA512:ECDHE-RSA-AES128-GCM-SHA256\"\n"
+	if err := os.WriteFile(path, append(raw, extra...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, _, _, err = loadCoturn(t, path)
+	if err == nil {
+		t.Fatal("loaded")
+	}
+	lines := strings.Split(err.Error(), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("want exactly 3 refusals, got:\n%v", err)
+	}
+	for i, name := range []string{"stale-nonce", "no-tcp-relay", "cipher-list"} {
+		if !strings.Contains(lines[i], " "+name+": refused: ") {
+			t.Errorf("line %d = %q, want the %s refusal", i, lines[i], name)
+		}
+	}
+}
+
 // TestCoturnImplemented checks option lines against the turnd settings they
 // must produce.
 func TestCoturnImplemented(t *testing.T) {

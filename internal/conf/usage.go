@@ -10,11 +10,15 @@ import (
 
 // PrintDefaults writes fs's flags as --name lines (the flag package's own
 // PrintDefaults writes a single dash; every command here documents double
-// dashes, which the flag package accepts too).
+// dashes, which the flag package accepts too). One-letter flags keep the
+// short-option form: -c, -q.
 func PrintDefaults(w io.Writer, fs *flag.FlagSet) {
 	fs.VisitAll(func(f *flag.Flag) {
 		name, usage := flag.UnquoteUsage(f)
 		line := "  --" + f.Name
+		if len(f.Name) == 1 {
+			line = "  -" + f.Name
+		}
 		if name != "" {
 			line += " " + name
 		}
