@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/pion/turn/v5"
 
 	"github.com/rtcsuite/rtcsuite/internal/testenv"
@@ -56,19 +58,31 @@ func hygiene_buildVCS(t *testing.T, dir, name string) string {
 	return bin
 }
 
-// TestVersionShowsRevision: every binary's --version names the commit it
-// was built from.
-func TestVersionShowsRevision(t *testing.T) {
-	git := testenv.NeedCommand(t, "git", "git")
+// TestBinaryHygiene builds every binary once (with VCS stamping) and
+// checks --version and the second-signal exit on them.
+func TestBinaryHygiene(t *testing.T) {
+	testenv.NeedCommand(t, "git", "git")
+	dir := t.TempDir()
+	bins := map[string]string{}
+	for _, name := range []string{"turnd", "signal", "natprobe"} {
+		bins[name] = hygiene_buildVCS(t, dir, name)
+	}
+	t.Run("VersionShowsRevision", func(t *testing.T) { hygiene_version(t, bins) })
+	t.Run("TurndSecondSignalExitsDuringDrain", func(t *testing.T) { hygiene_turndSecondSignal(t, bins["turnd"]) })
+	t.Run("SignalSecondSignalExitsDuringDrain", func(t *testing.T) { hygiene_signalSecondSignal(t, bins["signal"]) })
+}
+
+// hygiene_version: every binary's --version names the commit it was built
+// from.
+func hygiene_version(t *testing.T, bins map[string]string) {
 	root := hygiene_root(t)
-	out, err := exec.Command(git, "-C", root, "rev-parse", "HEAD").Output()
+	out, err := exec.Command("git", "-C", root, "rev-parse", "HEAD").Output()
 	if err != nil {
 		testenv.SkipOrFail(t, "not a git checkout: "+err.Error())
 	}
 	head := strings.TrimSpace(string(out))
-	dir := t.TempDir()
 	for _, name := range []string{"turnd", "signal", "natprobe"} {
-		bin := hygiene_buildVCS(t, dir, name)
+		bin := bins[name]
 		got, err := exec.Command(bin, "--version").Output()
 		if err != nil {
 			t.Errorf("%s --version: %v", name, err)
@@ -81,11 +95,10 @@ func TestVersionShowsRevision(t *testing.T) {
 	}
 }
 
-// TestTurndSecondSignalExitsDuringDrain: SIGTERM starts a drain that would
-// wait for a live allocation for 10 minutes; a second SIGTERM ends the
-// process at once with 143.
-func TestTurndSecondSignalExitsDuringDrain(t *testing.T) {
-	bin := hygiene_buildVCS(t, t.TempDir(), "turnd")
+// hygiene_turndSecondSignal: SIGTERM starts a drain that would wait for a
+// live allocation for 10 minutes; a second SIGTERM ends the process at
+// once with 143.
+func hygiene_turndSecondSignal(t *testing.T, bin string) {
 	cmd := exec.Command(bin, "--listening-ip", "127.0.0.1", "--listening-port", "0", "--udp-sockets", "1",
 		"--admin-listen", "", "--user", "alice:wonderland-2026", "--drain-timeout", "10m", "--log-format", "json")
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
@@ -165,5 +178,85 @@ func TestTurndSecondSignalExitsDuringDrain(t *testing.T) {
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 143 {
 		t.Fatalf("exit %v after the second SIGTERM, want status 143", err)
+	}
+}
+
+// hygiene_signalSecondSignal: the hub's drain waits for a client that
+// never answers the close handshake; a second SIGTERM ends it at once
+// with 143.
+func hygiene_signalSecondSignal(t *testing.T, bin string) {
+	cmd := exec.Command(bin, "--allow-open", "--listen", "127.0.0.1:0", "--admin-listen", "",
+		"--drain-timeout", "10m", "--log-format", "json")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	lines := make(chan string, 256)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+		exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() { _ = cmd.Process.Kill() }) // by pid; harmless once it exited
+	deadline := time.NewTimer(2 * time.Minute)   // a bound, not a measurement
+	defer deadline.Stop()
+	var log strings.Builder
+	await := func(what string) string {
+		t.Helper()
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					t.Fatalf("signal ended before %q:\n%s", what, log.String())
+				}
+				log.WriteString(l + "\n")
+				if strings.Contains(l, what) {
+					return l
+				}
+			case <-deadline.C:
+				t.Fatalf("no %q within the bound:\n%s", what, log.String())
+			}
+		}
+	}
+	serving := await(`"msg":"signal serving"`)
+	_, rest, _ := strings.Cut(serving, `"listen":"`)
+	addr, _, _ := strings.Cut(rest, `"`)
+
+	// A client that joins and then never reads again: the hub's close
+	// frame (1012) goes unanswered.
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+addr+"/ws", http.Header{"Origin": {"http://" + addr}})
+	if err != nil {
+		t.Fatalf("dial %s: %v\n%s", addr, err, log.String())
+	}
+	defer ws.Close()
+	if err := ws.WriteJSON(map[string]any{"type": "join", "room": "drain-test"}); err != nil {
+		t.Fatal(err)
+	}
+	var joined map[string]any
+	if err := ws.ReadJSON(&joined); err != nil {
+		t.Fatalf("join: %v", err)
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	await("draining")
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	for range lines {
+	}
+	err = <-exited
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 143 {
+		t.Fatalf("exit %v after the second SIGTERM, want status 143\n%s", err, log.String())
 	}
 }
