@@ -26,6 +26,7 @@ const (
 	exitMisconfig    = 5 // probe: the server's answers contradict themselves
 	exitPeerReflex   = 6 // predict: direct only via peer-reflexive candidates
 	exitRelayNeeded  = 7 // predict: a TURN relay is needed
+	exitPortClosed   = 8 // probe: the server port is closed (ICMP port unreachable)
 	envServers       = "NATPROBE_SERVER"
 	defaultLifetimeM = 5 * time.Minute
 )
@@ -54,6 +55,7 @@ Exit codes:
   5  server misconfigured: its RFC 5780 answers contradict themselves
   6  predict: direct only via peer-reflexive candidates
   7  predict: relay (TURN) needed
+  8  the server port is closed (ICMP port unreachable: wrong address or port, or the server is down)
 With several address families the exit code follows the first one (IPv4).
 `
 
@@ -209,6 +211,8 @@ func resultCode(r natclass.Result) int {
 		return exitBlocked
 	case natclass.VerdictMisconfigured:
 		return exitMisconfig
+	case natclass.VerdictServerPortClosed:
+		return exitPortClosed
 	}
 	return exitPartial
 }
