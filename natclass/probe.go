@@ -148,9 +148,9 @@ type prober struct {
 	opts     Options
 	sched    schedule
 	adaptive bool // switch to adaptiveSchedule once the RTT is measured
-	mux   *mux
-	obs   *Observations
-	mu    sync.Mutex // guards obs.Exchanges
+	mux      *mux
+	obs      *Observations
+	mu       sync.Mutex // guards obs.Exchanges
 }
 
 // Probe runs the tests against opts.Servers and returns what it observed;
