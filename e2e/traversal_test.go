@@ -463,9 +463,18 @@ func traversal_modeIndex(m string) int {
 
 // traversal_pair builds one pair's lab and runs its cells.
 func traversal_pair(t *testing.T, bins traversal_bins, pc traversal_pairCells) []traversal_cell {
+	return traversal_pairWith(t, bins, pc, nil)
+}
+
+// traversal_pairWith is traversal_pair that also hands the lab (alive
+// until t ends) to keep.
+func traversal_pairWith(t *testing.T, bins traversal_bins, pc traversal_pairCells, keep func(*natlab.Pair)) []traversal_cell {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	p := natlab.NewPair(t, pc.a, pc.b)
+	if keep != nil {
+		keep(p)
+	}
 	traversal_servers(t, ctx, p, bins)
 	type probed struct {
 		pred natclass.FamilyPrediction
