@@ -487,6 +487,17 @@ func traversal_pairWith(t *testing.T, bins traversal_bins, pc traversal_pairCell
 		}
 		fa, ra := traversal_probe(t, ctx, p, bins, natlab.SideA, family)
 		fb, rb := traversal_probe(t, ctx, p, bins, natlab.SideB, family)
+		// natprobe must classify each side exactly as the lab built it.
+		for i, r := range []natclass.Result{ra, rb} {
+			c := [2]natlab.Case{pc.a, pc.b}[i]
+			want := c.Want()
+			if family == "ipv6" {
+				want = c.Want6()
+			}
+			if got := natlab_got(r); got != want {
+				t.Errorf("natprobe %s on side %s (%s):\n got  %+v\n want %+v\nreasons: %q", family, natlab.Side(i), c.Key(), got, want, r.Reasons)
+			}
+		}
 		x := probed{traversal_predict(t, ctx, bins, fa, fb, family), ra, rb}
 		preds[family] = x
 		return x
