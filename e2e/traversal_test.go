@@ -65,7 +65,7 @@ type traversal_cell struct {
 	Certain   bool
 	Expected  string // path class the prediction implies for the mode
 	Observed  string // direct, relay, fail
-	Types     string // "srflx/prflx" (A's local / B's local candidate type)
+	Types     string // "host→srflx / host→prflx": each side's selected local→remote candidate types
 	MS        float64
 	Note      string
 }
@@ -429,7 +429,7 @@ func TestTraversalMatrix(t *testing.T) {
 		return traversal_modeIndex(results[i].Mode) < traversal_modeIndex(results[j].Mode)
 	})
 	for _, c := range results {
-		t.Logf("%-9s x %-9s %-4s predicted %-35s expected %-6s observed %-6s %-13s %6.0f ms %s",
+		t.Logf("%-9s x %-9s %-4s predicted %-35s expected %-6s observed %-6s %-27s %6.0f ms %s",
 			c.A, c.B, c.Mode, c.Predicted, c.Expected, c.Observed, c.Types, c.MS, c.Note)
 	}
 	if doc := os.Getenv("TRAVERSAL_DOC"); doc != "" && !t.Failed() {
@@ -517,7 +517,7 @@ func traversal_pairWith(t *testing.T, bins traversal_bins, pc traversal_pairCell
 		res, note := traversal_runCell(t, ctx, p, bins, mode)
 		cell.Observed, cell.Note = traversal_observed(res), note
 		if cell.Observed != "fail" {
-			cell.Types = res[0].Local + "/" + res[1].Local
+			cell.Types = res[0].Local + "→" + res[0].Remote + " / " + res[1].Local + "→" + res[1].Remote
 			cell.MS = max(res[0].MS, res[1].MS)
 		}
 		if cell.Observed != cell.Expected {
@@ -550,8 +550,10 @@ namespaces) join one room through the hub and open a data channel, 15 s at most 
 
 Each cell shows the path class observed (**direct**: host, server- or peer-reflexive candidates on both
 sides; **relay**: a TURN relay candidate on either side; **fail**: no open data channel in 15 s), the
-selected local candidate types of side A / side B, and the time from sending "join" to the hub to the
-open data channel (the slower side). The test fails on any cell where the path differs from the one
+selected candidate pair as each side sees it (side A's local→remote candidate type / side B's), and
+the time from sending "join" to the hub to the open data channel (the slower side). A side behind a
+NAT usually sees its own candidate as ` + "`host`" + ` (the NAT translates it) and the other side's as
+` + "`prflx` or `srflx`" + `. The test fails on any cell where the path differs from the one
 natprobe's prediction implies for the mode:
 
 | prediction | STUN | STUN+TURN/UDP | TURN/TCP |
@@ -583,7 +585,7 @@ symmetric; ` + "`blocked`" + ` a firewall that drops all UDP (TCP passes, NATed)
 		if c.Observed == "fail" {
 			return "**fail**"
 		}
-		return fmt.Sprintf("**%s** %s %.1f s", c.Observed, c.Types, c.MS/1000)
+		return fmt.Sprintf("**%s** %s, %.0f ms", c.Observed, c.Types, c.MS)
 	}
 	for _, k := range pairs {
 		m := byPair[k]
