@@ -93,12 +93,12 @@ func browser_startEnv(t testing.TB, cfg browserEnvConfig) *browserEnv {
 	relayDone := make(chan struct{})
 	go func() {
 		defer close(relayDone)
-		rs.Run(ctx) //nolint:errcheck // ends with ctx
+		_ = rs.Run(ctx) // ends with ctx
 	}()
 	t.Cleanup(func() {
 		// Close first: Run would drain the browsers' allocations for
 		// DrainTimeout; the browsers are gone by now.
-		rs.Close() //nolint:errcheck
+		rs.Close()
 		cancel()
 		<-relayDone
 	})
@@ -137,12 +137,12 @@ func browser_startEnv(t testing.TB, cfg browserEnvConfig) *browserEnv {
 			}
 		},
 	}
-	go srv.Serve(ln) //nolint:errcheck // ends with Close
+	go func() { _ = srv.Serve(ln) }() // ends with Close
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer scancel()
-		hub.Shutdown(sctx) //nolint:errcheck
-		srv.Close()        //nolint:errcheck
+		_ = hub.Shutdown(sctx)
+		srv.Close()
 	})
 	env.base = "http://" + ln.Addr().String()
 	return env
@@ -399,7 +399,7 @@ func (p *browserPage) shot(name string) string {
 	ctx, cancel := context.WithTimeout(p.ctx, browserWait)
 	defer cancel()
 	// Open the collapsible sections so the screenshot shows everything.
-	chromedp.Run(ctx, chromedp.Evaluate[chromedp.Void](`document.querySelectorAll('details').forEach((d) => { d.open = true; })`)) //nolint:errcheck
+	_, _ = chromedp.Run(ctx, chromedp.Evaluate[chromedp.Void](`document.querySelectorAll('details').forEach((d) => { d.open = true; })`))
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		p.fail("screenshot", err)

@@ -1,6 +1,6 @@
 // Package web serves the rtcsuite browser pages: the peer-to-peer demo at
 // "/" and the TURN tester at "/turn". They are static files embedded with
-// go:embed (plain JavaScript modules and CSS, no build step, no CDN) and
+// the embed package (plain JavaScript modules and CSS, no build step, no CDN) and
 // speak the signaling hub's wire protocol (docs/protocol.md) on the same
 // origin: GET /ws for the WebSocket and GET /ice for ICE servers.
 //

@@ -243,12 +243,12 @@ func (o *options) build(stderr io.Writer) (loaded, error) {
 func checkICEURL(u string) (string, error) {
 	scheme, rest, ok := strings.Cut(u, ":")
 	if !ok {
-		return "", errors.New("want turn:, turns:, stun: or stuns:")
+		return "", errors.New("want a turn, turns, stun or stuns URL")
 	}
 	switch scheme {
 	case "turn", "turns", "stun", "stuns":
 	default:
-		return "", errors.New("want turn:, turns:, stun: or stuns:")
+		return "", errors.New("want a turn, turns, stun or stuns URL")
 	}
 	hostport, query, hasQuery := strings.Cut(rest, "?")
 	if hasQuery {

@@ -168,7 +168,7 @@ func TestRunDev(t *testing.T) {
 // allocate makes a TURN allocation with the given credential.
 func allocate(t *testing.T, server, user, pass string) {
 	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0") //nolint:noctx
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,7 @@ func waitClosed(t *testing.T, c *signaling.Client) int {
 
 func TestRunDevHTTPS(t *testing.T) {
 	r := start(t, []string{"-dev", "-dev-https", "-listen", "127.0.0.1:0", "-admin-listen", ""}, nil)
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the test's own self-signed cert
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // the test's own self-signed cert
 	if code, _ := get(t, client, "https://"+r.public.String()+"/healthz"); code != 200 {
 		t.Fatalf("GET https /healthz = %d", code)
 	}
