@@ -628,12 +628,12 @@ func classicName(nat Answer, m, f Behavior) string {
 
 // webrtcMeaning says what r means for peer connections.
 func webrtcMeaning(r Result) string {
-	switch {
-	case r.Verdict == VerdictUDPBlocked:
+	switch r.Verdict {
+	case VerdictUDPBlocked:
 		return "UDP is blocked: WebRTC can only connect through a TURN server over TCP or TLS (turn:...?transport=tcp or turns: on port 443)."
-	case r.Verdict == VerdictServerPortClosed:
+	case VerdictServerPortClosed:
 		return "Unknown: the STUN server's port is closed (ICMP port unreachable), so nothing was measured; check the server address and port, or ask another server."
-	case r.Verdict == VerdictMisconfigured:
+	case VerdictMisconfigured:
 		return "Unknown: the STUN server gave inconsistent answers, so nothing reliable can be said; fix the server or ask another one."
 	}
 	// Everything else comes from the same model as Predict and natprobe

@@ -120,16 +120,6 @@ func possible(v Behavior, mapping bool) []Behavior {
 	return []Behavior{EndpointIndependent, AddressDependent, AddressAndPortDependent}
 }
 
-func short(b Behavior) string {
-	switch b {
-	case EndpointIndependent:
-		return "endpoint-independent"
-	case AddressDependent:
-		return "address-dependent"
-	}
-	return "address-and-port-dependent"
-}
-
 // describePair names both sides' behaviours as measured: an unknown stays
 // "unknown" even where the simulation had to pick a value for it.
 func describePair(a, b Result) string {

@@ -264,7 +264,8 @@ func do(parent context.Context, cfg config, report func(Result)) (res Result) {
 	res.reported = true
 	select {
 	case <-left:
-	case <-errc:
+	case err := <-errc:
+		_ = err // the cell's result is already reported; the hub connection ended
 	case <-lingerCtx.Done():
 	}
 	return res
