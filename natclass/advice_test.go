@@ -177,3 +177,25 @@ func TestAdaptiveSchedule(t *testing.T) {
 		t.Fatal("an answer after a retransmission must not give an RTT")
 	}
 }
+
+// The human prediction of a pair with an unknown behaviour says it
+// depends, names the behaviour unknown, and gives both ends of the range.
+func TestWritePredictionUnknown(t *testing.T) {
+	t.Parallel()
+	mine := Report{Results: []Result{classResult(Yes, EndpointIndependent, BehaviorUnknown)}}
+	theirs := Report{Results: []Result{classResult(Yes, AddressAndPortDependent, AddressAndPortDependent)}}
+	var b strings.Builder
+	if err := WritePrediction(&b, PredictReports(mine, theirs)); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"Depends on behaviour natprobe could not decide", "relay needed at worst",
+		"at best", "a: endpoint-independent mapping, unknown filtering"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "a: endpoint-independent mapping, endpoint-independent filtering") {
+		t.Errorf("unknown filtering described as endpoint-independent:\n%s", out)
+	}
+}
