@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -204,6 +205,7 @@ func TestTraversalBrowsers(t *testing.T) {
 	testenv.NeedCommand(t, "conntrack", "conntrack")
 	testenv.NeedCommand(t, "chromium", "chromium")
 	bins := traversal_build(t)
+	var rows []string
 	c := map[string]natlab.Case{}
 	for _, x := range natlab.PairCases() {
 		c[x.Key()] = x
@@ -242,9 +244,35 @@ func TestTraversalBrowsers(t *testing.T) {
 				t.Errorf("chromium's path %s (states %s / %s) differs from pion's %s or the prediction's %s",
 					observed, res[0].State, res[1].State, want.Observed, want.Expected)
 			}
+			rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | **%s** %s→%s / %s→%s, %.0f ms | **%s** %s, %.0f ms |",
+				cell.a.Key(), cell.b.Key(), traversal_modeName[cell.mode], want.Predicted, observed,
+				res[0].Local, res[0].Remote, res[1].Local, res[1].Remote, max(res[0].MS, res[1].MS), want.Observed, want.Types, want.MS))
 		})
 	}
+	if doc := os.Getenv("TRAVERSAL_DOC"); doc != "" && !t.Failed() {
+		f, err := os.OpenFile(doc, os.O_APPEND|os.O_WRONLY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		fmt.Fprintf(f, `
+## Real browsers
+
+TestTraversalBrowsers: two headless Chromium instances (Debian's package), each started in its own LAN
+namespace by a wrapper script (`+"`ip netns exec NS chromium …`"+`, driven over chromedp's default pipe;
+mDNS hiding of host candidates off), repeat four cells with non-trickle offer/answer carried by the
+test and the far side's candidates limited to IPv4 UDP, as the pion peers use. Chromium's path must
+equal pion's in the same lab and the prediction's. Chromium's time runs from creating the peer
+connection (gathering included) to the open data channel.
+
+| A | B | mode | natprobe predict | Chromium | pion |
+|---|---|---|---|---|---|
+%s
+`, strings.Join(rows, "\n"))
+	}
 }
+
+var traversal_modeName = map[string]string{traversal_modeSTUN: "STUN", traversal_modeUDP: "STUN+TURN/UDP", traversal_modeTCP: "TURN/TCP", traversal_modeV6: "IPv6"}
 
 // traversal_pairLab builds a pair, runs its pion cells, and returns the
 // lab (kept for the browsers) with the cells.
