@@ -614,6 +614,28 @@ symmetric; ` + "`blocked`" + ` a firewall that drops all UDP (TCP passes, NATed)
 		}
 	}
 	fmt.Fprintf(&b, "\n%d cells, %d agree with the prediction.\n", len(cells), agree)
+	byPath := map[string][]float64{}
+	for _, c := range cells {
+		if c.Observed != "fail" {
+			byPath[c.Observed] = append(byPath[c.Observed], c.MS)
+		}
+	}
+	b.WriteString("\n## Reading the times\n\n")
+	for _, path := range []string{"direct", "relay"} {
+		ms := byPath[path]
+		if len(ms) == 0 {
+			continue
+		}
+		sort.Float64s(ms)
+		fmt.Fprintf(&b, "* **%s**: %d cells, median %.0f ms (%.0f to %.0f ms).\n", path, len(ms), ms[len(ms)/2], ms[0], ms[len(ms)-1])
+	}
+	b.WriteString(`
+The times are dominated by pion's ICE nomination waits, not by the network (the lab adds no delay):
+the controlling agent nominates a host pair at once, but waits 500 ms before accepting a
+server-reflexive pair, 1 s for a peer-reflexive one and 2 s for a relay pair, in case a better pair
+succeeds meanwhile. Hence about 0-50 ms where both sides have public host candidates, about 0.6-1.1 s for
+hole punching, and about 2.0-2.4 s through the relay. Browsers nominate differently (see below).
+`)
 	return b.String()
 }
 
