@@ -374,12 +374,13 @@ func traversal_ciCells() []traversal_pairCells {
 		c[x.Key()] = x
 	}
 	return []traversal_pairCells{
-		{c["eim-eif"], c["eim-apdf"], []string{traversal_modeSTUN}},  // direct
-		{c["apdm-apdf"], c["eim-adf"], []string{traversal_modeSTUN}}, // peer-reflexive
-		{c["apdm-apdf"], c["eim-apdf"], []string{traversal_modeUDP}}, // relay needed, relayed over UDP
-		{c["blocked"], c["apdm-apdf"], []string{traversal_modeTCP}},  // UDP blocked: TURN over TCP/TLS
-		{c["nonat"], c["apdm-apdf"], []string{traversal_modeTCP}},    // TCP-only mode, direct via host
-		{c["eim-apdf"], c["adm-adf"], []string{traversal_modeV6}},    // IPv6 firewalls, direct
+		{c["eim-eif"], c["eim-apdf"], []string{traversal_modeSTUN}},    // direct
+		{c["apdm-apdf"], c["eim-adf"], []string{traversal_modeSTUN}},   // peer-reflexive
+		{c["apdm-apdf"], c["eim-apdf"], []string{traversal_modeUDP}},   // relay needed, relayed over UDP
+		{c["blocked"], c["apdm-apdf"], []string{traversal_modeTCP}},    // UDP blocked: TURN over TCP/TLS
+		{c["nonat"], c["apdm-apdf"], []string{traversal_modeTCP}},      // TCP-only mode, direct via host
+		{c["eim-apdf"], c["adm-adf"], []string{traversal_modeV6}},      // IPv6 firewalls, direct
+		{c["apdm-apdf"], c["apdm-apdf"], []string{traversal_modeSTUN}}, // relay needed but no TURN: must fail (15 s)
 	}
 }
 
@@ -519,6 +520,13 @@ func traversal_pairWith(t *testing.T, bins traversal_bins, pc traversal_pairCell
 		if cell.Observed != "fail" {
 			cell.Types = res[0].Local + "→" + res[0].Remote + " / " + res[1].Local + "→" + res[1].Remote
 			cell.MS = max(res[0].MS, res[1].MS)
+		}
+		for i, r := range res {
+			// A failed cell must be ICE failing, not the lab: both peers
+			// joined, negotiated and ran connectivity checks.
+			if !r.OK && (r.ICEState == "new" || strings.HasPrefix(r.Error, "hub:") || strings.HasPrefix(r.Error, "join:")) {
+				t.Errorf("%s x %s, mode %s: side %s never got to ICE checks (state %s): %s", cell.A, cell.B, mode, natlab.Side(i), r.ICEState, r.Error)
+			}
 		}
 		if cell.Observed != cell.Expected {
 			t.Errorf("%s x %s, mode %s: natprobe predicts %q (so %s), observed %s (A %s->%s %s, B %s->%s %s) %s\nreason: %s",
