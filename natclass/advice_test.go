@@ -166,14 +166,15 @@ func TestAdaptiveSchedule(t *testing.T) {
 		}
 	}
 	ex := []Exchange{
-		{Answered: true, Transmissions: 2, ElapsedMS: 1},   // retransmitted: ambiguous (Karn)
-		{Answered: true, Transmissions: 1, ElapsedMS: 3.5}, // the only clean sample
-		{Answered: false, Transmissions: 8},
+		{Answered: true, Transmissions: 1, ElapsedMS: 1},
+		{Answered: true, Transmissions: 1, ElapsedMS: 3.5}, // the farthest server counts
+		{Answered: false, Transmissions: 8},                // a silent server does not
 	}
 	if rtt, ok := measuredRTT(ex); !ok || rtt != 3500*time.Microsecond {
 		t.Fatalf("measuredRTT = %v, %v", rtt, ok)
 	}
-	if _, ok := measuredRTT(ex[:1]); ok {
+	ex[0].Transmissions = 2 // retransmitted: ambiguous (Karn), so no sample at all
+	if _, ok := measuredRTT(ex); ok {
 		t.Fatal("an answer after a retransmission must not give an RTT")
 	}
 }

@@ -51,21 +51,22 @@ func adaptiveSchedule(rtt time.Duration) schedule {
 	return schedule{RTO: rto, MaxRTO: rto, MinCopies: adaptiveCopies}
 }
 
-// measuredRTT is the shortest round trip among answers that came back before
-// any retransmission (Karn's rule: an answer after a retransmission cannot
-// be matched to one copy).
+// measuredRTT is the longest round trip to the servers that answered, when
+// every answer came back before any retransmission (Karn's rule: an answer
+// after a retransmission cannot be matched to one copy). The longest,
+// because the later tests go to one of these servers, maybe the farthest.
 func measuredRTT(ex []Exchange) (time.Duration, bool) {
-	best, ok := time.Duration(0), false
+	longest, ok := time.Duration(0), false
 	for _, e := range ex {
-		if !e.Answered || e.Transmissions != 1 || e.ElapsedMS <= 0 {
+		if !e.Answered {
 			continue
 		}
-		d := time.Duration(e.ElapsedMS * float64(time.Millisecond))
-		if !ok || d < best {
-			best, ok = d, true
+		if e.Transmissions != 1 || e.ElapsedMS <= 0 {
+			return 0, false
 		}
+		longest, ok = max(longest, time.Duration(e.ElapsedMS*float64(time.Millisecond))), true
 	}
-	return best, ok
+	return longest, ok
 }
 
 // DefaultLifetimeSteps are the idle times tried when measuring the mapping

@@ -246,10 +246,6 @@ func (p *Pair) build(ctx context.Context) error {
 	return nil
 }
 
-// Filtering6 is the IPv6 filtering of a side: the Case's filtering, as a
-// stateful firewall without NAT (UDP blocked blocks IPv6 UDP too).
-func Filtering6(c Case) Behavior { return c.Filtering }
-
 // firewall6 is the IPv6 table of a side's router: no NAT, and a stateful
 // firewall whose filtering is the case's. Outbound UDP records its source
 // (EIF: any remote may answer) or its source and remote address (ADF);
