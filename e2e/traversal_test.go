@@ -503,6 +503,10 @@ func traversal_pairWith(t *testing.T, bins traversal_bins, pc traversal_pairCell
 		preds[family] = x
 		return x
 	}
+	// Both families are probed on every pair, whichever cells run, so
+	// that natprobe's IPv4 and IPv6 classification of every side is checked.
+	predFor("ipv4")
+	predFor("ipv6")
 	var out []traversal_cell
 	for _, mode := range pc.modes {
 		family := "ipv4"
