@@ -1,5 +1,9 @@
 package e2e
 
+// natprobe in the single-NAT lab beyond classification: the mapping
+// lifetime against a known NAT timeout, and a closed server port told
+// apart from a network that drops UDP.
+
 import (
 	"context"
 	"net/netip"
@@ -43,5 +47,38 @@ func TestNATLabLifetime(t *testing.T) {
 	}
 	if lt := r.MappingLifetime; lt.AliveS != 5 || lt.ExpiredS != 10 {
 		t.Fatalf("mapping lifetime alive %gs, expired %gs; want alive 5s, gone after 10s (conntrack timeout 8s)\nreasons %q", lt.AliveS, lt.ExpiredS, r.Reasons)
+	}
+}
+
+// TestNATLabServerPortClosed: behind a NAT, a server address whose port is
+// closed (the host answers ICMP port unreachable, which the NAT translates
+// back) is "server port closed", not "UDP blocked"; behind a firewall that
+// drops UDP, silence stays "UDP blocked".
+func TestNATLabServerPortClosed(t *testing.T) {
+	testenv.NeedRoot(t)
+	testenv.NeedCommand(t, "ip", "iproute2")
+	testenv.NeedCommand(t, "nft", "nftables")
+	natprobe := natlab_build(t, t.TempDir(), "natprobe")
+	for _, tc := range []struct {
+		c    natlab.Case
+		want string
+	}{
+		{natlab.Case{Mapping: natlab.AddressPortDependent, Filtering: natlab.AddressPortDependent}, "server-port-closed"},
+		{natlab.Case{Mapping: natlab.EndpointIndependent, Filtering: natlab.AddressPortDependent, PortPreserve: true, UDPBlocked: true}, "udp-blocked"},
+	} {
+		t.Run(tc.c.Name(), func(t *testing.T) {
+			lab := natlab.New(t, tc.c)
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			// Nothing listens on this port in the public namespace.
+			rep, raw, err := natlab_probe(ctx, lab, natprobe, netip.AddrPortFrom(natlab.PublicIP1, 3499))
+			if err != nil {
+				t.Fatalf("natprobe: %v\n%s", err, raw)
+			}
+			r, _ := rep.Result("ipv4")
+			if string(r.Verdict) != tc.want || r.Mapping != "unknown" || r.Filtering != "unknown" {
+				t.Fatalf("verdict %s (mapping %s, filtering %s), want %s\nreasons %q", r.Verdict, r.Mapping, r.Filtering, tc.want, r.Reasons)
+			}
+		})
 	}
 }
