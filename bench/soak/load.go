@@ -294,7 +294,7 @@ func uclientRuns(ctx context.Context, st *stats, bin string, port int, peer *net
 		}
 		switch lost := reLost.FindSubmatch(out); {
 		case err != nil || lost == nil || reSent.Find(out) == nil:
-			st.fail(&st.uclientErrs, fmt.Errorf("uclient: %v: %s", err, lastLines(out, 5)))
+			st.fail(&st.uclientErrs, fmt.Errorf("uclient: %v: %s", err, lastLines(out, 12)))
 		default:
 			st.uclientRuns.Add(1)
 			if n, _ := strconv.Atoi(string(lost[1])); n > 0 {

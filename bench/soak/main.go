@@ -109,11 +109,7 @@ func run(ctx context.Context, o options) error {
 	turnd.probes = []string{"http://" + turnd.admin + "/healthz", "http://" + turnd.admin + "/readyz"}
 	turnd.cmd = exec.Command(o.turnd, "--listening-ip", "127.0.0.1", "--listening-port", strconv.Itoa(turnPort),
 		"--static-auth-secret", secret, "--allow-loopback-peers", "--admin-listen", turnd.admin,
-		"--min-port", "40000", "--max-port", "48999", "--udp-sockets", "2", "--log-level", "warn",
-		// Idle attack connections are closed sooner, so a short soak reaches
-		// its steady state; uclient runs (which keep a probe connection
-		// without an allocation) last well under it.
-		"--stream-idle-timeout", "20s")
+		"--min-port", "40000", "--max-port", "48999", "--udp-sockets", "2", "--log-level", "warn")
 	hub := &proc{name: "signal", admin: fmt.Sprintf("127.0.0.1:%d", hubAdmin)}
 	hubURL := fmt.Sprintf("http://127.0.0.1:%d", hubPort)
 	hub.probes = []string{hubURL + "/healthz", "http://" + hub.admin + "/healthz"}
