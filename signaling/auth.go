@@ -169,8 +169,10 @@ func originAllowed(allowed, hosts []string, r *http.Request) bool {
 		if !listed && name != "localhost" && ipErr != nil {
 			return false
 		}
-		// A listed host may sit behind a TLS-terminating proxy.
-		return strings.EqualFold(u.Scheme, requestScheme(r)) || (listed && strings.EqualFold(u.Scheme, "https"))
+		// A listed public name may sit behind a TLS-terminating proxy;
+		// addresses and localhost are reached directly.
+		proxied := listed && ipErr != nil && name != "localhost"
+		return strings.EqualFold(u.Scheme, requestScheme(r)) || (proxied && strings.EqualFold(u.Scheme, "https"))
 	}
 	for _, a := range allowed {
 		if a == "*" || strings.EqualFold(strings.TrimSuffix(a, "/"), origin) {

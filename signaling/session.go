@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -394,7 +395,7 @@ func (h *Hub) handle(c *conn, data []byte) {
 			c.sendError(CodeBadMessage, "cannot signal yourself", "")
 			return
 		}
-		frame := encode(ServerMessage{Type: TypeSignal, From: s.id, Data: msg.Data})
+		frame := signalFrame(s.id, msg.Data)
 		if err := h.store.Send(s.room, msg.To, frame); err != nil {
 			if errors.Is(err, errPeerGone) || h.recentlyLeft.has(msg.To) {
 				// The peer left while this signal was on its way: the
@@ -420,6 +421,12 @@ func (h *Hub) handle(c *conn, data []byte) {
 	case TypePing:
 		c.reply(ServerMessage{Type: TypePong})
 	}
+}
+
+// signalFrame is the frame a signal with data from peer from becomes: the
+// data as the client sent it (validated JSON and UTF-8), compacted.
+func signalFrame(from string, data json.RawMessage) []byte {
+	return encode(ServerMessage{Type: TypeSignal, From: from, Data: data})
 }
 
 // badToken is the client-facing text of a token failure: specific enough
