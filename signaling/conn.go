@@ -52,7 +52,8 @@ type outFrame struct {
 }
 
 // conn is one WebSocket connection. Its reader is a goroutine of its own
-// (the HTTP handler returns after the upgrade). Its writer exists only
+// (the HTTP handler returns after the upgrade), a fresh one after each
+// message. Its writer exists only
 // while there is something to write: enqueue starts one, and it ends when
 // the queue is empty, so an idle connection costs one parked goroutine and
 // no write buffer. Pings come from the hub's sweeper, which also cuts
@@ -81,6 +82,8 @@ type conn struct {
 	errLimiter *rate.Limiter // errors the client causes
 
 	sess *session // owned by the reader goroutine
+	// onEnd runs once the connection is over and its session settled.
+	onEnd func()
 }
 
 func newConn(h *Hub, ws *websocket.Conn, ip netip.Addr) *conn {
@@ -202,9 +205,30 @@ func (c *conn) chargeError(code string) {
 	}
 }
 
-// serve runs the connection until it ends, then settles its session.
-func (c *conn) serve() {
-	err := c.readLoop()
+// start begins reading in a goroutine of the connection's own.
+func (c *conn) start() {
+	c.ws.SetReadLimit(4 * int64(c.h.cfg.MaxMessageBytes))
+	c.ws.SetReadDeadline(c.readDeadline()) //nolint:errcheck // errors surface on read
+	c.ws.SetPongHandler(func(s string) error { return c.control(false, s) })
+	c.ws.SetPingHandler(func(s string) error { return c.control(true, s) })
+	go c.read()
+}
+
+// read reads and handles one message, then hands the connection to a
+// fresh goroutine. Handling a message (JSON, the store, encoding) grows a
+// goroutine's stack to 8 KiB and a parked goroutine keeps it; the fresh
+// one waits for the next message on a small stack, which is most of what
+// an idle connection costs.
+func (c *conn) read() {
+	if err := c.readOne(); err != nil {
+		c.end(err)
+		return
+	}
+	go c.read()
+}
+
+// end settles the connection after its reader stopped with err.
+func (c *conn) end(err error) {
 	close(c.readerDone)
 	c.fail(0, "", classify(err)) // no-op when the hub already chose a reason
 	<-c.done
@@ -219,6 +243,9 @@ func (c *conn) serve() {
 	}
 	if c.h.onClosed != nil {
 		c.h.onClosed(reason)
+	}
+	if c.onEnd != nil {
+		c.onEnd()
 	}
 }
 
@@ -268,49 +295,45 @@ func (c *conn) control(ping bool, data string) error {
 	return nil
 }
 
-func (c *conn) readLoop() error {
+// readOne reads one message and handles it.
+func (c *conn) readOne() error {
 	maxBytes := int64(c.h.cfg.MaxMessageBytes)
-	c.ws.SetReadLimit(4 * maxBytes)
-	c.ws.SetReadDeadline(c.readDeadline()) //nolint:errcheck // errors surface on read
-	c.ws.SetPongHandler(func(s string) error { return c.control(false, s) })
-	c.ws.SetPingHandler(func(s string) error { return c.control(true, s) })
-	for {
-		typ, r, err := c.ws.NextReader()
-		if err != nil {
+	typ, r, err := c.ws.NextReader()
+	if err != nil {
+		return err
+	}
+	c.ws.SetReadDeadline(c.readDeadline()) //nolint:errcheck
+	data, err := io.ReadAll(io.LimitReader(r, maxBytes+1))
+	if err != nil {
+		return err
+	}
+	tooLarge := int64(len(data)) > maxBytes
+	if tooLarge {
+		// Discard the rest; beyond the hard limit this fails and gorilla
+		// closes with 1009.
+		if _, err := io.Copy(io.Discard, r); err != nil {
 			return err
-		}
-		c.ws.SetReadDeadline(c.readDeadline()) //nolint:errcheck
-		data, err := io.ReadAll(io.LimitReader(r, maxBytes+1))
-		if err != nil {
-			return err
-		}
-		tooLarge := int64(len(data)) > maxBytes
-		if tooLarge {
-			// Discard the rest; beyond the hard limit this fails and gorilla
-			// closes with 1009.
-			if _, err := io.Copy(io.Discard, r); err != nil {
-				return err
-			}
-		}
-		if c.isClosing() {
-			continue // drain until the writer closes the socket
-		}
-		if !c.allow(c.limiter) {
-			c.h.m.receivedType("")
-			c.sendError(CodeRateLimited, "too many messages; this one was dropped", "")
-			continue
-		}
-		switch {
-		case tooLarge:
-			c.h.m.receivedType("")
-			c.sendError(CodeTooLarge, "message larger than the limit; dropped", "")
-		case typ != websocket.TextMessage:
-			c.h.m.receivedType("")
-			c.sendError(CodeBadMessage, "only text frames carry messages", "")
-		default:
-			c.h.handle(c, data)
 		}
 	}
+	if c.isClosing() {
+		return nil // drain until the writer closes the socket
+	}
+	if !c.allow(c.limiter) {
+		c.h.m.receivedType("")
+		c.sendError(CodeRateLimited, "too many messages; this one was dropped", "")
+		return nil
+	}
+	switch {
+	case tooLarge:
+		c.h.m.receivedType("")
+		c.sendError(CodeTooLarge, "message larger than the limit; dropped", "")
+	case typ != websocket.TextMessage:
+		c.h.m.receivedType("")
+		c.sendError(CodeBadMessage, "only text frames carry messages", "")
+	default:
+		c.h.handle(c, data)
+	}
+	return nil
 }
 
 // writer writes queued frames until the queue is empty, then ends. When
