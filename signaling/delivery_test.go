@@ -200,7 +200,16 @@ func TestBlockedWriteCutAfterWriteTimeout(t *testing.T) {
 	}
 	alive(t, sender) // the hub has queued all of it
 
-	sweep := func() { th.sweep(nil) }
+	// Sweep the receiver's connection only: the sender's last write (the
+	// pong) may still be finishing, and on a clock that jumps it would
+	// look blocked too.
+	th.mu.Lock()
+	sess := th.sessions[wr.Resume]
+	th.mu.Unlock()
+	sess.mu.Lock()
+	rc := sess.conn
+	sess.mu.Unlock()
+	sweep := func() { rc.sweep(clk.now()) }
 	clk.advance(th.cfg.WriteTimeout - time.Millisecond)
 	sweep()
 	select {
