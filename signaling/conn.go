@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
-	"golang.org/x/time/rate"
 )
 
 // Disconnect reasons (metrics label, logs). The terminal ones end the
@@ -64,6 +63,9 @@ type conn struct {
 	ip netip.Addr
 	id string // for logs
 
+	// Everything an idle connection holds is in this struct, the gorilla
+	// connection and the socket: channels are made only when a close needs
+	// them, and the rate buckets are inline.
 	mu         sync.Mutex
 	queue      []outFrame // oldest first; nil while idle
 	qbytes     int        // bytes queued, including the frame being written
@@ -75,15 +77,15 @@ type conn struct {
 	closeText  string // ditto
 	reason     string // ditto
 
-	readerDone chan struct{}
-	done       chan struct{} // closed once the socket is closed and no writer runs
+	readerExited bool
+	readerDone   chan struct{} // made on demand; closed when the reader exits
+	socketClosed bool
+	done         chan struct{} // made on demand; closed once the socket is closed
 
-	limiter    *rate.Limiter // client messages and control frames
-	errLimiter *rate.Limiter // errors the client causes
+	limiter    bucket // client messages and control frames (reader only)
+	errLimiter bucket // errors the client causes (reader only)
 
 	sess *session // owned by the reader goroutine
-	// onEnd runs once the connection is over and its session settled.
-	onEnd func()
 }
 
 func newConn(h *Hub, ws *websocket.Conn, ip netip.Addr) *conn {
@@ -93,17 +95,15 @@ func newConn(h *Hub, ws *websocket.Conn, ip netip.Addr) *conn {
 		ip:         ip,
 		id:         randomString(6),
 		lastPing:   h.cfg.now(),
-		readerDone: make(chan struct{}),
-		done:       make(chan struct{}),
-		limiter:    rate.NewLimiter(rate.Limit(h.cfg.MessageRate), h.cfg.MessageBurst),
-		errLimiter: rate.NewLimiter(rate.Limit(h.cfg.ErrorRate), h.cfg.ErrorBurst),
+		limiter:    bucket{rate: h.cfg.MessageRate, burst: h.cfg.MessageBurst},
+		errLimiter: bucket{rate: h.cfg.ErrorRate, burst: h.cfg.ErrorBurst},
 	}
 }
 
 func (c *conn) log() *slog.Logger { return c.h.log.With("conn", c.id) }
 
-// allow takes one token of lim on the hub's clock.
-func (c *conn) allow(lim *rate.Limiter) bool { return lim.AllowN(c.h.cfg.now(), 1) }
+// allow takes one token of b on the hub's clock.
+func (c *conn) allow(b *bucket) bool { return b.allow(c.h.cfg.now()) }
 
 // fail asks the connection to close with code (0: no close frame) and
 // records reason. The first call wins. The writer sends the close frame
@@ -199,7 +199,7 @@ func (c *conn) notify(code, msg, peer string) {
 }
 
 func (c *conn) chargeError(code string) {
-	if !c.allow(c.errLimiter) {
+	if !c.allow(&c.errLimiter) {
 		c.log().Info("closing abusive connection", "last_error", code)
 		c.fail(ClosePolicy, "too many errors", reasonAbuse)
 	}
@@ -229,9 +229,22 @@ func (c *conn) read() {
 
 // end settles the connection after its reader stopped with err.
 func (c *conn) end(err error) {
-	close(c.readerDone)
+	c.mu.Lock()
+	c.readerExited = true
+	if c.readerDone != nil {
+		close(c.readerDone)
+	}
+	c.mu.Unlock()
 	c.fail(0, "", classify(err)) // no-op when the hub already chose a reason
-	<-c.done
+	c.mu.Lock()
+	if !c.socketClosed {
+		c.done = make(chan struct{})
+		done := c.done
+		c.mu.Unlock()
+		<-done
+	} else {
+		c.mu.Unlock()
+	}
 	c.ws.Close() //nolint:errcheck // already closed by the writer
 	c.mu.Lock()
 	reason := c.reason
@@ -244,9 +257,7 @@ func (c *conn) end(err error) {
 	if c.h.onClosed != nil {
 		c.h.onClosed(reason)
 	}
-	if c.onEnd != nil {
-		c.onEnd()
-	}
+	c.h.connEnded(c)
 }
 
 // classify names why a read failed, when the hub did not close the
@@ -281,7 +292,7 @@ func (c *conn) readDeadline() time.Time {
 // take tokens from the same bucket as messages: a ping flood gets no pongs
 // beyond the budget, costs the error budget, and ends in 1008.
 func (c *conn) control(ping bool, data string) error {
-	if !c.allow(c.limiter) {
+	if !c.allow(&c.limiter) {
 		c.h.m.errors.WithLabelValues(CodeRateLimited).Inc()
 		c.chargeError(CodeRateLimited)
 		return nil
@@ -318,7 +329,7 @@ func (c *conn) readOne() error {
 	if c.isClosing() {
 		return nil // drain until the writer closes the socket
 	}
-	if !c.allow(c.limiter) {
+	if !c.allow(&c.limiter) {
 		c.h.m.receivedType("")
 		c.sendError(CodeRateLimited, "too many messages; this one was dropped", "")
 		return nil
@@ -405,14 +416,19 @@ func (c *conn) closeSocket() {
 	if code != 0 {
 		c.writeSince = c.h.cfg.now()
 	}
+	if c.readerDone == nil && !c.readerExited {
+		c.readerDone = make(chan struct{})
+	}
+	readerDone := c.readerDone
+	exited := c.readerExited
 	c.mu.Unlock()
 	if code != 0 {
 		wait := min(c.h.cfg.WriteTimeout, time.Second)
 		msg := websocket.FormatCloseMessage(code, text)
-		if c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(2*c.h.cfg.WriteTimeout)) == nil {
+		if c.ws.WriteControl(websocket.CloseMessage, msg, time.Now().Add(2*c.h.cfg.WriteTimeout)) == nil && !exited {
 			t := time.NewTimer(wait)
 			select {
-			case <-c.readerDone:
+			case <-readerDone:
 			case <-t.C:
 			}
 			t.Stop()
@@ -421,8 +437,11 @@ func (c *conn) closeSocket() {
 	c.ws.NetConn().Close() //nolint:errcheck // unblocks the reader
 	c.mu.Lock()
 	c.writeSince = time.Time{}
+	c.socketClosed = true
+	if c.done != nil {
+		close(c.done)
+	}
 	c.mu.Unlock()
-	close(c.done)
 }
 
 // sweep is the sweeper's visit: queue a ping when one is due, and cut the
@@ -463,4 +482,29 @@ func writeReason(err error) string {
 // badText strips the sentinel prefix from a decoding error.
 func badText(err error) string {
 	return strings.TrimPrefix(err.Error(), ErrBadMessage.Error()+": ")
+}
+
+// bucket is a token bucket on the hub's clock, small enough to live inside
+// conn (rate.Limiter is a separate allocation of 80 bytes, two per
+// connection). Not safe for concurrent use: only the reader uses it.
+type bucket struct {
+	rate   float64 // tokens per second
+	burst  int
+	tokens float64
+	last   int64 // UnixNano of the last take; 0: never (full)
+}
+
+func (b *bucket) allow(now time.Time) bool {
+	n := now.UnixNano()
+	if b.last == 0 {
+		b.tokens = float64(b.burst)
+	} else if el := n - b.last; el > 0 {
+		b.tokens = min(float64(b.burst), b.tokens+b.rate*float64(el)/1e9)
+	}
+	b.last = n
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }

@@ -258,18 +258,11 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		go h.sweeper()
 	}
 	h.mu.Unlock()
-	release := func() {
-		h.mu.Lock()
-		h.releaseSlotLocked(ip)
-		h.mu.Unlock()
-		h.wg.Done()
-	}
-
 	ws, err := h.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		// The upgrader has answered with an HTTP error.
 		h.m.rejected.WithLabelValues("handshake").Inc()
-		release()
+		h.releaseConn(ip)
 		return
 	}
 	c := newConn(h, ws, ip)
@@ -286,14 +279,24 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	// returns: net/http then drops its per-request buffers, request and
 	// context, which a handler blocked for the connection's lifetime would
 	// keep reachable (measured: 29 -> 24 KiB per idle connection).
-	c.onEnd = func() {
-		h.m.conns.Dec()
-		h.mu.Lock()
-		delete(h.conns, c)
-		h.mu.Unlock()
-		release()
-	}
 	c.start()
+}
+
+// connEnded forgets c once it is over and its session settled.
+func (h *Hub) connEnded(c *conn) {
+	h.m.conns.Dec()
+	h.mu.Lock()
+	delete(h.conns, c)
+	h.mu.Unlock()
+	h.releaseConn(c.ip)
+}
+
+// releaseConn gives back what serveWS took for a connection.
+func (h *Hub) releaseConn(ip netip.Addr) {
+	h.mu.Lock()
+	h.releaseSlotLocked(ip)
+	h.mu.Unlock()
+	h.wg.Done()
 }
 
 // iceResponse is the body of GET /ice.
