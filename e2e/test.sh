@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash e2e/setup.sh
 go vet ./...
-exec go test -count=1 -timeout 20m ./... "$@"
+"$(go env GOPATH)/bin/golangci-lint" run ./...
+exec go test -race -count=1 -timeout 20m ./... "$@"

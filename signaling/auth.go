@@ -159,27 +159,36 @@ func originAllowed(allowed, hosts []string, r *http.Request) bool {
 		return true
 	}
 	if len(allowed) == 0 {
-		u, err := url.Parse(origin)
-		if err != nil || u.Host == "" || !strings.EqualFold(u.Host, r.Host) {
-			return false
-		}
-		name := hostName(r.Host)
-		listed := listedHost(hosts, name)
-		_, ipErr := netip.ParseAddr(name)
-		if !listed && name != "localhost" && ipErr != nil {
-			return false
-		}
-		// A listed public name may sit behind a TLS-terminating proxy;
-		// addresses and localhost are reached directly.
-		proxied := listed && ipErr != nil && name != "localhost"
-		return strings.EqualFold(u.Scheme, requestScheme(r)) || (proxied && strings.EqualFold(u.Scheme, "https"))
+		return sameOrigin(hosts, origin, r)
 	}
 	for _, a := range allowed {
-		if a == "*" || strings.EqualFold(strings.TrimSuffix(a, "/"), origin) {
+		if strings.TrimSuffix(a, "/") == SameOrigin {
+			if sameOrigin(hosts, origin, r) {
+				return true
+			}
+		} else if originMatches(a, origin, r.Host) {
 			return true
 		}
 	}
 	return false
+}
+
+// sameOrigin is the same-origin rule of Config.AllowedOrigins.
+func sameOrigin(hosts []string, origin string, r *http.Request) bool {
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" || !strings.EqualFold(u.Host, r.Host) {
+		return false
+	}
+	name := hostName(r.Host)
+	listed := listedHost(hosts, name)
+	_, ipErr := netip.ParseAddr(name)
+	if !listed && name != "localhost" && ipErr != nil {
+		return false
+	}
+	// A listed public name may sit behind a TLS-terminating proxy;
+	// addresses and localhost are reached directly.
+	proxied := listed && ipErr != nil && name != "localhost"
+	return strings.EqualFold(u.Scheme, requestScheme(r)) || (proxied && strings.EqualFold(u.Scheme, "https"))
 }
 
 // bearerToken returns the token of GET /ice: the Authorization header's

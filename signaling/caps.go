@@ -35,7 +35,7 @@ func (h *Hub) ConnState(c net.Conn, state http.ConnState) {
 	case http.StateNew:
 		if h.pending[key] >= h.cfg.MaxPendingPerIP {
 			h.m.rejected.WithLabelValues("max-pending-per-ip").Inc()
-			c.Close() //nolint:errcheck // refusing it
+			c.Close() // refusing it
 			// net/http reports StateClosed for it next; count it until then.
 		}
 		h.pending[key]++

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"strings"
 	"time"
 )
@@ -45,7 +44,10 @@ type Config struct {
 	// listed in AllowedHosts (or is "localhost"), because a DNS-rebinding
 	// page controls the name it is served under but never an IP literal.
 	// Requests without an Origin header (non-browser clients) are always
-	// allowed: they are authenticated by token.
+	// allowed: they are authenticated by token. An entry may end in ":*"
+	// for any port of that scheme and host (LoopbackOrigins); SameOrigin
+	// keeps same-origin pages (by the rule above) allowed next to the
+	// listed ones.
 	AllowedOrigins []string
 
 	// AllowedHosts lists the host names (the Host header without its port)
@@ -59,13 +61,17 @@ type Config struct {
 
 	// MaxTokenLifetime is the longest a join token may still be valid
 	// ("exp" minus now); tokens valid for longer are refused, so a leaked
-	// token cannot admit for ever. Default 24h.
+	// token cannot admit for ever. Default 24h, or InviteTTL if longer.
 	MaxTokenLifetime time.Duration
 
 	// ICERate and ICEBurst bound GET /ice per client address and per
 	// token (a token bucket each). Defaults 1/s and 10.
 	ICERate  float64
 	ICEBurst int
+
+	// InviteTTL is how long an invite minted for a peer's share link admits
+	// to its room (token mode). Default 1h, at most 168h.
+	InviteTTL time.Duration
 
 	// MaxMessageBytes is the largest client message the hub accepts; larger
 	// ones are answered "too-large" and dropped. Messages above four times
@@ -139,6 +145,9 @@ func (c *Config) setDefaults() {
 	if c.RoomCapacity == 0 {
 		c.RoomCapacity = 8
 	}
+	if c.InviteTTL == 0 {
+		c.InviteTTL = defaultInviteTTL
+	}
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = 64 << 10
 	}
@@ -167,7 +176,7 @@ func (c *Config) setDefaults() {
 		c.HeldBytesTotal = 256 << 20
 	}
 	if c.MaxTokenLifetime == 0 {
-		c.MaxTokenLifetime = 24 * time.Hour
+		c.MaxTokenLifetime = max(24*time.Hour, c.InviteTTL)
 	}
 	if c.ICERate == 0 {
 		c.ICERate = 1
@@ -221,13 +230,12 @@ func (c *Config) validate() error {
 		bad("TokenSecret: %d bytes is too short (at least 16, 32 recommended)", len(c.TokenSecret))
 	}
 	for _, o := range c.AllowedOrigins {
-		if o == "*" {
-			continue
+		if !validOriginPattern(o) {
+			bad("AllowedOrigins: %q is not an origin like https://app.example.com (or http://localhost:*)", o)
 		}
-		u, err := url.Parse(o)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-			bad("AllowedOrigins: %q is not an origin like https://app.example.com", o)
-		}
+	}
+	if c.InviteTTL < time.Minute || c.InviteTTL > maxInviteTTL {
+		bad("InviteTTL %v: want between 1m and %v", c.InviteTTL, maxInviteTTL)
 	}
 	if c.MaxMessageBytes < 1024 {
 		bad("MaxMessageBytes %d: must be at least 1024", c.MaxMessageBytes)
@@ -238,8 +246,8 @@ func (c *Config) validate() error {
 	if c.HeldBytes < 1 || c.HeldBytesPerIP < 1 || c.HeldBytesTotal < 1 {
 		bad("HeldBytes %d, HeldBytesPerIP %d, HeldBytesTotal %d: must be positive", c.HeldBytes, c.HeldBytesPerIP, c.HeldBytesTotal)
 	}
-	if c.MaxTokenLifetime < 0 {
-		bad("MaxTokenLifetime %v: must be positive", c.MaxTokenLifetime)
+	if c.MaxTokenLifetime < c.InviteTTL {
+		bad("MaxTokenLifetime %v: must be at least InviteTTL (%v): the hub's own invites must pass", c.MaxTokenLifetime, c.InviteTTL)
 	}
 	if c.ICERate < 0 || c.ICEBurst < 1 {
 		bad("ICERate %v / ICEBurst %d: need a rate >= 0 and a burst >= 1", c.ICERate, c.ICEBurst)

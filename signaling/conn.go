@@ -208,7 +208,7 @@ func (c *conn) chargeError(code string) {
 // start begins reading in a goroutine of the connection's own.
 func (c *conn) start() {
 	c.ws.SetReadLimit(4 * int64(c.h.cfg.MaxMessageBytes))
-	c.ws.SetReadDeadline(c.readDeadline()) //nolint:errcheck // errors surface on read
+	_ = c.ws.SetReadDeadline(c.readDeadline()) // errors surface on read
 	c.ws.SetPongHandler(func(s string) error { return c.control(false, s) })
 	c.ws.SetPingHandler(func(s string) error { return c.control(true, s) })
 	go c.read()
@@ -245,7 +245,7 @@ func (c *conn) end(err error) {
 	} else {
 		c.mu.Unlock()
 	}
-	c.ws.Close() //nolint:errcheck // already closed by the writer
+	c.ws.Close() // already closed by the writer
 	c.mu.Lock()
 	reason := c.reason
 	c.mu.Unlock()
@@ -313,7 +313,7 @@ func (c *conn) readOne() error {
 	if err != nil {
 		return err
 	}
-	c.ws.SetReadDeadline(c.readDeadline()) //nolint:errcheck
+	_ = c.ws.SetReadDeadline(c.readDeadline())
 	data, err := io.ReadAll(io.LimitReader(r, maxBytes+1))
 	if err != nil {
 		return err
@@ -388,7 +388,7 @@ func (c *conn) writer() {
 		case framePong:
 			err = c.ws.WriteControl(websocket.PongMessage, f.b, deadline)
 		default:
-			c.ws.SetWriteDeadline(deadline) //nolint:errcheck // errors surface on write
+			_ = c.ws.SetWriteDeadline(deadline) // errors surface on write
 			err = c.ws.WriteMessage(websocket.TextMessage, f.b)
 		}
 
@@ -434,7 +434,7 @@ func (c *conn) closeSocket() {
 			t.Stop()
 		}
 	}
-	c.ws.NetConn().Close() //nolint:errcheck // unblocks the reader
+	c.ws.NetConn().Close() // unblocks the reader
 	c.mu.Lock()
 	c.writeSince = time.Time{}
 	c.socketClosed = true
@@ -460,7 +460,7 @@ func (c *conn) sweep(now time.Time) {
 		c.fail(CloseSlowConsumer, "write blocked", reasonSlowConsumer)
 		// The socket is jammed: no close frame can get through. Closing it
 		// ends the blocked write.
-		c.ws.NetConn().Close() //nolint:errcheck
+		c.ws.NetConn().Close()
 		if c.h.onCut != nil {
 			c.h.onCut(-1)
 		}

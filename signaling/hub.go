@@ -190,7 +190,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		for _, c := range conns {
-			c.ws.NetConn().Close() //nolint:errcheck // forcing readers out
+			c.ws.NetConn().Close() // forcing readers out
 		}
 		return ctx.Err()
 	}
@@ -219,7 +219,11 @@ func (h *Hub) refuseBrowser(w http.ResponseWriter, r *http.Request, what string)
 			"origin", truncate(r.Header.Get("Origin"), 64), "host", truncate(r.Host, 64),
 			"suppressed", suppressed)
 	}
-	http.Error(w, reason+" not allowed", status)
+	if reason == "origin" {
+		refuseOrigin(w, r)
+	} else {
+		http.Error(w, "host not allowed: start the hub with --public-host <this name>", status)
+	}
 	return true
 }
 
@@ -334,7 +338,7 @@ func (h *Hub) serveICE(w http.ResponseWriter, r *http.Request) {
 			h.log.Debug("ice refused", "err", err)
 			hdr.Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusUnauthorized)
-			w.Write(encode(ServerMessage{Type: TypeError, Code: CodeUnauthorized, Message: "a valid token is required"})) //nolint:errcheck
+			_, _ = w.Write(encode(ServerMessage{Type: TypeError, Code: CodeUnauthorized, Message: "a valid token is required"}))
 			return
 		}
 		// Keyed by the signature: the token's own identity, not a secret
@@ -351,7 +355,7 @@ func (h *Hub) serveICE(w http.ResponseWriter, r *http.Request) {
 	}
 	h.m.iceRequests.WithLabelValues("ok").Inc()
 	hdr.Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(resp) //nolint:errcheck // client went away
+	_ = json.NewEncoder(w).Encode(resp) // client went away
 }
 
 func (h *Hub) tooManyICE(w http.ResponseWriter) {
@@ -359,7 +363,7 @@ func (h *Hub) tooManyICE(w http.ResponseWriter) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Retry-After", "1")
 	w.WriteHeader(http.StatusTooManyRequests)
-	w.Write(encode(ServerMessage{Type: TypeError, Code: CodeRateLimited, Message: "too many /ice requests"})) //nolint:errcheck
+	_, _ = w.Write(encode(ServerMessage{Type: TypeError, Code: CodeRateLimited, Message: "too many /ice requests"}))
 }
 
 // iceServers calls Config.ICEServers, never returning nil.
@@ -393,7 +397,7 @@ func (h *Hub) stopTimer(t *time.Timer) {
 // randomString returns n random bytes, base64url-encoded.
 func randomString(n int) string {
 	b := make([]byte, n)
-	rand.Read(b) //nolint:errcheck // crypto/rand.Read never fails (Go 1.24+)
+	rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 

@@ -156,7 +156,7 @@ func iceStatus(t *testing.T, th *testHub, host, origin, auth string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	io.Copy(io.Discard, resp.Body) //nolint:errcheck
+	_, _ = io.Copy(io.Discard, resp.Body)
 	resp.Body.Close()
 	return resp.StatusCode
 }
@@ -308,7 +308,7 @@ func TestPendingConnectionsCappedPerAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer extra.Close()
-	extra.SetReadDeadline(time.Now().Add(waitFor)) //nolint:errcheck // safety net only
+	_ = extra.SetReadDeadline(time.Now().Add(waitFor)) // safety net only
 	if _, err := extra.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
 		t.Fatalf("fourth pending connection: read %v, want EOF (closed by the hub)", err)
 	}

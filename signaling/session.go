@@ -145,7 +145,9 @@ func (h *Hub) join(c *conn, msg ClientMessage) {
 			c.sendError(CodeUnauthorized, badToken(err), "")
 			return
 		}
-		name = claims.Name // a token's name is the only one that counts
+		if claims.Name != "" {
+			name = claims.Name // a token's name wins over the one the client asks for
+		}
 	}
 	s := &session{h: h, id: newPeerID(), room: msg.Room, name: name, token: newResumeToken(), ip: c.ip}
 	announce := encode(ServerMessage{Type: TypePeerJoined, ID: s.id, Name: name})
@@ -420,6 +422,8 @@ func (h *Hub) handle(c *conn, data []byte) {
 		h.endSession(s, "leave")
 	case TypePing:
 		c.reply(ServerMessage{Type: TypePong})
+	case TypeInvite:
+		h.invite(c)
 	}
 }
 
