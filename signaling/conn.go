@@ -220,7 +220,14 @@ func (c *conn) start() {
 // one waits for the next message on a small stack, which is most of what
 // an idle connection costs.
 func (c *conn) read() {
-	if err := c.readOne(); err != nil {
+	// Only NextReader runs on this frame while the connection is idle;
+	// handling is a call of its own, so it adds nothing to the parked
+	// depth.
+	typ, r, err := c.ws.NextReader()
+	if err == nil {
+		err = c.readOne(typ, r)
+	}
+	if err != nil {
 		c.end(err)
 		return
 	}
@@ -306,13 +313,11 @@ func (c *conn) control(ping bool, data string) error {
 	return nil
 }
 
-// readOne reads one message and handles it.
-func (c *conn) readOne() error {
+// readOne reads the message r and handles it.
+//
+//go:noinline
+func (c *conn) readOne(typ int, r io.Reader) error {
 	maxBytes := int64(c.h.cfg.MaxMessageBytes)
-	typ, r, err := c.ws.NextReader()
-	if err != nil {
-		return err
-	}
 	_ = c.ws.SetReadDeadline(c.readDeadline())
 	data, err := io.ReadAll(io.LimitReader(r, maxBytes+1))
 	if err != nil {
