@@ -82,8 +82,10 @@ type conn struct {
 	socketClosed bool
 	done         chan struct{} // made on demand; closed once the socket is closed
 
-	limiter    bucket // client messages and control frames (reader only)
-	errLimiter bucket // errors the client causes (reader only)
+	// The buckets are used by one goroutine at a time: the reader, then the
+	// handler it hands a message to, then the next reader.
+	limiter    bucket // client messages and control frames
+	errLimiter bucket // errors the client causes
 
 	sess *session // owned by the reader goroutine
 }
@@ -214,24 +216,45 @@ func (c *conn) start() {
 	go c.read()
 }
 
-// read reads and handles one message, then hands the connection to a
-// fresh goroutine. Handling a message (JSON, the store, encoding) grows a
-// goroutine's stack to 8 KiB and a parked goroutine keeps it; the fresh
-// one waits for the next message on a small stack, which is most of what
-// an idle connection costs.
+// read reads one message and hands it to one of the hub's handler
+// goroutines, which handles it and then starts a fresh reader for the
+// next. Handling a message (JSON, the store, encoding) needs an 8 KiB
+// stack: on the handlers, which keep theirs, it costs no stack growth per
+// message, and the readers, one parked per idle connection, stay at 2 KiB.
 func (c *conn) read() {
-	// Only NextReader runs on this frame while the connection is idle;
-	// handling is a call of its own, so it adds nothing to the parked
-	// depth.
+	// While the connection is idle this frame and NextReader's are all
+	// the stack holds: together under the 2 KiB a goroutine starts with.
 	typ, r, err := c.ws.NextReader()
+	c.received(typ, r, err)
+}
+
+// received passes the message NextReader returned to a handler, or ends
+// the connection.
+//
+//go:noinline
+func (c *conn) received(typ int, r io.Reader, err error) {
 	if err == nil {
-		err = c.readOne(typ, r)
+		var m message
+		if m, err = c.readMessage(typ, r); err == nil {
+			c.h.handleLater(m)
+			return
+		}
 	}
-	if err != nil {
-		c.end(err)
-		return
-	}
-	go c.read()
+	c.end(err)
+}
+
+// message is one client message on its way to a handler goroutine.
+type message struct {
+	c        *conn
+	typ      int
+	data     []byte
+	tooLarge bool
+}
+
+// process handles m, then reads the connection's next message.
+func (m message) process() {
+	m.c.dispatch(m)
+	go m.c.read()
 }
 
 // end settles the connection after its reader stopped with err.
@@ -313,43 +336,48 @@ func (c *conn) control(ping bool, data string) error {
 	return nil
 }
 
-// readOne reads the message r and handles it.
+// readMessage reads the message r.
 //
 //go:noinline
-func (c *conn) readOne(typ int, r io.Reader) error {
+func (c *conn) readMessage(typ int, r io.Reader) (message, error) {
 	maxBytes := int64(c.h.cfg.MaxMessageBytes)
 	_ = c.ws.SetReadDeadline(c.readDeadline())
 	data, err := io.ReadAll(io.LimitReader(r, maxBytes+1))
 	if err != nil {
-		return err
+		return message{}, err
 	}
 	tooLarge := int64(len(data)) > maxBytes
 	if tooLarge {
 		// Discard the rest; beyond the hard limit this fails and gorilla
 		// closes with 1009.
 		if _, err := io.Copy(io.Discard, r); err != nil {
-			return err
+			return message{}, err
 		}
+		data = nil
 	}
+	return message{c: c, typ: typ, data: data, tooLarge: tooLarge}, nil
+}
+
+// dispatch checks the limits on m and handles it.
+func (c *conn) dispatch(m message) {
 	if c.isClosing() {
-		return nil // drain until the writer closes the socket
+		return // drain until the writer closes the socket
 	}
 	if !c.allow(&c.limiter) {
 		c.h.m.receivedType("")
 		c.sendError(CodeRateLimited, "too many messages; this one was dropped", "")
-		return nil
+		return
 	}
 	switch {
-	case tooLarge:
+	case m.tooLarge:
 		c.h.m.receivedType("")
 		c.sendError(CodeTooLarge, "message larger than the limit; dropped", "")
-	case typ != websocket.TextMessage:
+	case m.typ != websocket.TextMessage:
 		c.h.m.receivedType("")
 		c.sendError(CodeBadMessage, "only text frames carry messages", "")
 	default:
-		c.h.handle(c, data)
+		c.h.handle(c, m.data)
 	}
-	return nil
 }
 
 // writer writes queued frames until the queue is empty, then ends. When
@@ -491,7 +519,7 @@ func badText(err error) string {
 
 // bucket is a token bucket on the hub's clock, small enough to live inside
 // conn (rate.Limiter is a separate allocation of 80 bytes, two per
-// connection). Not safe for concurrent use: only the reader uses it.
+// connection). Not safe for concurrent use.
 type bucket struct {
 	rate   float64 // tokens per second
 	burst  int
