@@ -105,3 +105,28 @@ func (l *logLimiter) allow(now time.Time) (bool, int) {
 	l.suppressed = 0
 	return true, n
 }
+
+// bucket is a token bucket on the hub's clock, small enough to live inside
+// conn (rate.Limiter is a separate allocation of 80 bytes, two per
+// connection). Not safe for concurrent use.
+type bucket struct {
+	rate   float64 // tokens per second
+	burst  int
+	tokens float64
+	last   int64 // UnixNano of the last take; 0: never (full)
+}
+
+func (b *bucket) allow(now time.Time) bool {
+	n := now.UnixNano()
+	if b.last == 0 {
+		b.tokens = float64(b.burst)
+	} else if el := n - b.last; el > 0 {
+		b.tokens = min(float64(b.burst), b.tokens+b.rate*float64(el)/1e9)
+	}
+	b.last = n
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
