@@ -25,6 +25,7 @@ type Hub struct {
 	log      *slog.Logger
 	m        *metrics
 	store    Store
+	cluster  ClusterStore // nil unless the store is shared between nodes
 	upgrader websocket.Upgrader
 
 	// wg counts connection goroutines and pending timers.
@@ -60,6 +61,7 @@ func NewHub(cfg Config) (*Hub, error) {
 		perIP:    make(map[netip.Addr]int),
 		sessions: make(map[string]*session),
 	}
+	h.cluster, _ = cfg.Store.(ClusterStore)
 	h.m = newMetrics(cfg.Store)
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
@@ -148,12 +150,21 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		s.mu.Lock()
 		idle := s.conn == nil
 		s.mu.Unlock()
-		if idle {
+		switch {
+		case idle && h.cluster != nil:
+			h.stopGrace(s) // parked below, for another node
+		case idle:
 			h.endSession(s, reasonDrain)
 		}
 	}
 	done := make(chan struct{})
-	go func() { h.wg.Wait(); close(done) }()
+	go func() {
+		h.wg.Wait()
+		if h.cluster != nil {
+			h.parkSessions(ctx)
+		}
+		close(done)
+	}()
 	select {
 	case <-done:
 		return nil

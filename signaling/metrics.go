@@ -65,7 +65,10 @@ func newMetrics(store Store) *metrics {
 		prometheus.NewGoCollector(),
 		prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
 	)
-	for _, c := range []string{CodeBadMessage, CodeUnauthorized, CodeRoomFull, CodeUnknownPeer, CodeRateLimited, CodeTooLarge, CodeResumeFailed} {
+	if cs, ok := store.(interface{ Collectors() []prometheus.Collector }); ok {
+		m.reg.MustRegister(cs.Collectors()...) // the cluster store's own series
+	}
+	for _, c := range []string{CodeBadMessage, CodeUnauthorized, CodeRoomFull, CodeUnknownPeer, CodeRateLimited, CodeTooLarge, CodeResumeFailed, CodeUnavailable} {
 		m.errors.WithLabelValues(c)
 	}
 	return m
