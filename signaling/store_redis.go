@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -112,6 +113,7 @@ type RedisStore struct {
 	pendingLeaves []pendingLeave
 	down          bool // the last heartbeat failed
 	reaped        bool // another node reaped us while we were cut off
+	sawBoot       atomic.Bool
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -238,6 +240,8 @@ func (s *RedisStore) Join(room string, m Member, capacity int, inbox Inbox, anno
 		switch {
 		case err != nil:
 			return nil, unavailable(err)
+		case res[0] == "unavailable":
+			return nil, unavailable(errors.New("redis is recovering from a restart"))
 		case res[0] == "full":
 			return nil, ErrRoomFull
 		default:
@@ -301,6 +305,8 @@ func (s *RedisStore) Send(room, to string, frame []byte) error {
 	switch {
 	case err != nil:
 		return unavailable(err)
+	case n == -2:
+		return unavailable(errors.New("redis is recovering from a restart"))
 	case n == 0:
 		return ErrUnknownPeer
 	}
@@ -333,6 +339,9 @@ func (s *RedisStore) Claim(token string, inbox func(room string, m Member) Inbox
 	info, err := scriptRoomOf.Run(ctx, s.rdb, nil, s.args(id, token)...).StringSlice()
 	if err != nil {
 		return nil, unavailable(err)
+	}
+	if len(info) == 3 {
+		return nil, unavailable(errors.New("redis is recovering from a restart"))
 	}
 	if len(info) != 2 {
 		return nil, ErrUnknownPeer
@@ -409,10 +418,15 @@ func (s *RedisStore) tick(ctx context.Context, stop bool) (wasReaped bool, err e
 	if stop {
 		dead = "1"
 	}
-	res, err := scriptTick.Run(ctx, s.rdb, nil, s.args(s.node, s.cfg.ResumeGrace.Milliseconds(), dead)...).Int64Slice()
+	seen := "0"
+	if s.sawBoot.Load() {
+		seen = "1"
+	}
+	res, err := scriptTick.Run(ctx, s.rdb, nil, s.args(s.node, s.cfg.ResumeGrace.Milliseconds(), dead, seen)...).Int64Slice()
 	if err != nil {
 		return false, err
 	}
+	s.sawBoot.Store(true)
 	if len(res) == 3 {
 		if res[0] > 0 {
 			s.log.Info("redis: reaped silent nodes; their peers wait for a resume", "nodes", res[0])
@@ -451,7 +465,9 @@ func (s *RedisStore) heartbeat() {
 			}
 		case wasDown || reaped:
 			s.m.up.Set(1)
-			s.recover(ctx)
+			rctx, rcancel := context.WithTimeout(s.ctx, 30*time.Second)
+			s.recover(rctx)
+			rcancel()
 		default:
 			s.m.up.Set(1)
 			if n%refreshEvery == 0 {

@@ -97,6 +97,15 @@ local function leave(id, announce, now)
   return 1
 end
 
+-- recovering is true while Redis came back empty and the nodes may not
+-- all have re-registered their sessions yet (two node TTLs after the
+-- first heartbeat that found it empty): a missing session is then no proof
+-- that the peer is gone.
+local function recovering(now)
+  local b = redis.call('GET', P .. 'boot')
+  return (not b) or now < tonumber(b)
+end
+
 local function own(node, id)
   local k = P .. 'node:' .. node .. ':peers'
   redis.call('SADD', k, id)
@@ -112,8 +121,9 @@ local node, room, id, name, tok = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9]
 local cap, announce = tonumber(ARGV[10]), ARGV[11]
 local sk, rk = P .. 'sess:' .. id, P .. 'room:' .. room
 if redis.call('EXISTS', sk) == 1 then return {'dup'} end
-if redis.call('HLEN', rk) >= cap then return {'full'} end
 local now = now_ms()
+if recovering(now) then return {'unavailable'} end
+if redis.call('HLEN', rk) >= cap then return {'full'} end
 local out = {'ok'}
 for _, o in ipairs(members(room)) do
   out[#out + 1] = o
@@ -143,8 +153,10 @@ return leave(id, announce, now_ms())
 // (peer-left to the room) rather than resumed with a gap.
 var scriptRoute = redis.NewScript(luaCommon + `
 local room, to, frame = ARGV[5], ARGV[6], ARGV[7]
-if redis.call('HGET', P .. 'sess:' .. to, 'room') ~= room then return 0 end
 local now = now_ms()
+local r = redis.call('HGET', P .. 'sess:' .. to, 'room')
+if not r and recovering(now) then return -2 end
+if r ~= room then return 0 end
 local r = deliver(to, frame, now)
 if r == -1 then
   leave(to, nil, now)
@@ -165,6 +177,7 @@ return deliver(ARGV[6], ARGV[7], now_ms())
 // the session's resume token, else {}.
 var scriptRoomOf = redis.NewScript(luaCommon + `
 local s = redis.call('HMGET', P .. 'sess:' .. ARGV[5], 'room', 'name', 'tok')
+if not s[1] and recovering(now_ms()) then return {'', '', 'unavailable'} end
 if not s[1] or s[3] ~= ARGV[6] then return {} end
 return {s[1], s[2]}
 `)
@@ -187,13 +200,13 @@ if old ~= '' then redis.call('SREM', P .. 'node:' .. old .. ':peers', id) end
 own(node, id)
 redis.call('ZREM', P .. 'parked', id)
 local hk = P .. 'held:' .. id
-local out = {0}
+local out = {'0'}
 for _, f in ipairs(redis.call('LRANGE', hk, 0, -1)) do out[#out + 1] = f end
 redis.call('DEL', hk)
 if old ~= '' and old ~= node and alive(old, now) then
   redis.call('XADD', P .. 'node:' .. old .. ':in', '*', 'k', 'h', 'to', id, 'dst', node)
   redis.call('PEXPIRE', P .. 'node:' .. old .. ':in', KEY_TTL)
-  out[1] = 1
+  out[1] = '1'
 end
 return out
 `)
@@ -216,7 +229,8 @@ return 1
 `)
 
 // scriptTick: ARGV[5..] node, grace ms, dead (1: mark this node dead,
-// for a clean stop). The heartbeat of node plus one round of reaping:
+// for a clean stop), seen (1: this node saw the boot key before, so a
+// missing one means Redis lost its data). The heartbeat of node plus one round of reaping:
 // sessions of nodes silent for longer than the node TTL are parked for
 // the grace window, parked sessions past their deadline leave (peer-left to
 // their rooms). Returns {reaped nodes, expired sessions, this node was
@@ -224,6 +238,12 @@ return 1
 var scriptTick = redis.NewScript(luaCommon + `
 local node, grace, dead = ARGV[5], tonumber(ARGV[6]), ARGV[7] == '1'
 local now = now_ms()
+if redis.call('EXISTS', P .. 'boot') == 0 then
+  local until_ms = 0
+  if ARGV[8] == '1' then until_ms = now + 2 * NODE_TTL end
+  redis.call('SET', P .. 'boot', until_ms)
+end
+redis.call('PEXPIRE', P .. 'boot', KEY_TTL)
 local score = now
 if dead then score = 0 end
 redis.call('ZADD', P .. 'nodes', score, node)

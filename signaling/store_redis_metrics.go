@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -52,7 +53,8 @@ func (m *redisMetrics) collectors() []prometheus.Collector {
 
 func (m *redisMetrics) observe(start time.Time, err error, blocking bool) {
 	m.roundTrips.Inc()
-	if err != nil && !errors.Is(err, redis.Nil) {
+	// NOSCRIPT is the EVALSHA miss go-redis answers with EVAL: no failure.
+	if err != nil && !errors.Is(err, redis.Nil) && !strings.HasPrefix(err.Error(), "NOSCRIPT") {
 		m.errors.Inc()
 	}
 	if !blocking {

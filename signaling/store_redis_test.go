@@ -10,13 +10,17 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/rtcsuite/rtcsuite/internal/rediscfg"
 	"github.com/rtcsuite/rtcsuite/internal/testenv"
 )
 
 // newTestRedisStore returns a store on rdb as node id, closed at test end.
 func newTestRedisStore(t testing.TB, r *testenv.Redis, node string, cfg RedisConfig) *RedisStore {
 	t.Helper()
-	rdb := redis.NewClient(&redis.Options{Addr: r.Addr, DialTimeout: time.Second, ReadTimeout: time.Second, WriteTimeout: time.Second, MaxRetries: -1})
+	rdb, err := rediscfg.NewClient(r.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg.Client = rdb
 	cfg.NodeID = node
 	if cfg.Logger == nil {
@@ -162,7 +166,7 @@ func TestRedisStoreDeadNodeReaped(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range keys {
-		if strings.Contains(k, ":b") || strings.HasSuffix(k, "node:n2:peers") {
+		if strings.HasSuffix(k, "sess:b") || strings.HasSuffix(k, "held:b") || strings.HasSuffix(k, "node:n2:peers") {
 			t.Errorf("key %s survived b's reaping", k)
 		}
 		if ttl := rdb.PTTL(context.Background(), k).Val(); ttl < 0 && !strings.Contains(k, "room:") && !strings.Contains(k, "sess:") {

@@ -12,7 +12,7 @@ import (
 )
 
 // Redis is a redis-server a test started for itself on a free loopback
-// port, without persistence (--save '' --appendonly no). It never touches
+// port, without persistence (--save ” --appendonly no). It never touches
 // a system Redis. Stop and Start restart it on the same port; it is
 // stopped by pid when the test ends.
 type Redis struct {

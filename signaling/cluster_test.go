@@ -1,0 +1,229 @@
+package signaling
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/rtcsuite/rtcsuite/internal/testenv"
+)
+
+// newClusterHub runs a hub node on a RedisStore of r.
+func newClusterHub(t *testing.T, r *testenv.Redis, node string, cfg Config) *testHub {
+	t.Helper()
+	if cfg.ResumeGrace == 0 {
+		cfg.ResumeGrace = time.Hour
+	}
+	st := newTestRedisStore(t, r, node, RedisConfig{ResumeGrace: cfg.ResumeGrace, HeldMessages: cfg.HeldMessages})
+	cfg.Store = st
+	return newTestHub(t, cfg) // cleanups run in reverse: hub shutdown before store close
+}
+
+func signalSeq(t *testing.T, c *Client, to string, from, n int) {
+	t.Helper()
+	for i := from; i < from+n; i++ {
+		if err := c.Signal(to, map[string]int{"seq": i}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func expectSeq(t *testing.T, c *Client, from, n int, sender string) {
+	t.Helper()
+	for i := from; i < from+n; i++ {
+		m := next(t, c)
+		if got := seqOf(t, m); got != i || m.From != sender {
+			t.Fatalf("got seq %d from %s, want %d from %s", got, m.From, i, sender)
+		}
+	}
+}
+
+func TestClusterHubPresenceAndSignals(t *testing.T) {
+	r := testenv.StartRedis(t)
+	h1 := newClusterHub(t, r, "h1", Config{})
+	h2 := newClusterHub(t, r, "h2", Config{})
+	a, wa := h1.join(t, "room")
+	b, wb := h2.join(t, "room")
+	if len(wb.Peers) != 1 || wb.Peers[0] != wa.ID || !wb.Polite {
+		t.Fatalf("b's welcome %+v, want peers [%s] and polite", wb, wa.ID)
+	}
+	if m := expect(t, a, TypePeerJoined); m.ID != wb.ID {
+		t.Fatalf("peer-joined %+v, want %s", m, wb.ID)
+	}
+	signalSeq(t, a, wb.ID, 0, 50)
+	signalSeq(t, b, wa.ID, 0, 50)
+	expectSeq(t, b, 0, 50, wa.ID)
+	expectSeq(t, a, 0, 50, wb.ID)
+	if h2.metric(t, "signal_redis_round_trips_total") == "" || h2.metric(t, "signal_redis_errors_total") != "0" {
+		t.Fatalf("redis metrics missing: round trips %q errors %q", h2.metric(t, "signal_redis_round_trips_total"), h2.metric(t, "signal_redis_errors_total"))
+	}
+	b.Close()
+	if m := expect(t, a, TypePeerLeft); m.ID != wb.ID {
+		t.Fatalf("peer-left %+v, want %s", m, wb.ID)
+	}
+}
+
+// A peer whose connection broke resumes on another node and gets what was
+// held for it, in order, before what follows.
+func TestClusterHubResumeOnAnotherNode(t *testing.T) {
+	r := testenv.StartRedis(t)
+	h1 := newClusterHub(t, r, "h1", Config{})
+	h2 := newClusterHub(t, r, "h2", Config{})
+	h3 := newClusterHub(t, r, "h3", Config{})
+	detached := detachEvents(h2)
+	a, wa := h1.join(t, "room")
+	b, wb := h2.join(t, "room")
+	expect(t, a, TypePeerJoined)
+	b.drop()
+	awaitDetach(t, detached, wb.ID)
+	signalSeq(t, a, wb.ID, 0, 20)
+
+	b2 := h3.dial(t)
+	if _, err := b2.Resume(ctxT(t), wb.Resume); err != nil {
+		t.Fatalf("resume on h3: %v", err)
+	}
+	signalSeq(t, a, wb.ID, 20, 20)
+	expectSeq(t, b2, 0, 40, wa.ID)
+	// The room saw no leave, and b is reachable through h3 now.
+	signalSeq(t, b2, wa.ID, 0, 5)
+	expectSeq(t, a, 0, 5, wb.ID)
+	if h2.sessionCount() != 0 {
+		t.Fatalf("h2 still holds %d sessions after the handover", h2.sessionCount())
+	}
+}
+
+// A draining node closes with 1012 and loses no session: its peers resume
+// on another node with everything sent to them meanwhile.
+func TestClusterHubDrainHandsOver(t *testing.T) {
+	r := testenv.StartRedis(t)
+	h1 := newClusterHub(t, r, "h1", Config{})
+	h2 := newClusterHub(t, r, "h2", Config{})
+	a, wa := h1.join(t, "room")
+	b, wb := h2.join(t, "room")
+	expect(t, a, TypePeerJoined)
+	signalSeq(t, a, wb.ID, 0, 10)
+	expectSeq(t, b, 0, 10, wa.ID)
+
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		drained <- h2.Shutdown(ctx)
+	}()
+	if code := waitClosed(t, b); code != CloseServiceRestart {
+		t.Fatalf("close code %d, want 1012", code)
+	}
+	signalSeq(t, a, wb.ID, 10, 10)
+	b2 := h1.dial(t)
+	if _, err := b2.Resume(ctxT(t), wb.Resume); err != nil {
+		t.Fatalf("resume after drain: %v", err)
+	}
+	signalSeq(t, a, wb.ID, 20, 5)
+	expectSeq(t, b2, 10, 15, wa.ID)
+	if err := <-drained; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	alive(t, a)
+}
+
+// A drained session nobody claims in time is parked in Redis, and a later
+// resume on another node still finds it with its held frames.
+func TestClusterHubDrainParks(t *testing.T) {
+	r := testenv.StartRedis(t)
+	h1 := newClusterHub(t, r, "h1", Config{})
+	h2 := newClusterHub(t, r, "h2", Config{})
+	a, wa := h1.join(t, "room")
+	b, wb := h2.join(t, "room")
+	expect(t, a, TypePeerJoined)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	go func() { <-b.Done() }()
+	signalSeq(t, a, wb.ID, 0, 3)
+	expectSeq(t, b, 0, 3, wa.ID)
+	h2.Shutdown(ctx) //nolint:errcheck // the timeout is the point: nobody resumed
+	signalSeq(t, a, wb.ID, 3, 3)
+	b2 := h1.dial(t)
+	if _, err := b2.Resume(ctxT(t), wb.Resume); err != nil {
+		t.Fatalf("resume of a parked session: %v", err)
+	}
+	expectSeq(t, b2, 3, 3, wa.ID)
+}
+
+// While Redis is down: joins and resumes get "unavailable", signals on one
+// node flow, signals to another node get "unavailable"; when Redis returns
+// (empty) the nodes re-register their sessions and everything works.
+func TestClusterHubRedisOutage(t *testing.T) {
+	r := testenv.StartRedis(t)
+	h1 := newClusterHub(t, r, "h1", Config{})
+	h2 := newClusterHub(t, r, "h2", Config{})
+	a, wa := h1.join(t, "room")
+	a2, wa2 := h1.join(t, "room")
+	b, wb := h2.join(t, "room")
+	expect(t, a, TypePeerJoined)
+	expect(t, a, TypePeerJoined)
+	expect(t, a2, TypePeerJoined)
+
+	r.Stop()
+	signalSeq(t, a, wa2.ID, 0, 5)
+	expectSeq(t, a2, 0, 5, wa.ID)
+	if err := a.Signal(wb.ID, map[string]int{"seq": 0}); err != nil {
+		t.Fatal(err)
+	}
+	if m := expect(t, a, TypeError, CodeUnavailable); m.Peer != wb.ID {
+		t.Fatalf("unavailable names peer %q, want %s", m.Peer, wb.ID)
+	}
+	c := h2.dial(t)
+	var e *Error
+	if _, err := c.Join(ctxT(t), "room", ""); !errors.As(err, &e) || e.Code != CodeUnavailable {
+		t.Fatalf("join during the outage: %v, want unavailable", err)
+	}
+	if _, err := c.Resume(ctxT(t), wa.Resume); !errors.As(err, &e) || e.Code != CodeUnavailable {
+		t.Fatalf("resume of another node's session during the outage: %v, want unavailable", err)
+	}
+
+	r.Start() // empty: no persistence
+	// The nodes re-register by themselves; retry until a cross-node signal
+	// gets through (a ping after each attempt tells whether it was refused).
+	for attempt := 1; ; attempt++ {
+		if err := a.Signal(wb.ID, map[string]int{"seq": attempt}); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Send(ClientMessage{Type: TypePing}); err != nil {
+			t.Fatal(err)
+		}
+		m := next(t, a)
+		if m.Type == TypePong {
+			if got := seqOf(t, next(t, b)); got != attempt {
+				t.Fatalf("b got seq %d, want %d (refused attempts must not arrive)", got, attempt)
+			}
+			break
+		}
+		if m.Type != TypeError || m.Code != CodeUnavailable {
+			t.Fatalf("a got %+v while waiting for redis", m)
+		}
+		expect(t, a, TypePong)
+		backoff(t)
+	}
+	// Presence survived: b still reaches a, and a new join sees all three.
+	signalSeq(t, b, wa.ID, 7, 1)
+	expectSeq(t, a, 7, 1, wb.ID)
+	c2 := h2.dial(t)
+	wc, err := c2.Join(ctxT(t), "room", "")
+	for errors.As(err, &e) && e.Code == CodeUnavailable { // until all nodes re-registered
+		backoff(t)
+		wc, err = c2.Join(ctxT(t), "room", "")
+	}
+	if err != nil || len(wc.Peers) != 3 {
+		t.Fatalf("welcome after the outage lists %v (%v), want the three re-registered peers", wc.Peers, err)
+	}
+}
+
+// backoff waits before a retry, as a client would after "unavailable".
+func backoff(t *testing.T) {
+	select {
+	case <-time.After(50 * time.Millisecond):
+	case <-ctxT(t).Done():
+		t.Fatal("the cluster never became available again")
+	}
+}
