@@ -119,6 +119,12 @@ func run(ctx context.Context, args []string, env runEnv) int {
 		}
 	}
 	l.hub.ICEServers = iceServersFunc(l.turnURLs, l.turnSecret, o.iceTTL, time.Now)
+	closeCluster, err := setupCluster(ctx, o.cluster, &l, o.iceTTL, log)
+	if err != nil {
+		log.Error("cluster", "err", err)
+		return exitFail
+	}
+	defer closeCluster()
 
 	hub, err := signaling.NewHub(l.hub)
 	if err != nil {

@@ -64,6 +64,7 @@ type options struct {
 	logFormat    string
 	logLevel     string
 	drain        time.Duration
+	fleet        fleetOptions // fleet.go
 }
 
 func newFlagSet(o *options) *flag.FlagSet {
@@ -109,6 +110,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.DurationVar(&o.drain, "drain-timeout", 30*time.Second, "on SIGTERM, how long live allocations may continue")
+	addFleetFlags(fs, &o.fleet)
 	return fs
 }
 
@@ -311,6 +313,9 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 	}
 	if o.udpSockets < 0 {
 		add(fmt.Errorf("udp-sockets %d is negative", o.udpSockets))
+	}
+	if err := o.fleet.validate(); err != nil {
+		add(err)
 	}
 	return loaded{relay: cfg, logger: logger, admin: o.adminListen}, errors.Join(errs...)
 }

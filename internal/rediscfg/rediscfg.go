@@ -4,8 +4,10 @@
 package rediscfg
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -18,6 +20,15 @@ import (
 // no retries): the callers have their own recovery, and a signaling hub
 // must answer "unavailable" promptly rather than hang.
 func NewClient(rawURL string) (*redis.Client, error) {
+	o, err := Parse(rawURL)
+	if err != nil {
+		return nil, err
+	}
+	return redis.NewClient(o), nil
+}
+
+// Parse validates rawURL and returns the options NewClient uses.
+func Parse(rawURL string) (*redis.Options, error) {
 	if rawURL == "" {
 		return nil, errors.New("empty redis URL")
 	}
@@ -26,7 +37,7 @@ func NewClient(rawURL string) (*redis.Client, error) {
 		return nil, fmt.Errorf("redis URL: %w", err)
 	}
 	Apply(o)
-	return redis.NewClient(o), nil
+	return o, nil
 }
 
 // Apply sets rtcsuite's defaults on o where the URL left them unset.
@@ -48,4 +59,15 @@ func Apply(o *redis.Options) {
 	// them on every new connection.
 	o.DisableIdentity = true
 	o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
+}
+
+// SetLogger sends go-redis's own log lines (pool dial failures, repeated
+// for every attempt during an outage) to log at debug level: the callers
+// report outages once, in their own words.
+func SetLogger(log *slog.Logger) { redis.SetLogger(slogLogger{log}) }
+
+type slogLogger struct{ log *slog.Logger }
+
+func (l slogLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "go-redis: "+fmt.Sprintf(format, v...))
 }
