@@ -163,13 +163,13 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 		return nil, fmt.Errorf("signaling: redis: registering node: %w", err)
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	lastID := "$"
-	if n, err := s.rdb.XLen(ctx, s.keys.stream).Result(); err == nil && n > 0 {
-		lastID = "0-0" // a node restarted under the same id: take what waits
-	}
 	s.wg.Add(2)
 	go s.heartbeat()
-	go s.readStream(lastID)
+	// From the start of the stream, never "$": entries added between two
+	// blocking reads would be skipped. What the stream holds is untaken
+	// (the reader trims what it took), also for a node restarted under
+	// the same id.
+	go s.readStream("0-0")
 	return s, nil
 }
 
