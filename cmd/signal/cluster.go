@@ -80,12 +80,19 @@ func setupCluster(ctx context.Context, o clusterOptions, l *loaded, iceTTL time.
 		return nil, err
 	}
 	l.hub.Store = store
+	fctx, stopFleet := context.WithCancel(context.Background())
+	fleetDone := make(chan struct{})
 	if o.turnFleet > 0 && len(l.turnSecret) > 0 {
 		sel := &fleet.Selector{Client: client, Prefix: o.prefix, TTL: o.fleetTTL, N: o.turnFleet, Logger: log}
+		go func() { defer close(fleetDone); sel.Run(fctx) }()
 		l.hub.ICEServers = withFleet(l.hub.ICEServers, sel.Pick, l.turnSecret, iceTTL, time.Now)
+	} else {
+		close(fleetDone)
 	}
 	log.Info("cluster node", "node", store.NodeID(), "prefix", o.prefix, "turn_fleet", o.turnFleet > 0 && len(l.turnSecret) > 0)
 	return func() {
+		stopFleet()
+		<-fleetDone
 		store.Close() //nolint:errcheck // never fails
 		client.Close()
 	}, nil
@@ -93,12 +100,12 @@ func setupCluster(ctx context.Context, o clusterOptions, l *loaded, iceTTL time.
 
 // withFleet adds the relays pick returns to what base hands out, with a
 // TURN REST credential minted for the peer (the relays share the secret).
-func withFleet(base func(string) ([]signaling.ICEServer, time.Time), pick func(context.Context) []fleet.Relay,
+func withFleet(base func(string) ([]signaling.ICEServer, time.Time), pick func() []fleet.Relay,
 	secret []byte, ttl time.Duration, now func() time.Time,
 ) func(string) ([]signaling.ICEServer, time.Time) {
 	return func(peerID string) ([]signaling.ICEServer, time.Time) {
 		servers, exp := base(peerID)
-		relays := pick(context.Background())
+		relays := pick()
 		if len(relays) == 0 {
 			return servers, exp
 		}

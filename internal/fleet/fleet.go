@@ -188,55 +188,80 @@ func Least(relays []Relay, n int) []Relay {
 	return s[:min(n, len(s))]
 }
 
-// Selector picks relays for a hub. Its answers are cached for a short
-// while (Cache) so joins do not each cost a Redis round trip.
+// Selector picks relays for a hub. Run keeps a snapshot of the fleet
+// fresh in the background, so Pick never waits on Redis: the hub calls it
+// while it holds a peer's session, and a Redis outage must not stall
+// signaling.
 type Selector struct {
 	Client *redis.Client
 	Prefix string
 	TTL    time.Duration // must match the relays' TTL; default 10s
 	N      int           // relays per peer; default 2
-	Cache  time.Duration // default 500ms
-	Logger *slog.Logger
+	// Refresh is how often Run lists the fleet. Default 500ms.
+	Refresh time.Duration
+	Logger  *slog.Logger
 
-	mu      sync.Mutex
-	at      time.Time
-	cached  []Relay
-	failing bool
+	mu     sync.Mutex
+	at     time.Time // when cached was listed
+	cached []Relay
 }
 
-// Pick returns the N least-loaded healthy relays, or nil when none are
-// known (Redis unreachable and nothing cached, or no relay registered).
-func (s *Selector) Pick(ctx context.Context) []Relay {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cache := s.Cache
-	if cache == 0 {
-		cache = 500 * time.Millisecond
-	}
-	if !s.at.IsZero() && time.Since(s.at) < cache {
-		return s.cached
-	}
-	ttl, n := s.TTL, s.N
+func (s *Selector) defaults() (ttl, refresh time.Duration, n int) {
+	ttl, refresh, n = s.TTL, s.Refresh, s.N
 	if ttl == 0 {
 		ttl = 10 * time.Second
+	}
+	if refresh == 0 {
+		refresh = 500 * time.Millisecond
 	}
 	if n == 0 {
 		n = 2
 	}
+	return ttl, refresh, n
+}
+
+// Run refreshes the snapshot until ctx ends.
+func (s *Selector) Run(ctx context.Context) {
+	_, refresh, _ := s.defaults()
+	t := time.NewTicker(refresh)
+	defer t.Stop()
+	failing := false
+	for {
+		err := s.refresh(ctx)
+		if err != nil && !failing && ctx.Err() == nil && s.Logger != nil {
+			s.Logger.Warn("fleet: cannot list relays; handing out the last known ones until their TTL", "err", err)
+		}
+		failing = err != nil
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Selector) refresh(ctx context.Context) error {
+	ttl, _, n := s.defaults()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	all, err := Healthy(ctx, s.Client, s.Prefix, ttl)
 	if err != nil {
-		if !s.failing && s.Logger != nil {
-			s.Logger.Warn("fleet: cannot list relays; handing out the last known ones", "err", err)
-		}
-		s.failing = true
-		if time.Since(s.at) > ttl {
-			s.cached = nil // stale beyond the relays' own TTL
-		}
-		return s.cached
+		return err
 	}
-	s.failing = false
+	s.mu.Lock()
 	s.cached, s.at = Least(all, n), time.Now()
+	s.mu.Unlock()
+	return nil
+}
+
+// Pick returns the N least-loaded healthy relays of the last snapshot, or
+// nil when there is none younger than the relays' TTL.
+func (s *Selector) Pick() []Relay {
+	ttl, _, _ := s.defaults()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if time.Since(s.at) > ttl {
+		return nil
+	}
 	return s.cached
 }

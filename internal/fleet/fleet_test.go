@@ -90,8 +90,14 @@ func TestFleetSelection(t *testing.T) {
 		}
 	}
 	await([]string{"b", "c"})
-	sel := &Selector{Client: sc, TTL: ttl, Cache: time.Nanosecond}
-	if got := sel.Pick(ctx); len(got) != 2 || got[0].ID != "b" || got[0].URLs[0] != "turn:b.example:3478" {
+	sel := &Selector{Client: sc, TTL: ttl}
+	if got := sel.Pick(); got != nil {
+		t.Fatalf("Pick before any refresh = %+v, want nil", got)
+	}
+	if err := sel.refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := sel.Pick(); len(got) != 2 || got[0].ID != "b" || got[0].URLs[0] != "turn:b.example:3478" {
 		t.Fatalf("Pick = %+v", got)
 	}
 	killC()
