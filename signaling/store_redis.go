@@ -109,6 +109,9 @@ type RedisStore struct {
 	mu     sync.RWMutex
 	local  map[string]*localPeer // peers whose session is on this node, by id
 	claims map[string]chan [][]byte
+	// parking: frames of sessions being parked (Park), until the reader
+	// meets the park marker in the stream.
+	parking map[string][][]byte
 	// leaves made while Redis was unreachable, replayed when it returns.
 	pendingLeaves []pendingLeave
 	down          bool // the last heartbeat failed
@@ -153,7 +156,8 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 		m:      newRedisMetrics(),
 		keys:   redisKeys{prefix: cfg.Prefix, stream: cfg.Prefix + "node:" + cfg.NodeID + ":in"},
 		local:  make(map[string]*localPeer),
-		claims: make(map[string]chan [][]byte),
+		claims:  make(map[string]chan [][]byte),
+		parking: make(map[string][][]byte),
 	}
 	s.rdb.AddHook(s.m)
 	if err := s.rdb.Ping(ctx).Err(); err != nil {
@@ -362,7 +366,7 @@ func (s *RedisStore) Claim(token string, inbox func(room string, m Member) Inbox
 		delete(s.claims, id)
 		s.mu.Unlock()
 	}()
-	res, err := scriptClaim.Run(ctx, s.rdb, nil, s.args(s.node, id, token)...).StringSlice()
+	res, err := s.runClaim(ctx, id, token)
 	if err != nil || len(res) == 0 {
 		s.mu.Lock()
 		delete(s.local, id)
@@ -387,21 +391,63 @@ func (s *RedisStore) Claim(token string, inbox func(room string, m Member) Inbox
 	return held, nil
 }
 
-// Park implements ClusterStore.
+// runClaim runs the claim script, waiting while the session is being
+// parked by another node (its reader is collecting the last frames).
+func (s *RedisStore) runClaim(ctx context.Context, id, token string) ([]string, error) {
+	deadline := time.Now().Add(s.cfg.HandoverTimeout)
+	for {
+		res, err := scriptClaim.Run(ctx, s.rdb, nil, s.args(s.node, id, token)...).StringSlice()
+		if err != nil || len(res) == 0 || res[0] != "retry" {
+			return res, err
+		}
+		if time.Now().After(deadline) {
+			return nil, unavailable(errors.New("the session is still being parked by its node"))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, unavailable(ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// Park implements ClusterStore (see scriptPark for the two steps).
 func (s *RedisStore) Park(id string, held [][]byte) error {
 	s.mu.Lock()
 	delete(s.local, id)
+	s.parking[id] = held
 	s.mu.Unlock()
 	ctx, cancel := s.opCtx()
 	defer cancel()
-	args := s.args(s.node, id, s.cfg.ResumeGrace.Milliseconds())
-	for _, f := range held {
-		args = append(args, f)
-	}
-	if err := scriptPark.Run(ctx, s.rdb, nil, args...).Err(); err != nil {
-		return unavailable(err)
+	n, err := scriptPark.Run(ctx, s.rdb, nil, s.args(s.node, id, s.cfg.ResumeGrace.Milliseconds())...).Int()
+	if err != nil || n == 0 {
+		s.mu.Lock()
+		delete(s.parking, id)
+		s.mu.Unlock()
+		if err != nil {
+			return unavailable(err)
+		}
+		return ErrUnknownPeer
 	}
 	return nil
+}
+
+// unpark ends a park when the reader met its marker.
+func (s *RedisStore) unpark(ctx context.Context, id string) {
+	s.mu.Lock()
+	frames, ok := s.parking[id]
+	delete(s.parking, id)
+	s.mu.Unlock()
+	if !ok {
+		return
+	}
+	args := s.args(s.node, id)
+	for _, f := range frames {
+		args = append(args, f)
+	}
+	if err := scriptUnpark.Run(ctx, s.rdb, nil, args...).Err(); err != nil {
+		s.log.Warn("redis: parking a session lost its held frames", "peer", id, "frames", len(frames), "err", err)
+	}
 }
 
 func toFrames(ss []string) [][]byte {
@@ -598,18 +644,18 @@ func (s *RedisStore) handleEntry(ctx context.Context, e redis.XMessage) {
 	switch field(e, "k") {
 	case "m":
 		frame := field(e, "f")
-		s.mu.RLock()
-		p := s.local[to]
-		if p != nil {
-			_ = p.inbox.Deliver([]byte(frame)) //nolint:errcheck // the peer is leaving
+		if s.deliverLocal(to, frame, false) {
+			return
 		}
-		s.mu.RUnlock()
-		if p == nil {
-			// The peer moved or was parked after this was routed here.
-			s.forward(ctx, to, frame)
+		if s.deliverLocal(to, frame, true) {
+			return
 		}
+		// The peer moved or left after this was routed here.
+		s.forward(ctx, to, frame)
 	case "h":
 		s.handOver(ctx, to, field(e, "dst"))
+	case "p":
+		s.unpark(ctx, to)
 	case "f":
 		var fs []json.RawMessage
 		if err := json.Unmarshal([]byte(field(e, "fs")), &fs); err != nil {
@@ -632,6 +678,28 @@ func (s *RedisStore) handleEntry(ctx context.Context, e redis.XMessage) {
 		default:
 		}
 	}
+}
+
+// deliverLocal hands a frame from the stream to a peer on this node, or
+// (exclusive, for the rarer case) to a session being parked. It reports
+// whether the frame found its peer here.
+func (s *RedisStore) deliverLocal(to, frame string, exclusive bool) bool {
+	if !exclusive {
+		s.mu.RLock()
+		defer s.mu.RUnlock()
+	} else {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if held, ok := s.parking[to]; ok {
+			s.parking[to] = append(held, []byte(frame))
+			return true
+		}
+	}
+	if p := s.local[to]; p != nil {
+		_ = p.inbox.Deliver([]byte(frame)) //nolint:errcheck // the peer is leaving
+		return true
+	}
+	return false
 }
 
 func (s *RedisStore) forward(ctx context.Context, to, frame string) {

@@ -15,7 +15,7 @@ import "github.com/redis/go-redis/v9"
 //	P nodes              ZSET  node id -> last heartbeat (ms, Redis clock)
 //	P node:<n>:in        STREAM frames and control entries for node n
 //	P node:<n>:peers     SET   peer ids whose session node n holds
-//	P sess:<id>          HASH  room, name, tok, node ("" = parked), seq
+//	P sess:<id>          HASH  room, name, tok, node ("" = parked), parking
 //	P room:<room>        HASH  peer id -> join sequence (oldest first)
 //	P held:<id>          LIST  frames for a parked peer, oldest first
 //	P parked             ZSET  peer id -> deadline (ms) for its resume
@@ -190,10 +190,14 @@ return {s[1], s[2]}
 var scriptClaim = redis.NewScript(luaCommon + `
 local node, id, tok = ARGV[5], ARGV[6], ARGV[7]
 local sk = P .. 'sess:' .. id
-local s = redis.call('HMGET', sk, 'room', 'tok', 'node')
+local s = redis.call('HMGET', sk, 'room', 'tok', 'node', 'parking')
 if not s[1] or s[2] ~= tok then return {} end
 local old = s[3] or ''
 local now = now_ms()
+if s[4] then
+  if alive(s[4], now) then return {'retry'} end
+  redis.call('HDEL', sk, 'parking') -- the parking node died: take what Redis has
+end
 redis.call('HSET', sk, 'node', node)
 redis.call('PEXPIRE', sk, KEY_TTL)
 if old ~= '' then redis.call('SREM', P .. 'node:' .. old .. ':peers', id) end
@@ -211,20 +215,37 @@ end
 return out
 `)
 
-// scriptPark: ARGV[5..] node, id, grace ms, frames... Parks a session
-// node holds (drain): the frames it held go in front of its held list and
-// it may be claimed until the grace deadline. Returns 1 when parked.
+// scriptPark: ARGV[5..] node, id, grace ms. Parks a session node holds
+// (drain), in two steps so no frame overtakes another: from now on frames
+// for the peer are held in Redis, and a marker goes into node's own
+// stream; frames routed to node before it are collected by node's reader,
+// which then puts them, after the frames the session held, in front of
+// the held list (scriptUnpark). Claims wait until then. The session may be
+// claimed until the grace deadline. Returns 1 when parked.
 var scriptPark = redis.NewScript(luaCommon + `
 local node, id, grace = ARGV[5], ARGV[6], tonumber(ARGV[7])
 local sk = P .. 'sess:' .. id
 if redis.call('HGET', sk, 'node') ~= node then return 0 end
-redis.call('HSET', sk, 'node', '')
+redis.call('HSET', sk, 'node', '', 'parking', node)
 redis.call('SREM', P .. 'node:' .. node .. ':peers', id)
 redis.call('ZADD', P .. 'parked', now_ms() + grace, id)
 redis.call('PEXPIRE', P .. 'parked', KEY_TTL)
+local in_k = P .. 'node:' .. node .. ':in'
+redis.call('XADD', in_k, '*', 'k', 'p', 'to', id)
+redis.call('PEXPIRE', in_k, KEY_TTL)
+return 1
+`)
+
+// scriptUnpark: ARGV[5..] node, id, frames... Ends a park: frames go in
+// front of the held list, and claims may proceed.
+var scriptUnpark = redis.NewScript(luaCommon + `
+local node, id = ARGV[5], ARGV[6]
+local sk = P .. 'sess:' .. id
+if redis.call('HGET', sk, 'parking') ~= node then return 0 end
+redis.call('HDEL', sk, 'parking')
 local hk = P .. 'held:' .. id
-for i = #ARGV, 8, -1 do redis.call('LPUSH', hk, ARGV[i]) end
-if #ARGV >= 8 then redis.call('PEXPIRE', hk, KEY_TTL) end
+for i = #ARGV, 7, -1 do redis.call('LPUSH', hk, ARGV[i]) end
+if #ARGV >= 7 then redis.call('PEXPIRE', hk, KEY_TTL) end
 return 1
 `)
 
