@@ -227,3 +227,28 @@ func backoff(t *testing.T) {
 		t.Fatal("the cluster never became available again")
 	}
 }
+
+// A resume on another node while the old connection still looks alive
+// (the client noticed the break first): the old connection gets 4000 and
+// delivery continues on the new one, in order.
+func TestClusterHubResumeReplacesLiveConnection(t *testing.T) {
+	r := testenv.StartRedis(t)
+	h1 := newClusterHub(t, r, "h1", Config{})
+	h2 := newClusterHub(t, r, "h2", Config{})
+	a, wa := h1.join(t, "room")
+	b, wb := h1.join(t, "room")
+	expect(t, a, TypePeerJoined)
+	signalSeq(t, a, wb.ID, 0, 10) // b reads none of them
+	b2 := h2.dial(t)
+	if _, err := b2.Resume(ctxT(t), wb.Resume); err != nil {
+		t.Fatalf("resume on h2: %v", err)
+	}
+	if code := waitClosed(t, b); code != CloseReplaced {
+		t.Fatalf("old connection closed with %d, want 4000", code)
+	}
+	signalSeq(t, a, wb.ID, 10, 5)
+	// The first ten went out on the old connection (its socket buffer took
+	// them); anything it had not written would come first here.
+	first := seqOf(t, next(t, b2))
+	expectSeq(t, b2, first+1, 14-first, wa.ID)
+}
