@@ -599,6 +599,8 @@ func (s *RedisStore) refresh(ctx context.Context) {
 func (s *RedisStore) readStream(lastID string) {
 	defer s.wg.Done()
 	backoff := 50 * time.Millisecond
+	var lastTrim time.Time
+	taken := 0
 	for s.ctx.Err() == nil {
 		res, err := s.rdb.XRead(s.ctx, &redis.XReadArgs{
 			Streams: []string{s.keys.stream, lastID}, Count: 256, Block: time.Second,
@@ -607,12 +609,8 @@ func (s *RedisStore) readStream(lastID string) {
 			continue
 		}
 		if err != nil {
-			if s.ctx.Err() != nil {
-				return
-			}
-			select {
+			select { // the loop ends once the store is closed
 			case <-s.ctx.Done():
-				return
 			case <-time.After(backoff):
 			}
 			backoff = min(2*backoff, time.Second)
@@ -623,15 +621,27 @@ func (s *RedisStore) readStream(lastID string) {
 			for _, e := range st.Messages {
 				s.handleEntry(s.ctx, e)
 				lastID = e.ID
+				taken++
 			}
 		}
-		// What we took is ours now: trim it so the stream stays short and
-		// a resume after a crash of this node finds only untaken frames.
-		pipe := s.rdb.Pipeline()
-		pipe.XTrimMinID(s.ctx, s.keys.stream, lastID)
-		pipe.XDel(s.ctx, s.keys.stream, lastID)
-		pipe.Exec(s.ctx) //nolint:errcheck // the next trim catches up
+		// What we took is ours now: trim it so the stream stays short (and
+		// Close forwards only what is left). Not after every read: a trim
+		// is a round trip, and at low rates reads carry one entry each.
+		if taken >= 1024 || time.Since(lastTrim) >= time.Second {
+			pipe := s.rdb.Pipeline()
+			pipe.XTrimMinID(s.ctx, s.keys.stream, lastID)
+			pipe.XDel(s.ctx, s.keys.stream, lastID)
+			pipe.Exec(s.ctx) //nolint:errcheck // the next trim catches up
+			lastTrim, taken = time.Now(), 0
+		}
 	}
+	// Close forwards what is left from here on: trim what was taken.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	pipe := s.rdb.Pipeline()
+	pipe.XTrimMinID(ctx, s.keys.stream, lastID)
+	pipe.XDel(ctx, s.keys.stream, lastID)
+	pipe.Exec(ctx) //nolint:errcheck // best effort
 }
 
 func field(e redis.XMessage, k string) string {

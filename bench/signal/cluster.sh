@@ -11,7 +11,7 @@
 #   REPS=1 RATES=1000 bench/signal/cluster.sh
 #
 # Knobs (environment): OUT, REPS (3), RATES ("1000 5000"), NODES ("1 2 3"),
-# CONNS (256), DURATION (10s), BASE_PORT (28830).
+# CONNS (256), DURATION (10s), REDIS_PORT (28839). Hub nodes bind free ports.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -21,8 +21,7 @@ RATES=${RATES:-"1000 5000"}
 NODES=${NODES:-"1 2 3"}
 CONNS=${CONNS:-256}
 DURATION=${DURATION:-10s}
-BASE_PORT=${BASE_PORT:-28830} # below the ephemeral range
-REDIS_PORT=$((BASE_PORT + 9))
+REDIS_PORT=${REDIS_PORT:-28839} # below the ephemeral range
 mkdir -p "$OUT"
 RESULTS=$OUT/results.jsonl
 BIN=$OUT/signal-bench
@@ -59,20 +58,25 @@ RUN=40
 for rep in $(seq "$REPS"); do
 	for rate in $RATES; do
 		for n in $NODES; do # alternating: 1, 2, 3 nodes, then again
+			RUN=$((RUN + 1))
 			addrs=() pids=()
 			for i in $(seq "$n"); do
-				port=$((BASE_PORT + i - 1))
 				extra=()
 				((n > 1)) && extra=(-redis "redis://127.0.0.1:$REDIS_PORT" -node-id "bench$i")
-				"$BIN" hub -addr "127.0.0.1:$port" -admin "127.0.0.1:$((port + 20))" -room-capacity 2 "${extra[@]}" \
-					2>>"$OUT/hub$i.log" &
+				hlog=$OUT/hub-$RUN-$i.log
+				"$BIN" hub -addr 127.0.0.1:0 -admin 127.0.0.1:0 -room-capacity 2 "${extra[@]}" 2>"$hlog" &
 				pids+=($!)
 				PIDS+=($!)
-				addrs+=("127.0.0.1:$port")
+				addr=""
+				for _ in $(seq 100); do
+					addr=$(grep -o 'ws://[0-9.:]*' "$hlog" | head -1 | sed 's|ws://||') || true
+					[[ -n $addr ]] && break
+					sleep 0.1
+				done
+				addrs+=("$addr")
 			done
 			cpu_pids=$(IFS=,; echo "${pids[*]}")
 			((n > 1)) && cpu_pids="$cpu_pids,$REDIS_PID"
-			RUN=$((RUN + 1))
 			log "cluster: $n node(s), $rate msgs/s (run $rep)"
 			"$BIN" relay -target hub -addr "$(IFS=,; echo "${addrs[*]}")" -pid "$cpu_pids" -conns "$CONNS" -room 2 \
 				-mode rate -rate "$rate" -duration "$DURATION" -src "127.0.$RUN.1" -label "nodes=$n" >>"$RESULTS" ||
