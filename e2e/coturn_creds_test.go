@@ -40,8 +40,8 @@ func TestHubCredentialsWorkWithCoturn(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		cmd.Process.Kill() //nolint:errcheck
-		cmd.Wait()         //nolint:errcheck
+		cmd.Process.Kill()
+		_ = cmd.Wait()
 		if t.Failed() {
 			b, _ := os.ReadFile(filepath.Join(dir, "log"))
 			t.Logf("coturn log:\n%s", b)
@@ -139,7 +139,7 @@ func coturn_waitSTUN(t *testing.T, addr string) {
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
 		req := stun.MustBuild(stun.TransactionID, stun.BindingRequest)
-		c.WriteTo(req.Raw, to) //nolint:errcheck
+		_, _ = c.WriteTo(req.Raw, to)
 		c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
 		if n, _, err := c.ReadFrom(buf); err == nil {
 			m := &stun.Message{Raw: buf[:n]}

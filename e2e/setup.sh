@@ -13,6 +13,21 @@ command -v ip                >/dev/null 2>&1 || need+=(iproute2)
 command -v openssl           >/dev/null 2>&1 || need+=(openssl)
 command -v conntrack         >/dev/null 2>&1 || need+=(conntrack)
 command -v redis-server      >/dev/null 2>&1 || need+=(redis-server)
+# eBPF offload (relay/internal/offload): gen_check.sh rebuilds the program, the
+# netns test turns checksum offload off with ethtool.
+command -v clang             >/dev/null 2>&1 || need+=(clang)
+command -v llvm-strip        >/dev/null 2>&1 || need+=(llvm)
+[ -f /usr/include/bpf/bpf_helpers.h ]       || need+=(libbpf-dev)
+command -v ethtool           >/dev/null 2>&1 || command -v /usr/sbin/ethtool >/dev/null 2>&1 || need+=(ethtool)
+
+# golangci-lint, pinned: the test command lints with it. Built from the Go
+# module proxy into GOPATH/bin; no root needed.
+lint_version=v2.15.0
+gobin="$(go env GOPATH)/bin"
+if ! "$gobin/golangci-lint" version 2>/dev/null | grep -q "version ${lint_version#v} "; then
+	echo "setup: installing golangci-lint $lint_version"
+	GOFLAGS= go install "github.com/golangci/golangci-lint/v2/cmd/golangci-lint@$lint_version"
+fi
 
 if [ ${#need[@]} -eq 0 ]; then
 	echo "setup: all test dependencies present"
@@ -24,11 +39,26 @@ if [ "$(id -u)" != 0 ]; then
 fi
 echo "setup: installing ${need[*]}"
 export DEBIAN_FRONTEND=noninteractive
+# Debian starts a package's services on install. The tests run their own
+# servers on their own ports, so keep services that this run installs from
+# starting (policy-rc.d, honoured by invoke-rc.d and deb-systemd-invoke) and
+# never touch a service that was already there: on a production host a
+# running coturn is somebody's relay.
+policy=/usr/sbin/policy-rc.d
+own_policy=
+if [ ! -e "$policy" ]; then
+	printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod 755 "$policy" && own_policy=1
+fi
+cleanup() { if [ -n "$own_policy" ]; then rm -f "$policy"; fi; }
+trap cleanup EXIT
 apt-get update -qq </dev/null
 apt-get install -y -qq --no-install-recommends "${need[@]}" </dev/null >/dev/null
-# Debian starts coturn's own service on install: the tests run their own instances.
-if command -v systemctl >/dev/null 2>&1; then systemctl disable --now coturn >/dev/null 2>&1 || true; fi
-pkill -x turnserver 2>/dev/null || true
+for p in "${need[@]}"; do
+	# Installed by this run: leave it disabled at boot too.
+	if [ "$p" = coturn ] && command -v systemctl >/dev/null 2>&1; then
+		systemctl disable coturn >/dev/null 2>&1 || true
+	fi
+done
 # redis-server: the tests start their own on free loopback ports. A system
 # Redis (installed now or before) is left alone: never stopped or disabled.
 echo "setup: done"

@@ -31,7 +31,7 @@ func signal_startHub(t *testing.T, secret []byte, turnURL string) *httptest.Serv
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		hub.Shutdown(ctx) //nolint:errcheck
+		_ = hub.Shutdown(ctx)
 		srv.Close()
 	})
 	return srv

@@ -95,7 +95,7 @@ func turnd_start(t *testing.T, bin string, args ...string) *turnd_proc {
 		signalled := false
 		for sc.Scan() {
 			line := sc.Bytes()
-			p.log.Write(append(line, '\n')) //nolint:errcheck
+			_, _ = p.log.Write(append(line, '\n'))
 			var rec struct {
 				Msg       string `json:"msg"`
 				Listeners string `json:"listeners"`
@@ -121,11 +121,11 @@ func turnd_start(t *testing.T, bin string, args ...string) *turnd_proc {
 				close(ready)
 			}
 		}
-		io.Copy(io.Discard, stderr) //nolint:errcheck
-		cmd.Wait()                  //nolint:errcheck
+		_, _ = io.Copy(io.Discard, stderr)
+		_ = cmd.Wait()
 	}()
 	t.Cleanup(func() {
-		cmd.Process.Kill() //nolint:errcheck // by pid; it may have exited already
+		cmd.Process.Kill() // by pid; it may have exited already
 		<-exited
 		if t.Failed() {
 			t.Logf("turnd log:\n%s", p.log.String())
@@ -196,7 +196,7 @@ type turnd_peer struct {
 func turnd_startPeer(t *testing.T, bin string) turnd_peer {
 	t.Helper()
 	for attempt := 1; attempt <= 3; attempt++ {
-		c, err := net.ListenPacket("udp4", "127.0.0.1:0") //nolint:noctx
+		c, err := net.ListenPacket("udp4", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -210,9 +210,9 @@ func turnd_startPeer(t *testing.T, bin string) turnd_peer {
 			t.Fatalf("start turnutils_peer: %v", err)
 		}
 		exited := make(chan struct{})
-		go func() { cmd.Wait(); close(exited) }() //nolint:errcheck
+		go func() { _ = cmd.Wait(); close(exited) }()
 		kill := func() {
-			cmd.Process.Kill() //nolint:errcheck // by pid
+			cmd.Process.Kill() // by pid
 			<-exited
 		}
 		if turnd_echoes(fmt.Sprintf("127.0.0.1:%d", port), exited) {
@@ -229,7 +229,7 @@ func turnd_startPeer(t *testing.T, bin string) turnd_peer {
 // turnd_echoes reports whether a UDP echo server answers at addr within
 // about 5 s, giving up early once exited is closed.
 func turnd_echoes(addr string, exited <-chan struct{}) bool {
-	c, err := net.Dial("udp4", addr) //nolint:noctx
+	c, err := net.Dial("udp4", addr)
 	if err != nil {
 		return false
 	}
@@ -237,7 +237,7 @@ func turnd_echoes(addr string, exited <-chan struct{}) bool {
 	buf := make([]byte, 64)
 	for i := 0; i < 50; i++ {
 		if _, err := c.Write([]byte("turnd-e2e-probe")); err == nil {
-			c.SetReadDeadline(time.Now().Add(100 * time.Millisecond)) //nolint:errcheck
+			c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 			n, err := c.Read(buf)
 			if err == nil && string(buf[:n]) == "turnd-e2e-probe" {
 				return true

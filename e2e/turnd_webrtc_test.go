@@ -60,7 +60,7 @@ func TestTurndWebRTCRelayOnly(t *testing.T) {
 	// The answerer echoes every message with a prefix.
 	answerer.OnDataChannel(func(dc *webrtc.DataChannel) {
 		dc.OnMessage(func(m webrtc.DataChannelMessage) {
-			dc.SendText("echo:" + string(m.Data)) //nolint:errcheck // a lost echo fails the test below
+			_ = dc.SendText("echo:" + string(m.Data)) // a lost echo fails the test below
 		})
 	})
 

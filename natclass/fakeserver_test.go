@@ -214,7 +214,7 @@ func (f *fakeServer) handle(i, j int, m *stun.Message, from netip.AddrPort) {
 	if change != 0 && f.plain {
 		resp := stun.MustBuild(stun.NewTransactionIDSetter(m.TransactionID), stun.BindingError,
 			stun.CodeUnknownAttribute, stun.UnknownAttributes{stun.AttrChangeRequest}, stun.Fingerprint)
-		f.conns[i][j].WriteToUDPAddrPort(resp.Raw, from)
+		_, _ = f.conns[i][j].WriteToUDPAddrPort(resp.Raw, from)
 		return
 	}
 	si, sj := i, j
@@ -268,7 +268,7 @@ func (f *fakeServer) handle(i, j int, m *stun.Message, from netip.AddrPort) {
 	if f.lose() {
 		return
 	}
-	f.conns[si][sj].WriteToUDPAddrPort(resp.Raw, dst)
+	_, _ = f.conns[si][sj].WriteToUDPAddrPort(resp.Raw, dst)
 }
 
 // lose decides a random loss; f.mu is held.

@@ -258,21 +258,21 @@ func readAnswer(e *Exchange, a arrival) {
 	}
 	var xa stun.XORMappedAddress
 	if err := xa.GetFrom(msg); err == nil {
-		e.Mapped = netip.AddrPortFrom(addrOf(xa.IP), uint16(xa.Port)) //nolint:gosec // 16-bit on the wire
+		e.Mapped = netip.AddrPortFrom(addrOf(xa.IP), uint16(xa.Port)) // 16-bit on the wire
 	} else {
 		var ma stun.MappedAddress
 		if err := ma.GetFrom(msg); err == nil {
-			e.Mapped = netip.AddrPortFrom(addrOf(ma.IP), uint16(ma.Port)) //nolint:gosec // 16-bit on the wire
+			e.Mapped = netip.AddrPortFrom(addrOf(ma.IP), uint16(ma.Port)) // 16-bit on the wire
 		} else {
 			e.Error = "success response without XOR-MAPPED-ADDRESS"
 		}
 	}
 	var oa stun.OtherAddress
 	if err := oa.GetFrom(msg); err == nil {
-		e.OtherAddress = netip.AddrPortFrom(addrOf(oa.IP), uint16(oa.Port)) //nolint:gosec // 16-bit on the wire
+		e.OtherAddress = netip.AddrPortFrom(addrOf(oa.IP), uint16(oa.Port)) // 16-bit on the wire
 	}
 	var ro stun.ResponseOrigin
 	if err := ro.GetFrom(msg); err == nil {
-		e.ResponseOrigin = netip.AddrPortFrom(addrOf(ro.IP), uint16(ro.Port)) //nolint:gosec // 16-bit on the wire
+		e.ResponseOrigin = netip.AddrPortFrom(addrOf(ro.IP), uint16(ro.Port)) // 16-bit on the wire
 	}
 }

@@ -20,7 +20,7 @@ func (s *Server) AdminHandler() http.Handler {
 		case <-s.stop:
 			http.Error(w, "closed", http.StatusServiceUnavailable)
 		default:
-			w.Write([]byte("ok\n")) //nolint:errcheck
+			_, _ = w.Write([]byte("ok\n"))
 		}
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
@@ -28,7 +28,7 @@ func (s *Server) AdminHandler() http.Handler {
 			http.Error(w, "draining", http.StatusServiceUnavailable)
 			return
 		}
-		w.Write([]byte("ready\n")) //nolint:errcheck
+		_, _ = w.Write([]byte("ready\n"))
 	})
 	return mux
 }

@@ -60,7 +60,7 @@ func FuzzFramedConn(f *testing.F) {
 		client, server := net.Pipe()
 		defer client.Close()
 		go func() {
-			client.Write(stream)
+			_, _ = client.Write(stream)
 			client.Close()
 		}()
 		fc := &framedConn{Conn: server, raw: server}

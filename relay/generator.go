@@ -57,7 +57,7 @@ func (g generator) ports(requested int) []int {
 	lo, hi := g.s.cfg.MinPort, g.s.cfg.MaxPort
 	out := make([]int, relayTries)
 	for i := range out {
-		out[i] = lo + rand.IntN(hi-lo+1) //nolint:gosec // port choice, not a secret
+		out[i] = lo + rand.IntN(hi-lo+1) //nolint:gosec // a port choice, not a secret
 	}
 	return out
 }
@@ -80,7 +80,7 @@ func (g generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pac
 		return nil, nil, err
 	}
 	for _, port := range g.ports(conf.RequestedPort) {
-		c, err := net.ListenPacket(conf.Network, net.JoinHostPort(bind.String(), strconv.Itoa(port))) //nolint:noctx
+		c, err := new(net.ListenConfig).ListenPacket(context.Background(), conf.Network, net.JoinHostPort(bind.String(), strconv.Itoa(port)))
 		if err != nil {
 			continue
 		}

@@ -86,7 +86,7 @@ func pionClient(t *testing.T, srv *Server, network, user, pass string) *turn.Cli
 		conn = turn.NewSTUNConn(c)
 	case "tls":
 		addr = srv.Addr("tls").String()
-		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // self-signed test cert
+		c, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true}) // self-signed test cert
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -95,7 +95,7 @@ func TestBadInput(t *testing.T) {
 		stun.MustBuild(stun.TransactionID, stun.BindingSuccess).Raw,
 	}
 	for _, g := range garbage {
-		c.WriteTo(g, srv.Addr("udp"))
+		_, _ = c.WriteTo(g, srv.Addr("udp"))
 	}
 	// The server still answers, and counted the drops without state.
 	r := newRawClient(t, srv, "alice", "wonderland")
@@ -143,7 +143,7 @@ func TestUnauthRateLimit(t *testing.T) {
 	r := newRawClient(t, srv, "alice", "wonderland")
 	// Burst is 2x rate + 1: the rest of a quick volley is dropped, counted.
 	for i := 0; i < 20; i++ {
-		r.conn.WriteTo(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw, srv.Addr("udp"))
+		_, _ = r.conn.WriteTo(stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw, srv.Addr("udp"))
 	}
 	deadline := time.Now().Add(5 * time.Second)
 	for metricValue(t, srv, `turnd_dropped_packets_total{reason="rate_limited"}`) < 10 {

@@ -54,7 +54,7 @@ func TestCertificateReload(t *testing.T) {
 		cfg = *c
 	})
 	served := func() []byte {
-		conn, err := tls.Dial("tcp", srv.Addr("tls").String(), &tls.Config{InsecureSkipVerify: true}) //nolint:gosec
+		conn, err := tls.Dial("tcp", srv.Addr("tls").String(), &tls.Config{InsecureSkipVerify: true})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // metrics are the server's Prometheus series. Labels are bounded enums:
@@ -75,7 +76,7 @@ func newMetrics() *metrics {
 	}
 	reg.MustRegister(m.allocationsActive, m.allocationsCreated, m.authFailures, m.quotaRejections,
 		m.policyDenials, m.relayedBytes, m.relayedPackets, m.dropped, m.pionEvents, m.bindingAnswers, m.draining,
-		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.bytesC2P = m.relayedBytes.WithLabelValues(dirClientToPeer)
 	m.bytesP2C = m.relayedBytes.WithLabelValues(dirPeerToClient)
 	m.pktsC2P = m.relayedPackets.WithLabelValues(dirClientToPeer)

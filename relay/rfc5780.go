@@ -157,7 +157,7 @@ func newBehaviorResponder(cfg RFC5780Config, primary *net.UDPAddr, advertisedPri
 	b := &behaviorResponder{log: log}
 	ips := [2]netip.Addr{pIP, aIP}
 	advIPs := [2]netip.Addr{advP, advA}
-	ports := [2]uint16{uint16(pPort), uint16(aPort)} //nolint:gosec // range checked above
+	ports := [2]uint16{uint16(pPort), uint16(aPort)} // range checked above
 	for i := range 2 {
 		for j := range 2 {
 			b.addrs[i][j] = netip.AddrPortFrom(ips[i], ports[j])
@@ -180,7 +180,7 @@ func newBehaviorResponder(cfg RFC5780Config, primary *net.UDPAddr, advertisedPri
 		i, j := ij[0], ij[1]
 		c, err := net.ListenUDP(network, net.UDPAddrFromAddrPort(b.addrs[i][j]))
 		if err != nil {
-			b.closeConns()
+			_ = b.closeConns()
 			return nil, fmt.Errorf("rfc5780: bind %v: %w", b.addrs[i][j], err)
 		}
 		b.conns[i][j] = c

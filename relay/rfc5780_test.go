@@ -101,7 +101,7 @@ func (f *behaviorFixture) serve() {
 			ua := from.(*net.UDPAddr)
 			resp := stun.MustBuild(stun.NewTransactionIDSetter(m.TransactionID), stun.BindingSuccess,
 				&stun.XORMappedAddress{IP: ua.IP, Port: ua.Port}, stun.Fingerprint)
-			f.primary.WriteTo(resp.Raw, from)
+			_, _ = f.primary.WriteTo(resp.Raw, from)
 		}
 	}
 }
@@ -228,7 +228,7 @@ func TestBehaviorResponderAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	buf := make([]byte, 1500)
-	other.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = other.SetReadDeadline(time.Now().Add(5 * time.Second))
 	n, err := other.Read(buf)
 	if err != nil {
 		t.Fatalf("RESPONSE-PORT answer: %v", err)

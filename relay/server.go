@@ -54,11 +54,6 @@ type Server struct {
 	closeErr  error
 }
 
-type (
-	atomicCredentials = atomic.Pointer[credentials]
-	atomicPeerPolicy  = atomic.Pointer[peerPolicy]
-)
-
 // Stats is a point-in-time view of the server, for tests and status pages.
 type Stats struct {
 	ActiveAllocations int
@@ -226,7 +221,7 @@ func (s *Server) listen() ([]net.PacketConn, []net.Listener, error) {
 			pcs = append(pcs, conns...)
 			s.addrs = append(s.addrs, conns[0].LocalAddr())
 		case "tcp", "tls":
-			ln, err := net.Listen(tcpNetwork(l.Addr), l.Addr) //nolint:noctx
+			ln, err := new(net.ListenConfig).Listen(context.Background(), tcpNetwork(l.Addr), l.Addr)
 			if err != nil {
 				return fail(fmt.Errorf("listen %s %s: %w", l.Network, l.Addr, err))
 			}

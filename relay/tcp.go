@@ -94,7 +94,7 @@ func (c *framedConn) Read(p []byte) (int, error) {
 		}
 		frame := c.buf[:size:size]
 		c.buf = c.buf[size:]
-		if !c.front.pass(frame, c.Conn.RemoteAddr()) {
+		if !c.front.pass(frame, c.RemoteAddr()) {
 			continue
 		}
 		if !c.started {

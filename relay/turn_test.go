@@ -52,7 +52,7 @@ func echoPeer(t *testing.T, addr string) *net.UDPConn {
 			if err != nil {
 				return
 			}
-			c.WriteTo(append([]byte("echo:"), buf[:n]...), from)
+			_, _ = c.WriteTo(append([]byte("echo:"), buf[:n]...), from)
 		}
 	}()
 	return c
@@ -162,7 +162,7 @@ func TestTCPRelayRFC6062(t *testing.T) {
 					if err != nil {
 						return
 					}
-					c.Write(buf[:n])
+					_, _ = c.Write(buf[:n])
 				}
 			}()
 		}
@@ -395,7 +395,7 @@ func TestPeerPolicyEnforced(t *testing.T) {
 	defer relayConn.Close()
 	before := metricValue(t, srv, "turnd_policy_denials_total")
 	for i := 0; i < 3; i++ {
-		relayConn.WriteTo([]byte("must not arrive"), loopPeer.LocalAddr())
+		_, _ = relayConn.WriteTo([]byte("must not arrive"), loopPeer.LocalAddr())
 	}
 	// The denial is counted when the server handles the datagram; wait for
 	// it (bounded) rather than for the absence of a packet.
@@ -440,7 +440,7 @@ func TestRelayToRelay(t *testing.T) {
 		if try == 20 {
 			t.Fatal("no datagram from relay A reached relay B")
 		}
-		ra.WriteTo([]byte("ping"), rb.LocalAddr())
+		_, _ = ra.WriteTo([]byte("ping"), rb.LocalAddr())
 		rb.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
 		n, from, err := rb.ReadFrom(buf)
 		if err == nil && string(buf[:n]) == "ping" && from.String() == ra.LocalAddr().String() {

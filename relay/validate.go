@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -189,7 +190,7 @@ func (cfg Config) primaryUDP() (netip.AddrPort, bool) {
 }
 
 func hostHasIPv6() bool {
-	c, err := net.ListenPacket("udp6", "[::1]:0") //nolint:noctx
+	c, err := new(net.ListenConfig).ListenPacket(context.Background(), "udp6", "[::1]:0")
 	if err != nil {
 		return false
 	}

@@ -33,7 +33,7 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 			conns = append(conns, ws)
 		}
 		for _, ws := range conns { // every join answered
-			ws.SetReadDeadline(time.Now().Add(waitFor)) //nolint:errcheck
+			_ = ws.SetReadDeadline(time.Now().Add(waitFor))
 			if _, _, err := ws.ReadMessage(); err != nil {
 				b.Fatal(err)
 			}

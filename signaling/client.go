@@ -84,6 +84,9 @@ func Dial(ctx context.Context, url string, opts ...DialOption) (*Client, error) 
 	}
 	url = wsURL(url)
 	ws, resp, err := o.dialer.DialContext(ctx, url, o.header)
+	if resp != nil {
+		resp.Body.Close()
+	}
 	if err != nil {
 		if resp != nil {
 			return nil, fmt.Errorf("signaling: dial %s: %w (HTTP %d)", url, err, resp.StatusCode)
@@ -124,7 +127,7 @@ func (c *Client) read() {
 		_, b, err := c.ws.ReadMessage()
 		if err != nil {
 			c.err = err
-			c.ws.Close() //nolint:errcheck
+			c.ws.Close()
 			return
 		}
 		m, err := DecodeServerMessage(b)
@@ -193,7 +196,7 @@ func (c *Client) Send(m ClientMessage) error {
 func (c *Client) SendRaw(b []byte) error {
 	c.writeMu.Lock()
 	defer c.writeMu.Unlock()
-	c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck
+	_ = c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	if err := c.ws.WriteMessage(websocket.TextMessage, b); err != nil {
 		return fmt.Errorf("signaling: write: %w", err)
 	}
@@ -267,7 +270,7 @@ func (c *Client) Leave() error { return c.Send(ClientMessage{Type: TypeLeave}) }
 func (c *Client) Close() error {
 	c.closeOnce.Do(func() {
 		c.writeMu.Lock()
-		c.ws.WriteControl(websocket.CloseMessage, //nolint:errcheck // best effort
+		_ = c.ws.WriteControl(websocket.CloseMessage, // best effort
 			websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 		c.writeMu.Unlock()
 		close(c.closed)
@@ -275,7 +278,7 @@ func (c *Client) Close() error {
 		case <-c.done:
 		case <-time.After(time.Second):
 		}
-		c.ws.Close() //nolint:errcheck
+		c.ws.Close()
 	})
 	<-c.done
 	return nil

@@ -128,7 +128,7 @@ func (c *conn) enqueue(f outFrame) enqResult {
 		c.fail(CloseSlowConsumer, "send queue overflow", reasonSlowConsumer)
 		// The socket is jammed: the writer may be blocked in a write that
 		// would only time out. Close it now so nothing waits on it.
-		c.ws.NetConn().Close() //nolint:errcheck
+		c.ws.NetConn().Close()
 		return enqFull
 	}
 	c.queue = append(c.queue, f)
@@ -183,7 +183,7 @@ func (c *conn) serve() {
 	reason := classify(err)
 	c.fail(0, "", reason) // no-op when the hub already chose a reason
 	<-c.writerDone
-	c.ws.Close() //nolint:errcheck // already closed by the writer in most cases
+	c.ws.Close() // already closed by the writer in most cases
 	reason = c.reason
 	c.h.m.disconnects.WithLabelValues(reason).Inc()
 	c.log.Debug("connection closed", "reason", reason)
@@ -222,7 +222,7 @@ func (c *conn) readDeadline() time.Time {
 func (c *conn) readLoop() error {
 	maxBytes := int64(c.h.cfg.MaxMessageBytes)
 	c.ws.SetReadLimit(4 * maxBytes)
-	c.ws.SetReadDeadline(c.readDeadline()) //nolint:errcheck // errors surface on read
+	_ = c.ws.SetReadDeadline(c.readDeadline()) // errors surface on read
 	c.ws.SetPongHandler(func(string) error {
 		return c.ws.SetReadDeadline(c.readDeadline())
 	})
@@ -231,7 +231,7 @@ func (c *conn) readLoop() error {
 		if err != nil {
 			return err
 		}
-		c.ws.SetReadDeadline(c.readDeadline()) //nolint:errcheck
+		_ = c.ws.SetReadDeadline(c.readDeadline())
 		data, err := io.ReadAll(io.LimitReader(r, maxBytes+1))
 		if err != nil {
 			return err
@@ -291,7 +291,7 @@ func (c *conn) writer() {
 					t.Stop()
 				}
 			}
-			c.ws.NetConn().Close() //nolint:errcheck // unblocks the reader
+			c.ws.NetConn().Close() // unblocks the reader
 			return
 		case <-c.wake:
 			for !c.isClosing() {
@@ -299,17 +299,17 @@ func (c *conn) writer() {
 				if !ok {
 					break
 				}
-				c.ws.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout)) //nolint:errcheck
+				_ = c.ws.SetWriteDeadline(time.Now().Add(c.h.cfg.WriteTimeout))
 				if err := c.ws.WriteMessage(websocket.TextMessage, f.b); err != nil {
 					c.fail(0, "", writeReason(err))
-					c.ws.NetConn().Close() //nolint:errcheck
+					c.ws.NetConn().Close()
 					return
 				}
 			}
 		case <-ping.C:
 			if err := c.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(c.h.cfg.WriteTimeout)); err != nil {
 				c.fail(0, "", writeReason(err))
-				c.ws.NetConn().Close() //nolint:errcheck
+				c.ws.NetConn().Close()
 				return
 			}
 		}
@@ -318,7 +318,7 @@ func (c *conn) writer() {
 
 // flush writes what is queued, without blocking past deadline.
 func (c *conn) flush(deadline time.Time) {
-	c.ws.SetWriteDeadline(deadline) //nolint:errcheck
+	_ = c.ws.SetWriteDeadline(deadline)
 	for {
 		f, ok := c.pop()
 		if !ok || c.ws.WriteMessage(websocket.TextMessage, f.b) != nil {

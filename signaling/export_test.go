@@ -5,7 +5,7 @@ package signaling
 func (c *Client) drop() {
 	c.closeOnce.Do(func() {
 		close(c.closed)
-		c.ws.NetConn().Close() //nolint:errcheck
+		c.ws.NetConn().Close()
 	})
 	<-c.done
 }

@@ -170,7 +170,7 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		for _, c := range conns {
-			c.ws.NetConn().Close() //nolint:errcheck // forcing readers out
+			c.ws.NetConn().Close() // forcing readers out
 		}
 		return ctx.Err()
 	}
@@ -181,7 +181,7 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	if !originAllowed(h.cfg.AllowedOrigins, r) {
 		h.m.rejected.WithLabelValues("origin").Inc()
 		h.log.Info("websocket refused", "reason", "origin not allowed", "origin", r.Header.Get("Origin"))
-		http.Error(w, "origin not allowed", http.StatusForbidden)
+		refuseOrigin(w, r)
 		return
 	}
 	ip := h.cfg.ClientIP(r)
@@ -262,7 +262,7 @@ func (h *Hub) serveICE(w http.ResponseWriter, r *http.Request) {
 	hdr.Add("Vary", "Origin")
 	if !originAllowed(h.cfg.AllowedOrigins, r) {
 		h.m.iceRequests.WithLabelValues("origin").Inc()
-		http.Error(w, "origin not allowed", http.StatusForbidden)
+		refuseOrigin(w, r)
 		return
 	}
 	if o := r.Header.Get("Origin"); o != "" {
@@ -280,7 +280,7 @@ func (h *Hub) serveICE(w http.ResponseWriter, r *http.Request) {
 			h.log.Debug("ice refused", "err", err)
 			hdr.Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusUnauthorized)
-			w.Write(encode(ServerMessage{Type: TypeError, Code: CodeUnauthorized, Message: "a valid token is required"})) //nolint:errcheck
+			_, _ = w.Write(encode(ServerMessage{Type: TypeError, Code: CodeUnauthorized, Message: "a valid token is required"}))
 			return
 		}
 	}
@@ -291,7 +291,7 @@ func (h *Hub) serveICE(w http.ResponseWriter, r *http.Request) {
 	}
 	h.m.iceRequests.WithLabelValues("ok").Inc()
 	hdr.Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(resp) //nolint:errcheck // client went away
+	_ = json.NewEncoder(w).Encode(resp) // client went away
 }
 
 // iceServers calls Config.ICEServers, never returning nil.
@@ -325,7 +325,7 @@ func (h *Hub) stopTimer(t *time.Timer) {
 // randomString returns n random bytes, base64url-encoded.
 func randomString(n int) string {
 	b := make([]byte, n)
-	rand.Read(b) //nolint:errcheck // crypto/rand.Read never fails (Go 1.24+)
+	rand.Read(b) // crypto/rand.Read never fails (Go 1.24+)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 

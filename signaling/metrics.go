@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
 // metrics are the hub's Prometheus series, on a registry of its own. No
@@ -21,7 +22,7 @@ type metrics struct {
 }
 
 // knownTypes bounds the "type" label.
-var knownTypes = map[string]bool{TypeJoin: true, TypeResume: true, TypeSignal: true, TypeLeave: true, TypePing: true}
+var knownTypes = map[string]bool{TypeJoin: true, TypeResume: true, TypeSignal: true, TypeLeave: true, TypePing: true, TypeInvite: true}
 
 func newMetrics(store Store) *metrics {
 	m := &metrics{
@@ -62,8 +63,8 @@ func newMetrics(store Store) *metrics {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "signal_rooms", Help: "Non-empty rooms in the store.",
 		}, func() float64 { return float64(store.Rooms()) }),
-		prometheus.NewGoCollector(),
-		prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
 	if cs, ok := store.(interface{ Collectors() []prometheus.Collector }); ok {
 		m.reg.MustRegister(cs.Collectors()...) // the cluster store's own series

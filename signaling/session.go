@@ -102,7 +102,9 @@ func (h *Hub) join(c *conn, msg ClientMessage) {
 			c.sendError(CodeUnauthorized, badToken(err), "")
 			return
 		}
-		name = claims.Name // a token's name is the only one that counts
+		if claims.Name != "" {
+			name = claims.Name // a token's name wins over the one the client asks for
+		}
 	}
 	id := newPeerID()
 	s := &session{h: h, id: id, room: msg.Room, name: name, token: h.resumeToken(id)}
@@ -365,6 +367,8 @@ func (h *Hub) handle(c *conn, data []byte) {
 		h.endSession(s, "leave")
 	case TypePing:
 		c.reply(ServerMessage{Type: TypePong})
+	case TypeInvite:
+		h.invite(c)
 	}
 }
 

@@ -87,7 +87,7 @@ func (s *memStore) Join(room string, m Member, capacity int, inbox Inbox, announ
 	}
 	others := append([]Member(nil), r.order...)
 	for _, o := range others {
-		_ = r.inboxes[o.ID].Deliver(announce) //nolint:errcheck // a peer on its way out misses presence
+		_ = r.inboxes[o.ID].Deliver(announce) // a peer on its way out misses presence
 	}
 	r.order = append(r.order, Member{ID: m.ID, Name: m.Name})
 	r.inboxes[m.ID] = inbox
@@ -116,7 +116,7 @@ func (s *memStore) Leave(room, id string, announce []byte) bool {
 		return true
 	}
 	for _, o := range r.order {
-		_ = r.inboxes[o.ID].Deliver(announce) //nolint:errcheck // see Join
+		_ = r.inboxes[o.ID].Deliver(announce) // see Join
 	}
 	return true
 }

@@ -195,7 +195,7 @@ func (p *pnPeer) handle(d signalData) error {
 				return fmt.Errorf("rollback: %w", err)
 			}
 			old := p.pcp.Swap(fresh)
-			old.Close() //nolint:errcheck
+			old.Close()
 			p.rollbacks.Add(1)
 		}
 		if err := p.pc().SetRemoteDescription(desc); err != nil {

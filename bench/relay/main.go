@@ -84,9 +84,9 @@ func main() {
 	if err != nil {
 		fatal(err)
 	}
-	defer func() { peerCmd.Process.Kill(); peerCmd.Wait() }() //nolint:errcheck
+	defer func() { peerCmd.Process.Kill(); _ = peerCmd.Wait() }()
 
-	var rawW io.Writer = io.Discard
+	rawW := io.Discard
 	if *raw != "" {
 		f, err := os.Create(*raw)
 		if err != nil {

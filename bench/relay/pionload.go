@@ -53,7 +53,7 @@ func allocateFlows(srv *server, n int) ([]*pionFlow, error) {
 }
 
 func allocateFlow(srv *server) (*pionFlow, error) {
-	conn, err := net.ListenPacket("udp4", "127.0.0.1:0") //nolint:noctx
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
@@ -194,10 +194,10 @@ func primeFlow(f *pionFlow, peer *net.UDPAddr, size int) error {
 		if _, err := f.relay.WriteTo(payload, peer); err != nil {
 			return err
 		}
-		f.relay.SetReadDeadline(time.Now().Add(300 * time.Millisecond)) //nolint:errcheck
+		f.relay.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
 		n, _, err := f.relay.ReadFrom(buf)
 		if err == nil && n >= 16 && binary.BigEndian.Uint64(buf[8:]) == 0 {
-			f.relay.SetReadDeadline(time.Time{}) //nolint:errcheck
+			f.relay.SetReadDeadline(time.Time{})
 			return nil
 		}
 	}

@@ -22,7 +22,7 @@ func profileTurnd(path, uclientBin, peerBin string, flows, pps, size, seconds in
 	if err != nil {
 		return err
 	}
-	defer func() { peerCmd.Process.Kill(); peerCmd.Wait() }() //nolint:errcheck
+	defer func() { peerCmd.Process.Kill(); _ = peerCmd.Wait() }()
 
 	srv, err := relay.New(relay.Config{
 		Realm:        benchRealm,
@@ -54,7 +54,7 @@ func profileTurnd(path, uclientBin, peerBin string, flows, pps, size, seconds in
 		return err
 	}
 	if af, err := os.Create(path + ".allocs"); err == nil {
-		pprof.Lookup("allocs").WriteTo(af, 0) //nolint:errcheck
+		_ = pprof.Lookup("allocs").WriteTo(af, 0)
 		af.Close()
 	}
 	fmt.Fprintf(os.Stderr, "in-process turnd, %d flows: %s\nprofile written to %s (go tool pprof -top %s)\n", flows, brief(res), path, path)

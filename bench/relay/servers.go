@@ -91,7 +91,7 @@ func startServer(k serverKind) (*server, error) {
 	track(cmd.Process)
 	s := &server{kind: k.name, cmd: cmd, pid: cmd.Process.Pid, out: out, exited: make(chan struct{}),
 		addr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}}
-	go func() { cmd.Wait(); untrack(cmd.Process); close(s.exited) }() //nolint:errcheck
+	go func() { _ = cmd.Wait(); untrack(cmd.Process); close(s.exited) }()
 	if err := s.waitReady(10 * time.Second); err != nil {
 		s.stop()
 		return nil, fmt.Errorf("%s: %w\n%s", k.name, err, out.String())
@@ -130,7 +130,7 @@ func (s *server) waitReady(limit time.Duration) error {
 		}
 		req := stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)
 		if _, err := c.Write(req.Raw); err == nil {
-			c.SetReadDeadline(time.Now().Add(100 * time.Millisecond)) //nolint:errcheck
+			_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 			if n, err := c.Read(buf); err == nil && stun.IsMessage(buf[:n]) {
 				return nil
 			}
@@ -142,11 +142,11 @@ func (s *server) waitReady(limit time.Duration) error {
 
 // stop terminates the server by pid: SIGTERM, then SIGKILL after 3 s.
 func (s *server) stop() {
-	s.cmd.Process.Signal(syscall.SIGTERM) //nolint:errcheck
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.exited:
 	case <-time.After(3 * time.Second):
-		s.cmd.Process.Kill() //nolint:errcheck
+		s.cmd.Process.Kill()
 		<-s.exited
 	}
 }
@@ -221,12 +221,12 @@ func (s *server) threads() int {
 // this is a bench on a quiet loopback: a clash fails loudly at start).
 func freePort() (int, error) {
 	for i := 0; i < 20; i++ {
-		u, err := net.ListenPacket("udp4", "127.0.0.1:0") //nolint:noctx
+		u, err := net.ListenPacket("udp4", "127.0.0.1:0")
 		if err != nil {
 			return 0, err
 		}
 		port := u.LocalAddr().(*net.UDPAddr).Port
-		t, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port))) //nolint:noctx
+		t, err := net.Listen("tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		u.Close()
 		if err == nil {
 			t.Close()
@@ -253,8 +253,8 @@ func startPeer(bin string) (*exec.Cmd, *net.UDPAddr, error) {
 		if echoes(addr) {
 			return cmd, addr, nil
 		}
-		cmd.Process.Kill() //nolint:errcheck
-		cmd.Wait()         //nolint:errcheck
+		cmd.Process.Kill()
+		_ = cmd.Wait()
 		untrack(cmd.Process)
 	}
 	return nil, nil, errors.New("turnutils_peer did not come up")
@@ -269,7 +269,7 @@ func echoes(addr *net.UDPAddr) bool {
 	buf := make([]byte, 64)
 	for i := 0; i < 30; i++ {
 		if _, err := c.Write([]byte("probe")); err == nil {
-			c.SetReadDeadline(time.Now().Add(100 * time.Millisecond)) //nolint:errcheck
+			_ = c.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 			if n, err := c.Read(buf); err == nil && string(buf[:n]) == "probe" {
 				return true
 			}
@@ -303,6 +303,6 @@ func killTracked() {
 	live.Lock()
 	defer live.Unlock()
 	for p := range live.procs {
-		p.Kill() //nolint:errcheck
+		p.Kill()
 	}
 }

@@ -64,16 +64,16 @@ func uclientLoad(bin string, srv *server, peer *net.UDPAddr, flows, pps, size, s
 	defer untrack(cmd.Process)
 	cpuBase, err := srv.cpu()
 	if err != nil {
-		cmd.Process.Kill() //nolint:errcheck
-		cmd.Wait()         //nolint:errcheck
+		cmd.Process.Kill()
+		_ = cmd.Wait()
 		return loadResult{}, err
 	}
 	schedBase := srv.schedCPU()
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
 		line := sc.Bytes()
-		out.Write(line)     //nolint:errcheck
-		out.WriteByte('\n') //nolint:errcheck
+		out.Write(line)
+		out.WriteByte('\n')
 		if m := reProgress.FindSubmatch(line); m != nil && string(m[1]) == "0" {
 			// Nothing sent yet: move the window's start here.
 			cpuBase, _ = srv.cpu()
@@ -81,11 +81,11 @@ func uclientLoad(bin string, srv *server, peer *net.UDPAddr, flows, pps, size, s
 		}
 	}
 	scanErr := sc.Err()
-	io.Copy(io.Discard, stdout) //nolint:errcheck // let uclient finish writing
+	_, _ = io.Copy(io.Discard, stdout) // let uclient finish writing
 	cpuEnd, _ := srv.cpu()
 	schedEnd := srv.schedCPU()
 	err = cmd.Wait()
-	out.Write(stderr.Bytes()) //nolint:errcheck // safe after Wait
+	out.Write(stderr.Bytes()) // safe after Wait
 	if err != nil {
 		return loadResult{}, fmt.Errorf("uclient: %w\n%s", err, tail(out.Bytes()))
 	}

@@ -53,7 +53,7 @@ type bconn struct {
 func (c *bconn) write(b []byte) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second)) //nolint:errcheck
+	_ = c.ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	return c.ws.WriteMessage(websocket.TextMessage, b)
 }
 
@@ -82,7 +82,7 @@ func (c *bconn) nextPeer() string {
 // the hub then ends the session at once instead of keeping it for a
 // resume.
 func (c *bconn) sayGoodbye() {
-	c.ws.WriteControl(websocket.CloseMessage, //nolint:errcheck // best effort
+	_ = c.ws.WriteControl(websocket.CloseMessage, // best effort
 		websocket.FormatCloseMessage(websocket.CloseNormalClosure, ""), time.Now().Add(time.Second))
 }
 
@@ -106,9 +106,9 @@ func runPrefix() string { return strconv.FormatInt(time.Now().UnixNano()%(36*36*
 // port in TIME_WAIT: the next run can reuse the source addresses at once.
 func (c *bconn) closeRST() {
 	if tc, ok := c.ws.NetConn().(*net.TCPConn); ok {
-		tc.SetLinger(0) //nolint:errcheck
+		_ = tc.SetLinger(0)
 	}
-	c.ws.Close() //nolint:errcheck
+	c.ws.Close()
 }
 
 // client holds the dialing side: the server, the source addresses and the
@@ -216,8 +216,8 @@ type anyMsg struct {
 
 func readJSON(ws *websocket.Conn) (anyMsg, error) {
 	var m anyMsg
-	ws.SetReadDeadline(time.Now().Add(15 * time.Second)) //nolint:errcheck
-	defer ws.SetReadDeadline(time.Time{})                //nolint:errcheck
+	_ = ws.SetReadDeadline(time.Now().Add(15 * time.Second))
+	defer func() { _ = ws.SetReadDeadline(time.Time{}) }()
 	_, b, err := ws.ReadMessage()
 	if err != nil {
 		return m, err
@@ -263,7 +263,7 @@ func peerJSHeartbeats(ctx context.Context, conns func() []*bconn) {
 		}
 		for _, c := range conns() {
 			if !c.dead.Load() {
-				c.write(heartbeatFrame) //nolint:errcheck // a dead one is seen by its reader
+				_ = c.write(heartbeatFrame) // a dead one is seen by its reader
 			}
 		}
 	}

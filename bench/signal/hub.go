@@ -84,9 +84,9 @@ func runHub(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	srv.Shutdown(sctx)  //nolint:errcheck // hijacked connections are the hub's
-	hub.Shutdown(sctx)  //nolint:errcheck // bounded by sctx
-	asrv.Shutdown(sctx) //nolint:errcheck
+	_ = srv.Shutdown(sctx) // hijacked connections are the hub's
+	_ = hub.Shutdown(sctx) // bounded by sctx
+	_ = asrv.Shutdown(sctx)
 	if errors.Is(err, http.ErrServerClosed) {
 		err = nil
 	}
@@ -110,7 +110,7 @@ func serveMemStats(w http.ResponseWriter, _ *http.Request) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(memStats{ //nolint:errcheck
+	_ = json.NewEncoder(w).Encode(memStats{
 		Goroutines:  runtime.NumGoroutine(),
 		HeapAlloc:   ms.HeapAlloc,
 		HeapInuse:   ms.HeapInuse,

@@ -78,7 +78,7 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	raiseNoFile(uint64(*nconns) + 1024) //nolint:errcheck // small counts fit the default
+	_, _ = raiseNoFile(uint64(*nconns) + 1024) // small counts fit the default
 	nodes, err := newClients(ctx, *target, *addr, *srcBase, *srcCount)
 	if err != nil {
 		return err

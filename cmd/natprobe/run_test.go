@@ -58,7 +58,7 @@ func stunServerOn(t *testing.T, silent bool, network string, ip net.IP) string {
 				resp = stun.MustBuild(stun.NewTransactionIDSetter(m.TransactionID), stun.BindingSuccess,
 					&stun.XORMappedAddress{IP: from.IP, Port: from.Port}, stun.Fingerprint)
 			}
-			c.WriteToUDP(resp.Raw, from)
+			_, _ = c.WriteToUDP(resp.Raw, from)
 		}
 	}()
 	t.Cleanup(func() { c.Close(); wg.Wait() })

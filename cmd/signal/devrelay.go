@@ -23,6 +23,7 @@ type devRelay struct {
 	urls   []string // turn: URLs, then a stun: URL
 	cancel context.CancelFunc
 	done   chan error
+	log    *slog.Logger
 }
 
 // startDevRelay binds the relay on bindIP:port (0 = any free port) and
@@ -30,7 +31,7 @@ type devRelay struct {
 // listeners) peers may never reach through the relay.
 func startDevRelay(bindIP, host string, port int, protect []int, log *slog.Logger) (*devRelay, error) {
 	secret := make([]byte, 32)
-	rand.Read(secret) //nolint:errcheck // never fails
+	rand.Read(secret) // never fails
 	addr := net.JoinHostPort(bindIP, strconv.Itoa(port))
 	srv, err := relay.New(relay.Config{
 		Realm:      "rtcsuite",
@@ -54,7 +55,7 @@ func startDevRelay(bindIP, host string, port int, protect []int, log *slog.Logge
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &devRelay{srv: srv, secret: secret, urls: urls, cancel: cancel, done: make(chan error, 1)}
+	d := &devRelay{srv: srv, secret: secret, urls: urls, cancel: cancel, done: make(chan error, 1), log: log}
 	go func() { d.done <- srv.Run(ctx) }()
 	return d, nil
 }
@@ -62,8 +63,10 @@ func startDevRelay(bindIP, host string, port int, protect []int, log *slog.Logge
 // stop drains and closes the relay.
 func (d *devRelay) stop() {
 	d.cancel()
-	<-d.done
-	d.srv.Close() //nolint:errcheck // idempotent; Run already closed it
+	if err := <-d.done; err != nil {
+		d.log.Warn("embedded relay stopped", "err", err)
+	}
+	_ = d.srv.Close() // idempotent; Run already closed it
 }
 
 // lanIPv4 returns the first non-loopback IPv4 address of an interface that

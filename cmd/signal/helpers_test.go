@@ -16,7 +16,7 @@ func newServer(t *testing.T, h *signaling.Hub) string {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		h.Shutdown(ctx) //nolint:errcheck
+		_ = h.Shutdown(ctx)
 		srv.Close()
 	})
 	return "ws" + srv.URL[len("http"):] + "/ws"

@@ -63,7 +63,7 @@ func run(ctx context.Context, args []string, env runEnv) int {
 
 	// Bind first: the dev relay must know the ports to protect, and tests
 	// ask for port 0.
-	ln, err := net.Listen("tcp", l.listen) //nolint:noctx
+	ln, err := new(net.ListenConfig).Listen(ctx, "tcp", l.listen)
 	if err != nil {
 		log.Error("listen", "addr", l.listen, "err", err)
 		return exitFail
@@ -71,7 +71,7 @@ func run(ctx context.Context, args []string, env runEnv) int {
 	defer ln.Close()
 	var adminLn net.Listener
 	if l.admin != "" {
-		if adminLn, err = net.Listen("tcp", l.admin); err != nil { //nolint:noctx
+		if adminLn, err = new(net.ListenConfig).Listen(ctx, "tcp", l.admin); err != nil {
 			log.Error("admin listen", "addr", l.admin, "err", err)
 			return exitFail
 		}
@@ -194,7 +194,7 @@ func run(ctx context.Context, args []string, env runEnv) int {
 		log.Warn("hub drain incomplete", "err", err)
 	}
 	if admin != nil {
-		admin.Shutdown(dctx) //nolint:errcheck // nothing long-lived there
+		_ = admin.Shutdown(dctx) // nothing long-lived there
 	}
 	log.Info("stopped")
 	return code

@@ -126,6 +126,28 @@ func TestRunDev(t *testing.T) {
 		t.Fatalf("GET / = %d, not the web page", code)
 	}
 
+	// -dev lets pages from any local dev server in (Vite on
+	// localhost:5173), keeps the hub's own page, and tells a foreign page
+	// which flag would let it in.
+	for _, origin := range []string{"http://localhost:5173", "http://127.0.0.1:8081", "http://[::1]:3000", base} {
+		dc, err := signaling.Dial(ctxT(t), base+"/ws", signaling.WithOrigin(origin))
+		if err != nil {
+			t.Fatalf("-dev refuses origin %s: %v", origin, err)
+		}
+		dc.Close()
+	}
+	req, _ := http.NewRequest("GET", base+"/ice", nil)
+	req.Header.Set("Origin", "https://elsewhere.example")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "--allowed-origin https://elsewhere.example") {
+		t.Fatalf("foreign origin: %d %q, want 403 naming --allowed-origin", resp.StatusCode, body)
+	}
+
 	// A peer gets TURN credentials that the embedded relay accepts.
 	c, err := signaling.Dial(ctxT(t), base+"/ws")
 	if err != nil {
@@ -168,7 +190,7 @@ func TestRunDev(t *testing.T) {
 // allocate makes a TURN allocation with the given credential.
 func allocate(t *testing.T, server, user, pass string) {
 	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0") //nolint:noctx
+	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +294,7 @@ func waitClosed(t *testing.T, c *signaling.Client) int {
 
 func TestRunDevHTTPS(t *testing.T) {
 	r := start(t, []string{"-dev", "-dev-https", "-listen", "127.0.0.1:0", "-admin-listen", ""}, nil)
-	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} //nolint:gosec // the test's own self-signed cert
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // the test's own self-signed cert
 	if code, _ := get(t, client, "https://"+r.public.String()+"/healthz"); code != 200 {
 		t.Fatalf("GET https /healthz = %d", code)
 	}
@@ -292,7 +314,8 @@ func TestRunConfigErrors(t *testing.T) {
 		{"everything at once", []string{
 			"-turn-url", "http://x", "-turn-url", "turn:h:99999", "-ice-ttl", "1s", "-jwt-secret", "short",
 			"-room-capacity", "0", "-dev-https", "-log-format", "xml", "-max-conns", "0", "-tls-cert", "x.pem",
-		}, nil, []string{
+			"-invite-ttl", "10s",
+		}, nil, []string{"invite-ttl 10s",
 			`turn-url "http://x"`, `turn-url "turn:h:99999"`, "ice-ttl", "jwt-secret: 5 bytes", "room-capacity 0",
 			"need -dev", "log-format", "max-conns", "tls-cert and tls-key",
 		}},

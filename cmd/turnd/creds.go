@@ -51,7 +51,7 @@ func runCreds(args []string, env runEnv) int {
 	}{urls, c.Username, c.Password}
 	enc := json.NewEncoder(env.stdout)
 	enc.SetIndent("", "  ")
-	enc.Encode(out) //nolint:errcheck
+	_ = enc.Encode(out)
 	fmt.Fprintf(env.stderr, "expires %s\n", c.Expires.UTC().Format(time.RFC3339))
 	return exitOK
 }

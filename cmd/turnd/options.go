@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
@@ -409,7 +410,7 @@ func readLines(path string) ([]string, error) {
 }
 
 func hostHasIPv6() bool {
-	c, err := net.ListenPacket("udp6", "[::1]:0") //nolint:noctx
+	c, err := new(net.ListenConfig).ListenPacket(context.Background(), "udp6", "[::1]:0")
 	if err != nil {
 		return false
 	}

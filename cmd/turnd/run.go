@@ -68,7 +68,7 @@ func run(ctx context.Context, args []string, env runEnv) int {
 	var adminAddr net.Addr
 	var admin *http.Server
 	if l.admin != "" {
-		ln, err := net.Listen("tcp", l.admin) //nolint:noctx
+		ln, err := new(net.ListenConfig).Listen(ctx, "tcp", l.admin)
 		if err != nil {
 			log.Error("admin listener", "err", err)
 			srv.Close()
@@ -76,7 +76,7 @@ func run(ctx context.Context, args []string, env runEnv) int {
 		}
 		adminAddr = ln.Addr()
 		admin = &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
-		go admin.Serve(ln) //nolint:errcheck // ends with Shutdown below
+		go func() { _ = admin.Serve(ln) }() // ends with Shutdown below
 		log.Info("admin listening", "addr", ln.Addr().String(), "endpoints", "/metrics /healthz /readyz")
 	}
 	if env.ready != nil {
@@ -94,7 +94,7 @@ func run(ctx context.Context, args []string, env runEnv) int {
 		case err := <-done:
 			if admin != nil {
 				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				admin.Shutdown(sctx) //nolint:errcheck
+				_ = admin.Shutdown(sctx)
 				cancel()
 			}
 			if err != nil && !errors.Is(err, relay.ErrClosed) {
@@ -167,7 +167,7 @@ func logEffective(log *slog.Logger, l loaded, srv *relay.Server) {
 	var b strings.Builder
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
-	enc.Encode(entry) //nolint:errcheck
+	_ = enc.Encode(entry)
 	log.Info("ICE server for clients (replace 0.0.0.0 with this host's public name)", "iceServer", strings.TrimSpace(b.String()))
 }
 

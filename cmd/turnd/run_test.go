@@ -114,7 +114,7 @@ func (r *runningTurnd) get(t *testing.T, path string) (int, string) {
 func (r *runningTurnd) allocate(t *testing.T, user, pass string) error {
 	t.Helper()
 	addr := r.srv.Addr("udp").String()
-	conn, err := net.ListenPacket("udp4", "127.0.0.1:0") //nolint:noctx
+	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}

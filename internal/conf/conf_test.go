@@ -22,7 +22,9 @@ func newFS() (*flag.FlagSet, *string, *int, *bool, *Strings, *string) {
 func TestPrecedence(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "turnd.conf")
-	os.WriteFile(path, []byte("# comment\nrealm=file.realm\nlistening-port 4000\nno-tls\nstatic-auth-secret=a\nstatic-auth-secret=b\n"), 0o600)
+	if err := os.WriteFile(path, []byte("# comment\nrealm=file.realm\nlistening-port 4000\nno-tls\nstatic-auth-secret=a\nstatic-auth-secret=b\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	env := map[string]string{"TURND_LISTENING_PORT": "5000"}
 	fs, realm, port, notls, secrets, _ := newFS()
 	src, err := Load(fs, []string{"--config", path, "--realm", "flag.realm"}, func(k string) string { return env[k] }, "TURND", "config")
@@ -57,7 +59,9 @@ func TestEnvSplitsRepeatable(t *testing.T) {
 func TestErrorsAllReported(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "bad.conf")
-	os.WriteFile(path, []byte("bogus=1\nlistening-port=abc\nrealm\n"), 0o600)
+	if err := os.WriteFile(path, []byte("bogus=1\nlistening-port=abc\nrealm\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	fs, _, _, _, _, _ := newFS()
 	env := map[string]string{}
 	_, err := Load(fs, []string{"--config", path}, func(k string) string { return env[k] }, "X", "config")
