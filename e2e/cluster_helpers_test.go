@@ -60,10 +60,9 @@ type cluster_proc struct {
 	cmd  *exec.Cmd
 	done chan struct{}
 
-	mu      sync.Mutex
-	log     strings.Builder
-	records []map[string]any
-	ready   map[string]any
+	mu    sync.Mutex
+	log   strings.Builder
+	ready map[string]any
 }
 
 // cluster_start runs bin with args plus JSON logging and waits for the
@@ -99,7 +98,7 @@ func cluster_start(t *testing.T, name, bin, readyMsg string, args ...string) *cl
 			}
 			p.mu.Unlock()
 		}
-		cmd.Wait() //nolint:errcheck
+		_ = cmd.Wait() // the exit status is read by term
 	}()
 	t.Cleanup(func() {
 		p.kill()
@@ -132,14 +131,14 @@ func (p *cluster_proc) field(k string) string {
 
 // kill sends SIGKILL (by pid) and waits for the exit.
 func (p *cluster_proc) kill() {
-	p.cmd.Process.Kill() //nolint:errcheck // may have exited
+	p.cmd.Process.Kill() // may have exited already
 	<-p.done
 }
 
 // term sends SIGTERM and waits for the exit, returning the exit code.
 func (p *cluster_proc) term(t *testing.T) int {
 	t.Helper()
-	p.cmd.Process.Signal(syscall.SIGTERM) //nolint:errcheck
+	_ = p.cmd.Process.Signal(syscall.SIGTERM) // an exited process fails the wait below instead
 	select {
 	case <-p.done:
 	case <-time.After(cluster_wait):
@@ -261,7 +260,7 @@ func cluster_expectSeq(t *testing.T, c *signaling.Client, sender string, from, n
 // cluster_metric reads one series from a hub's /metrics ("" if absent).
 func cluster_metric(t *testing.T, h *cluster_hub, series string) string {
 	t.Helper()
-	resp, err := http.Get(h.admin + "/metrics") //nolint:noctx
+	resp, err := http.Get(h.admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}

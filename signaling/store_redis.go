@@ -149,13 +149,13 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 		return nil, fmt.Errorf("signaling: invalid redis config: %w", err)
 	}
 	s := &RedisStore{
-		cfg:    cfg,
-		rdb:    cfg.Client,
-		log:    cfg.Logger.With("node", cfg.NodeID),
-		node:   cfg.NodeID,
-		m:      newRedisMetrics(),
-		keys:   redisKeys{prefix: cfg.Prefix, stream: cfg.Prefix + "node:" + cfg.NodeID + ":in"},
-		local:  make(map[string]*localPeer),
+		cfg:     cfg,
+		rdb:     cfg.Client,
+		log:     cfg.Logger.With("node", cfg.NodeID),
+		node:    cfg.NodeID,
+		m:       newRedisMetrics(),
+		keys:    redisKeys{prefix: cfg.Prefix, stream: cfg.Prefix + "node:" + cfg.NodeID + ":in"},
+		local:   make(map[string]*localPeer),
 		claims:  make(map[string]chan [][]byte),
 		parking: make(map[string][][]byte),
 	}
@@ -166,7 +166,8 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 	if _, err := s.tick(ctx, false); err != nil {
 		return nil, fmt.Errorf("signaling: redis: registering node: %w", err)
 	}
-	s.ctx, s.cancel = context.WithCancel(context.Background())
+	// The store outlives ctx (which bounds only this setup); Close ends it.
+	s.ctx, s.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	s.wg.Add(2)
 	go s.heartbeat()
 	// From the start of the stream, never "$": entries added between two
@@ -198,7 +199,7 @@ func (s *RedisStore) Close() error {
 				s.handleEntry(ctx, e)
 			}
 		}
-		s.rdb.Del(ctx, s.keys.stream) //nolint:errcheck // expires anyway
+		s.rdb.Del(ctx, s.keys.stream) // best effort: it expires anyway
 	})
 	return nil
 }
@@ -261,7 +262,7 @@ func (s *RedisStore) Join(room string, m Member, capacity int, inbox Inbox, anno
 	s.mu.RLock()
 	for _, o := range others {
 		if p := s.local[o.ID]; p != nil && p.room == room {
-			_ = p.inbox.Deliver(announce) //nolint:errcheck // a peer on its way out misses presence
+			_ = p.inbox.Deliver(announce) // a peer on its way out misses presence
 		}
 	}
 	s.mu.RUnlock()
@@ -284,7 +285,7 @@ func (s *RedisStore) Leave(room, id string, announce []byte) bool {
 		s.pendingLeaves = append(s.pendingLeaves, pendingLeave{id: id, announce: string(announce)})
 		for oid, o := range s.local {
 			if o.room == room && oid != id {
-				_ = o.inbox.Deliver(announce) //nolint:errcheck // see Join
+				_ = o.inbox.Deliver(announce) // see Join
 			}
 		}
 		s.mu.Unlock()
@@ -565,7 +566,7 @@ func (s *RedisStore) recover(ctx context.Context) {
 			}
 		case "ok":
 			for _, f := range toFrames(res[1:]) {
-				_ = p.inbox.Deliver(f) //nolint:errcheck // the peer may be leaving
+				_ = p.inbox.Deliver(f) // the peer may be leaving
 			}
 		}
 	}
@@ -590,7 +591,7 @@ func (s *RedisStore) refresh(ctx context.Context) {
 	}
 	s.mu.RUnlock()
 	if len(args) > 4 {
-		scriptRefresh.Run(ctx, s.rdb, nil, args...) //nolint:errcheck // the next round retries
+		scriptRefresh.Run(ctx, s.rdb, nil, args...) // on failure the next round retries
 	}
 }
 
@@ -636,7 +637,7 @@ func (s *RedisStore) readStream(lastID string) {
 		}
 	}
 	// Close forwards what is left from here on: trim what was taken.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), time.Second)
 	defer cancel()
 	pipe := s.rdb.Pipeline()
 	pipe.XTrimMinID(ctx, s.keys.stream, lastID)
@@ -706,7 +707,7 @@ func (s *RedisStore) deliverLocal(to, frame string, exclusive bool) bool {
 		}
 	}
 	if p := s.local[to]; p != nil {
-		_ = p.inbox.Deliver([]byte(frame)) //nolint:errcheck // the peer is leaving
+		_ = p.inbox.Deliver([]byte(frame)) // the peer may be leaving
 		return true
 	}
 	return false

@@ -122,8 +122,8 @@ func runClusterReport(args []string, stdout io.Writer) error {
 		}
 		return order[i].label < order[j].label
 	})
-	fmt.Fprintln(stdout, "| offered msgs/s | hub | runs | CPU µs/msg (nodes + Redis) | one-way p50 µs | one-way p99 µs | delivered msgs/s | errors |")
-	fmt.Fprintln(stdout, "|---:|---|---:|---|---|---|---:|---:|")
+	fmt.Fprintln(stdout, "| offered msgs/s | hub | runs | CPU µs/msg (nodes + Redis) | one-way p50 µs | one-way p99 µs | delivered msgs/s | load avg | errors |")
+	fmt.Fprintln(stdout, "|---:|---|---:|---|---|---|---|---|---:|")
 	for _, k := range order {
 		rs := groups[k]
 		stat := func(f func(result) float64) string {
@@ -138,11 +138,12 @@ func runClusterReport(args []string, stdout io.Writer) error {
 		for _, r := range rs {
 			errs += r.Errors
 		}
-		fmt.Fprintf(stdout, "| %.0f | %s | %d | %s | %s | %s | %s | %d |\n", k.offered, k.label, len(rs),
+		fmt.Fprintf(stdout, "| %.0f | %s | %d | %s | %s | %s | %s | %s | %d |\n", k.offered, k.label, len(rs),
 			stat(func(r result) float64 { return r.CPUusPerMsg }),
 			stat(func(r result) float64 { return r.P50us }),
 			stat(func(r result) float64 { return r.P99us }),
-			stat(func(r result) float64 { return r.MsgsPerSec }), errs)
+			stat(func(r result) float64 { return r.MsgsPerSec }),
+			stat(func(r result) float64 { return r.Load1 }), errs)
 	}
 	return nil
 }

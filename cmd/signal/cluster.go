@@ -93,7 +93,7 @@ func setupCluster(ctx context.Context, o clusterOptions, l *loaded, iceTTL time.
 	return func() {
 		stopFleet()
 		<-fleetDone
-		store.Close() //nolint:errcheck // never fails
+		_ = store.Close() // never fails
 		client.Close()
 	}, nil
 }

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"net"
 	"os/exec"
@@ -56,7 +57,10 @@ func (r *Redis) Start() {
 
 func (r *Redis) start() error {
 	_, port, _ := net.SplitHostPort(r.Addr)
-	cmd := exec.Command(r.bin, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+	// It outlives this call: Stop ends it by pid.
+	//nolint:gosec // G204: our own redis-server binary, on a port we chose
+	cmd := exec.CommandContext(context.Background(), r.bin, "--port", port,
+		"--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", r.dir, "--protected-mode", "yes", "--loglevel", "warning")
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -75,7 +79,7 @@ func (r *Redis) start() error {
 				log.WriteString(sc.Text() + "\n")
 			}
 		}
-		cmd.Wait() //nolint:errcheck
+		_ = cmd.Wait() // killed by pid: the status says nothing
 		close(done)
 	}()
 	r.cmd, r.done = cmd, done
@@ -101,18 +105,19 @@ func (r *Redis) Stop() {
 	if r.cmd == nil {
 		return
 	}
-	r.cmd.Process.Kill() //nolint:errcheck // by pid; may have exited
+	r.cmd.Process.Kill() // by pid; it may have exited
 	<-r.done
 	r.cmd = nil
 }
 
 func ping(addr string) bool {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
+	d := net.Dialer{Timeout: time.Second}
+	c, err := d.DialContext(context.Background(), "tcp", addr)
 	if err != nil {
 		return false
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second)) //nolint:errcheck
+	c.SetDeadline(time.Now().Add(time.Second))
 	if _, err := c.Write([]byte("PING\r\n")); err != nil {
 		return false
 	}
@@ -122,7 +127,7 @@ func ping(addr string) bool {
 
 func freeLoopbackPort(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	l, err := (&net.ListenConfig{}).Listen(context.Background(), "tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
