@@ -252,3 +252,44 @@ func TestClusterHubResumeReplacesLiveConnection(t *testing.T) {
 	first := seqOf(t, next(t, b2))
 	expectSeq(t, b2, first+1, 14-first, wa.ID)
 }
+
+// A peer that leaves while Redis is down is reported at once to the peers
+// on its node, and to the others (once) when Redis returns.
+func TestClusterHubLeaveDuringOutage(t *testing.T) {
+	r := testenv.StartRedis(t)
+	h1 := newClusterHub(t, r, "h1", Config{})
+	h2 := newClusterHub(t, r, "h2", Config{})
+	a, wa := h1.join(t, "room")
+	a2, wa2 := h1.join(t, "room")
+	b, wb := h2.join(t, "room")
+	expect(t, a, TypePeerJoined)
+	expect(t, a, TypePeerJoined)
+	expect(t, a2, TypePeerJoined)
+
+	r.Stop()
+	a2.Close()
+	if m := expect(t, a, TypePeerLeft); m.ID != wa2.ID {
+		t.Fatalf("a got peer-left for %s, want %s", m.ID, wa2.ID)
+	}
+	r.Start()
+	if m := expect(t, b, TypePeerLeft); m.ID != wa2.ID {
+		t.Fatalf("b got peer-left for %s after redis returned, want %s", m.ID, wa2.ID)
+	}
+	// a got no second peer-left: the next thing it sees is b's signal.
+	for {
+		if err := b.Signal(wa.ID, map[string]int{"seq": 1}); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Send(ClientMessage{Type: TypePing}); err != nil {
+			t.Fatal(err)
+		}
+		if m := next(t, b); m.Type == TypePong {
+			break
+		}
+		expect(t, b, TypePong)
+		backoff(t)
+	}
+	if m := next(t, a); m.Type != TypeSignal || m.From != wb.ID {
+		t.Fatalf("a got %+v, want b's signal (and no duplicate peer-left)", m)
+	}
+}

@@ -130,7 +130,7 @@ type localPeer struct {
 	inbox Inbox
 }
 
-type pendingLeave struct{ id, announce string }
+type pendingLeave struct{ id, room, announce string }
 
 type redisKeys struct{ prefix, stream string }
 
@@ -278,11 +278,11 @@ func (s *RedisStore) Leave(room, id string, announce []byte) bool {
 	s.mu.Unlock()
 	ctx, cancel := s.opCtx()
 	defer cancel()
-	n, err := scriptLeave.Run(ctx, s.rdb, nil, s.args(s.node, id, announce)...).Int()
+	n, err := scriptLeave.Run(ctx, s.rdb, nil, s.args(s.node, id, announce, "0", room)...).Int()
 	if err != nil {
 		s.log.Warn("redis: leave deferred until redis returns", "peer", id, "err", err)
 		s.mu.Lock()
-		s.pendingLeaves = append(s.pendingLeaves, pendingLeave{id: id, announce: string(announce)})
+		s.pendingLeaves = append(s.pendingLeaves, pendingLeave{id: id, room: room, announce: string(announce)})
 		for oid, o := range s.local {
 			if o.room == room && oid != id {
 				_ = o.inbox.Deliver(announce) // see Join
@@ -501,6 +501,7 @@ func (s *RedisStore) heartbeat() {
 		reaped, err := s.tick(ctx, false)
 		s.mu.Lock()
 		wasDown := s.down
+		pending := len(s.pendingLeaves) > 0
 		s.down = err != nil
 		s.reaped = s.reaped || reaped
 		s.mu.Unlock()
@@ -510,10 +511,10 @@ func (s *RedisStore) heartbeat() {
 			if !wasDown {
 				s.log.Error("redis unreachable: joins, resumes and signals to other nodes fail until it returns", "err", err)
 			}
-		case wasDown || reaped:
+		case wasDown || reaped || pending:
 			s.m.up.Set(1)
 			rctx, rcancel := context.WithTimeout(s.ctx, 30*time.Second)
-			s.recover(rctx)
+			s.recover(rctx, wasDown || reaped)
 			rcancel()
 		default:
 			s.m.up.Set(1)
@@ -525,13 +526,16 @@ func (s *RedisStore) heartbeat() {
 	}
 }
 
-// recover re-registers every session on this node and replays the leaves
-// made while Redis was away.
-func (s *RedisStore) recover(ctx context.Context) {
+// recover re-registers every session on this node (reregister: after an
+// outage or after being reaped) and replays the leaves made while Redis
+// was away.
+func (s *RedisStore) recover(ctx context.Context, reregister bool) {
 	s.mu.Lock()
 	peers := make([]*localPeer, 0, len(s.local))
 	for _, p := range s.local {
-		peers = append(peers, p)
+		if reregister {
+			peers = append(peers, p)
+		}
 	}
 	leaves := s.pendingLeaves
 	s.pendingLeaves = nil
@@ -570,16 +574,28 @@ func (s *RedisStore) recover(ctx context.Context) {
 			}
 		}
 	}
+	var later []pendingLeave
 	for i, l := range leaves {
-		if err := scriptLeave.Run(ctx, s.rdb, nil, s.args(s.node, l.id, l.announce)...).Err(); err != nil {
+		n, err := scriptLeave.Run(ctx, s.rdb, nil, s.args(s.node, l.id, l.announce, "1", l.room)...).Int()
+		if err != nil {
 			s.mu.Lock()
 			s.down = true
-			s.pendingLeaves = append(leaves[i:], s.pendingLeaves...)
+			s.pendingLeaves = append(append(later, leaves[i:]...), s.pendingLeaves...)
 			s.mu.Unlock()
 			return
 		}
+		if n == -2 { // Redis restarted empty: wait until every node re-registered
+			later = append(later, l)
+		}
 	}
-	s.log.Info("redis back: sessions re-registered", "sessions", len(peers), "leaves", len(leaves))
+	if len(later) > 0 {
+		s.mu.Lock()
+		s.pendingLeaves = append(later, s.pendingLeaves...)
+		s.mu.Unlock()
+	}
+	if reregister {
+		s.log.Info("redis back: sessions re-registered", "sessions", len(peers), "leaves", len(leaves))
+	}
 }
 
 // refresh renews the backstop TTL of this node's session and room keys.

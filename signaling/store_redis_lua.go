@@ -82,8 +82,9 @@ local function members(room)
 end
 
 -- leave removes peer id everywhere and announces it to the rest of its
--- room. announce nil: the standard peer-left frame.
-local function leave(id, announce, now)
+-- room, except to members held by node skip (which were told already).
+-- announce nil: the standard peer-left frame.
+local function leave(id, announce, now, skip)
   local sk = P .. 'sess:' .. id
   local s = redis.call('HMGET', sk, 'room', 'node')
   local room, node = s[1], s[2]
@@ -93,7 +94,9 @@ local function leave(id, announce, now)
   if node and node ~= '' then redis.call('SREM', P .. 'node:' .. node .. ':peers', id) end
   redis.call('HDEL', P .. 'room:' .. room, id)
   announce = announce or ('{"type":"peer-left","id":"' .. id .. '"}')
-  for _, o in ipairs(members(room)) do deliver(o, announce, now) end
+  for _, o in ipairs(members(room)) do
+    if not skip or redis.call('HGET', P .. 'sess:' .. o, 'node') ~= skip then deliver(o, announce, now) end
+  end
   return 1
 end
 
@@ -139,13 +142,27 @@ own(node, id)
 return out
 `)
 
-// scriptLeave: ARGV[5..] node, id, announce. Leaves only when node still
-// holds the session (it may have been claimed by another node). Returns 1
-// when the peer left.
+// scriptLeave: ARGV[5..] node, id, announce, replay, room. Leaves only
+// when node still holds the session (it may have been claimed by another
+// node). replay "1": a leave made while Redis was unreachable, whose
+// announce the members on node already got; if Redis lost the session
+// (an empty restart) the room is told once every node had time to
+// re-register (-2 until then). Returns 1 when the peer left.
 var scriptLeave = redis.NewScript(luaCommon + `
-local node, id, announce = ARGV[5], ARGV[6], ARGV[7]
-if redis.call('HGET', P .. 'sess:' .. id, 'node') ~= node then return 0 end
-return leave(id, announce, now_ms())
+local node, id, announce, replay, room = ARGV[5], ARGV[6], ARGV[7], ARGV[8] == '1', ARGV[9]
+local cur = redis.call('HGET', P .. 'sess:' .. id, 'node')
+local now = now_ms()
+if replay and not cur then
+  if recovering(now) then return -2 end
+  for _, o in ipairs(members(room)) do
+    if redis.call('HGET', P .. 'sess:' .. o, 'node') ~= node then deliver(o, announce, now) end
+  end
+  return 1
+end
+if cur ~= node then return 0 end
+local skip = nil
+if replay then skip = node end
+return leave(id, announce, now, skip)
 `)
 
 // scriptRoute: ARGV[5..] room, to, frame. Returns 1 when routed or held,
