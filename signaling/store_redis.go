@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"strings"
 	"sync"
@@ -105,6 +106,11 @@ type RedisStore struct {
 	node string
 	m    *redisMetrics
 	keys redisKeys
+
+	// routing orders, per target peer, a send through Redis before the
+	// peer's arrival on this node (Claim): a frame routed to the old node
+	// must reach the handover, not overtake the local frames after it.
+	routing [64]sync.RWMutex
 
 	mu     sync.RWMutex
 	local  map[string]*localPeer // peers whose session is on this node, by id
@@ -297,13 +303,15 @@ func (s *RedisStore) Leave(room, id string, announce []byte) bool {
 // Send implements Store: directly to a peer on this node, else through
 // Redis to the node holding it.
 func (s *RedisStore) Send(room, to string, frame []byte) error {
-	s.mu.RLock()
-	if p := s.local[to]; p != nil && p.room == room {
-		err := p.inbox.Deliver(frame)
-		s.mu.RUnlock()
+	if ok, err := s.sendLocal(room, to, frame); ok {
 		return err
 	}
-	s.mu.RUnlock()
+	r := s.route(to)
+	r.RLock()
+	defer r.RUnlock()
+	if ok, err := s.sendLocal(room, to, frame); ok { // arrived meanwhile
+		return err
+	}
 	ctx, cancel := s.opCtx()
 	defer cancel()
 	n, err := scriptRoute.Run(ctx, s.rdb, nil, s.args(room, to, frame)...).Int()
@@ -316,6 +324,22 @@ func (s *RedisStore) Send(room, to string, frame []byte) error {
 		return ErrUnknownPeer
 	}
 	return nil
+}
+
+func (s *RedisStore) sendLocal(room, to string, frame []byte) (bool, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if p := s.local[to]; p != nil && p.room == room {
+		return true, p.inbox.Deliver(frame)
+	}
+	return false, nil
+}
+
+// route returns the routing lock of peer id.
+func (s *RedisStore) route(id string) *sync.RWMutex {
+	h := fnv.New32a()
+	h.Write([]byte(id))
+	return &s.routing[h.Sum32()%uint32(len(s.routing))]
 }
 
 // Rooms implements Store: the rooms with a peer on this node.
@@ -354,14 +378,19 @@ func (s *RedisStore) Claim(token string, inbox func(room string, m Member) Inbox
 	m := Member{ID: id, Name: info[1], Token: token}
 	in := inbox(info[0], m)
 	frames := make(chan [][]byte, 1)
+	r := s.route(id)
+	r.Lock() // sends to id already on their way through Redis finish first
 	s.mu.Lock()
-	if _, busy := s.local[id]; busy {
-		s.mu.Unlock()
+	_, busy := s.local[id]
+	if !busy {
+		s.local[id] = &localPeer{room: info[0], m: m, inbox: in}
+		s.claims[id] = frames
+	}
+	s.mu.Unlock()
+	r.Unlock()
+	if busy {
 		return nil, ErrUnknownPeer // being claimed by another connection here
 	}
-	s.local[id] = &localPeer{room: info[0], m: m, inbox: in}
-	s.claims[id] = frames
-	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
 		delete(s.claims, id)
