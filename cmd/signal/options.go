@@ -54,6 +54,7 @@ type options struct {
 	devBindAll   bool
 	devHTTPS     bool
 	devRelayPort int
+	version      bool
 
 	cluster clusterOptions // cluster.go
 }
@@ -61,7 +62,7 @@ type options struct {
 func newFlagSet(o *options) *flag.FlagSet {
 	fs := flag.NewFlagSet("signal", flag.ContinueOnError)
 	fs.StringVar(&o.configFile, "config", "", "config file (name=value lines with the flag names; also SIGNAL_CONFIG)")
-	fs.StringVar(&o.listen, "listen", ":8080", "public HTTP(S) address: /ws, /ice, /healthz and the web page (-dev: 127.0.0.1:8080)")
+	fs.StringVar(&o.listen, "listen", ":8080", "public HTTP(S) address: /ws, /ice, /healthz and the web page (--dev: 127.0.0.1:8080)")
 	fs.StringVar(&o.adminListen, "admin-listen", "127.0.0.1:9642", "admin HTTP address for /metrics and /healthz (empty = off)")
 	fs.StringVar(&o.tlsCert, "tls-cert", "", "TLS certificate file (PEM) for the public listener")
 	fs.StringVar(&o.tlsKey, "tls-key", "", "TLS private key file (PEM)")
@@ -69,7 +70,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.Var(&o.turnURLs, "turn-url", "ICE server URL handed to clients: turn:, turns: or stun: (repeatable)")
 	fs.DurationVar(&o.iceTTL, "ice-ttl", time.Hour, "lifetime of minted TURN credentials; fresh ones are sent before they expire")
 	fs.DurationVar(&o.inviteTTL, "invite-ttl", time.Hour, "token mode: lifetime of the room invites the hub mints for share links")
-	fs.StringVar(&o.jwtSecret, "jwt-secret", "", "HS256 secret of join tokens (at least 32 bytes); required unless -allow-open or -dev")
+	fs.StringVar(&o.jwtSecret, "jwt-secret", "", "HS256 secret of join tokens (at least 32 bytes); required unless --allow-open or --dev")
 	fs.BoolVar(&o.allowOpen, "allow-open", false, "run without join tokens: anyone may join any room and get TURN credentials")
 	fs.Var(&o.origins, "allowed-origin", "browser origin allowed to connect, e.g. https://app.example.com, or * (repeatable; default same-origin)")
 	fs.IntVar(&o.roomCapacity, "room-capacity", 8, "most peers in one room")
@@ -87,9 +88,10 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.DurationVar(&o.drain, "drain-timeout", 10*time.Second, "on SIGTERM, how long closing connections may take")
 	fs.BoolVar(&o.dev, "dev", false, "development mode: embedded TURN relay (allows loopback/private peers), open rooms, loopback only")
-	fs.BoolVar(&o.devBindAll, "dev-bind-all", false, "with -dev: listen on all interfaces (other devices on the LAN)")
-	fs.BoolVar(&o.devHTTPS, "dev-https", false, "with -dev: serve HTTPS with a generated self-signed certificate")
-	fs.IntVar(&o.devRelayPort, "dev-relay-port", 0, "with -dev: port of the embedded relay (0 = any free port)")
+	fs.BoolVar(&o.devBindAll, "dev-bind-all", false, "with --dev: listen on all interfaces (other devices on the LAN)")
+	fs.BoolVar(&o.devHTTPS, "dev-https", false, "with --dev: serve HTTPS with a generated self-signed certificate")
+	fs.IntVar(&o.devRelayPort, "dev-relay-port", 0, "with --dev: port of the embedded relay (0 = any free port)")
+	fs.BoolVar(&o.version, "version", false, "print the version and VCS revision, then exit")
 	addClusterFlags(fs, &o.cluster)
 	return fs
 }
@@ -101,7 +103,7 @@ type loaded struct {
 	listen string
 	admin  string
 	tls    *tls.Certificate // nil: plain HTTP (or dev-https, made later)
-	// turnURLs and turnSecret make the ICE servers outside -dev.
+	// turnURLs and turnSecret make the ICE servers outside --dev.
 	turnURLs   []string
 	turnSecret []byte
 }
@@ -130,7 +132,7 @@ func (o *options) build(stderr io.Writer) (loaded, error) {
 	if host, _, err := net.SplitHostPort(l.listen); err != nil {
 		add("listen %q is not host:port", l.listen)
 	} else if o.dev && !o.devBindAll && !isLoopbackHost(host) {
-		add("listen %q: -dev serves loopback only; add -dev-bind-all to open it to the network", l.listen)
+		add("listen %q: --dev serves loopback only; add --dev-bind-all to open it to the network", l.listen)
 	}
 	if l.admin != "" {
 		if _, _, err := net.SplitHostPort(l.admin); err != nil {
@@ -151,7 +153,7 @@ func (o *options) build(stderr io.Writer) (loaded, error) {
 		}
 	}
 	if !o.dev && (o.devBindAll || o.devHTTPS || o.devRelayPort != 0) {
-		add("dev-bind-all, dev-https and dev-relay-port need -dev")
+		add("dev-bind-all, dev-https and dev-relay-port need --dev")
 	}
 	if o.devRelayPort < 0 || o.devRelayPort > 65535 {
 		add("dev-relay-port %d out of range", o.devRelayPort)
@@ -159,7 +161,7 @@ func (o *options) build(stderr io.Writer) (loaded, error) {
 
 	// ICE servers.
 	if o.dev && (len(o.turnURLs) > 0 || o.turnSecret != "") {
-		add("-dev runs its own relay and mints for it: drop turn-url and turn-secret")
+		add("--dev runs its own relay and mints for it: drop turn-url and turn-secret")
 	}
 	needSecret := false
 	for _, u := range o.turnURLs {
@@ -183,6 +185,18 @@ func (o *options) build(stderr io.Writer) (loaded, error) {
 	}
 	l.turnURLs, l.turnSecret = o.turnURLs, []byte(o.turnSecret)
 
+	// Secrets: refuse the examples' placeholders, warn about short ones.
+	for _, sec := range []struct{ name, v string }{{"turn-secret", o.turnSecret}, {"jwt-secret", o.jwtSecret}} {
+		if sec.v == "" {
+			continue
+		}
+		if w, err := conf.CheckSecret(sec.name, []byte(sec.v)); err != nil {
+			errs = append(errs, err)
+		} else if w != "" {
+			l.logger.Warn("configuration: " + w)
+		}
+	}
+
 	// Authentication.
 	switch {
 	case o.jwtSecret != "" && len(o.jwtSecret) < 32:
@@ -190,7 +204,7 @@ func (o *options) build(stderr io.Writer) (loaded, error) {
 	case o.jwtSecret != "" && o.allowOpen:
 		add("jwt-secret and allow-open contradict each other")
 	case o.jwtSecret == "" && !o.allowOpen && !o.dev:
-		add("jwt-secret is required (or -allow-open to run without tokens: then /ice is an open TURN credential source)")
+		add("jwt-secret is required (or --allow-open to run without tokens: then /ice is an open TURN credential source)")
 	}
 
 	h := signaling.Config{

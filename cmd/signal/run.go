@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rtcsuite/rtcsuite/internal/buildinfo"
 	"github.com/rtcsuite/rtcsuite/internal/conf"
 	"github.com/rtcsuite/rtcsuite/signaling"
 	"github.com/rtcsuite/rtcsuite/web"
@@ -49,6 +50,10 @@ func run(ctx context.Context, args []string, env runEnv) int {
 		}
 		fmt.Fprintf(env.stderr, "signal: configuration:\n%s\n", indent(err))
 		return exitConfig
+	}
+	if o.version {
+		fmt.Fprintln(env.stdout, buildinfo.Line("signal"))
+		return exitOK
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(env.stderr, "signal: unexpected arguments %q (flags only; or `signal token`)\n", fs.Args())
@@ -167,7 +172,7 @@ func run(ctx context.Context, args []string, env runEnv) int {
 		"ping_interval", l.hub.PingInterval, "resume_grace", l.hub.ResumeGrace)
 	pageURL := scheme + "://" + net.JoinHostPort(host, strconv.Itoa(portOf(ln.Addr()))) + "/"
 	if o.dev {
-		fmt.Fprintf(env.stdout, "signal -dev: open %s, then open the share link it shows in a second tab or browser\n", pageURL)
+		fmt.Fprintf(env.stdout, "signal --dev: open %s, then open the share link it shows in a second tab or browser\n", pageURL)
 	} else {
 		fmt.Fprintf(env.stdout, "signal: serving %s\n", pageURL)
 	}
@@ -222,26 +227,25 @@ func indent(err error) string {
 
 func usage(fs *flag.FlagSet, w io.Writer) {
 	fmt.Fprintf(w, `Usage: signal [flags]
-       signal token -jwt-secret S -room R [-name N] [-ttl 1h]
+       signal token --jwt-secret S --room R [--name N] [--ttl 1h]
 
 The signaling hub and web page. Every flag can also be set as an environment
-variable (SIGNAL_TURN_SECRET for -turn-secret) or a line in -config
+variable (SIGNAL_TURN_SECRET for --turn-secret) or a line in --config
 ("turn-url = turn:host:3478"); flags win over the environment, which wins over
 the file.
 
-  signal -dev                      hub + embedded relay + page on 127.0.0.1
-  signal -jwt-secret "$JWT" -turn-secret "$TURN" -turn-url turn:turn.example.com:3478
+  signal --dev                      hub + embedded relay + page on 127.0.0.1
+  signal --jwt-secret "$JWT" --turn-secret "$TURN" --turn-url turn:turn.example.com:3478
 
 Flags:
 `)
-	fs.SetOutput(w)
-	fs.PrintDefaults()
+	conf.PrintDefaults(w, fs)
 }
 
 // runToken mints a join token, as a customer's backend would.
 func runToken(args []string, env runEnv) int {
 	fs := flag.NewFlagSet("signal token", flag.ContinueOnError)
-	secret := fs.String("jwt-secret", "", "the hub's -jwt-secret (or SIGNAL_JWT_SECRET)")
+	secret := fs.String("jwt-secret", "", "the hub's --jwt-secret (or SIGNAL_JWT_SECRET)")
 	room := fs.String("room", "", "room the token admits to (* = any)")
 	name := fs.String("name", "", "display name other peers see")
 	ttl := fs.Duration("ttl", time.Hour, "validity")
@@ -255,7 +259,7 @@ func runToken(args []string, env runEnv) int {
 		return exitConfig
 	}
 	if *secret == "" || *room == "" || *ttl <= 0 {
-		fmt.Fprintln(env.stderr, "signal token: -jwt-secret, -room and a positive -ttl are required")
+		fmt.Fprintln(env.stderr, "signal token: --jwt-secret, --room and a positive --ttl are required")
 		return exitConfig
 	}
 	tok, err := signaling.MintToken([]byte(*secret), signaling.TokenClaims{Room: *room, Name: *name, Expires: time.Now().Add(*ttl)})

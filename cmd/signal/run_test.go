@@ -317,7 +317,7 @@ func TestRunConfigErrors(t *testing.T) {
 			"-invite-ttl", "10s",
 		}, nil, []string{"invite-ttl 10s",
 			`turn-url "http://x"`, `turn-url "turn:h:99999"`, "ice-ttl", "jwt-secret: 5 bytes", "room-capacity 0",
-			"need -dev", "log-format", "max-conns", "tls-cert and tls-key",
+			"need --dev", "log-format", "max-conns", "tls-cert and tls-key",
 		}},
 		{"turn url without secret", []string{"-allow-open", "-turn-url", "turns:t.example:5349?transport=tcp"}, nil, []string{"need turn-secret"}},
 		{"secret without turn url", []string{"-allow-open", "-turn-secret", "s"}, nil, []string{"no turn:/turns: turn-url"}},

@@ -65,6 +65,7 @@ type options struct {
 	logFormat    string
 	logLevel     string
 	drain        time.Duration
+	ext          extOptions   // coturn drop-in settings (extflags.go)
 	fleet        fleetOptions // fleet.go
 }
 
@@ -107,19 +108,21 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.altPort, "alt-listening-port", 0, "second port for RFC 5780 (0 = listening-port + 1)")
 	fs.StringVar(&o.altExternal, "alt-external-ip", "", "public address advertised for alt-listening-ip behind 1:1 NAT")
 	fs.Float64Var(&o.rfc5780Rate, "rfc5780-rate", 20, "RFC 5780 answers per second per client IP on the extra sockets")
-	fs.StringVar(&o.adminListen, "admin-listen", "127.0.0.1:9641", "admin HTTP address for /metrics, /healthz, /readyz (empty = off)")
+	fs.StringVar(&o.adminListen, "admin-listen", "127.0.0.1:9643", "admin HTTP address for /metrics, /healthz, /readyz (empty = off)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.DurationVar(&o.drain, "drain-timeout", 30*time.Second, "on SIGTERM, how long live allocations may continue")
+	addExtFlags(fs, o)
 	addFleetFlags(fs, &o.fleet)
 	return fs
 }
 
 // loaded is everything a parsed configuration yields.
 type loaded struct {
-	relay  relay.Config
-	logger *slog.Logger
-	admin  string
+	relay    relay.Config
+	logger   *slog.Logger
+	admin    string
+	warnings []string // one log line each once the logger is final
 }
 
 // build turns options into a relay.Config, reporting every problem at once.
@@ -244,15 +247,7 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 			cfg.Secrets = append(cfg.Secrets, []byte(l))
 		}
 	}
-	userLines := []string(o.users)
-	if o.userDB != "" {
-		lines, err := readLines(o.userDB)
-		if err != nil {
-			add(fmt.Errorf("userdb: %w", err))
-		}
-		userLines = append(userLines, lines...)
-	}
-	for _, l := range userLines {
+	for _, l := range o.users {
 		u, err := parseUser(l, o.realm)
 		if err != nil {
 			add(err)
@@ -260,6 +255,21 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 		}
 		cfg.Users = append(cfg.Users, u)
 	}
+	if o.userDB != "" {
+		db, err := readUserDB(o.userDB, o.realm, o.ext)
+		if err != nil {
+			add(fmt.Errorf("userdb: %w", err))
+		}
+		cfg.Users = append(cfg.Users, db.users...)
+		cfg.Secrets = append(cfg.Secrets, db.secrets...)
+		o.allowedPeers = append(o.allowedPeers, db.allowed...)
+		o.deniedPeers = append(o.deniedPeers, db.denied...)
+	}
+	if o.ext.useAuthSecret && len(cfg.Secrets) == 0 {
+		add(errors.New("use-auth-secret needs a static-auth-secret or turn_secret rows in the SQLite userdb"))
+	}
+	warnings := vetSecrets(cfg.Secrets, add)
+	o.ext.validate(&cfg, o.noUDP, o.noTCP, add)
 
 	// Peer policy.
 	for _, s := range o.allowedPeers {
@@ -318,7 +328,7 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 	if err := o.fleet.validate(); err != nil {
 		add(err)
 	}
-	return loaded{relay: cfg, logger: logger, admin: o.adminListen}, errors.Join(errs...)
+	return loaded{relay: cfg, logger: logger, admin: o.adminListen, warnings: warnings}, errors.Join(errs...)
 }
 
 // parseUser reads NAME:PASSWORD or NAME:0xHEXKEY (the 16-byte long-term key
