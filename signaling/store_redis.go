@@ -1,9 +1,7 @@
 package signaling
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -100,12 +98,12 @@ var ErrUnavailable = errors.New("signaling: cluster store unavailable")
 // a peer on another node go through that node's stream, in order per
 // sender and receiver. docs/protocol.md ("Cluster") says what clients see.
 type RedisStore struct {
-	cfg  RedisConfig
-	rdb  *redis.Client
-	log  *slog.Logger
-	node string
-	m    *redisMetrics
-	keys redisKeys
+	cfg    RedisConfig
+	rdb    *redis.Client
+	log    *slog.Logger
+	node   string
+	m      *redisMetrics
+	stream string // this node's stream: node:<id>:in
 
 	// routing orders, per target peer, a send through Redis before the
 	// peer's arrival on this node (Claim): a frame routed to the old node
@@ -138,8 +136,6 @@ type localPeer struct {
 
 type pendingLeave struct{ id, room, announce string }
 
-type redisKeys struct{ prefix, stream string }
-
 // handoverInbox is an Inbox whose peer can move to another node: HandOver
 // retires it here and returns the frames it had not delivered, in order.
 type handoverInbox interface {
@@ -160,7 +156,7 @@ func NewRedisStore(ctx context.Context, cfg RedisConfig) (*RedisStore, error) {
 		log:     cfg.Logger.With("node", cfg.NodeID),
 		node:    cfg.NodeID,
 		m:       newRedisMetrics(),
-		keys:    redisKeys{prefix: cfg.Prefix, stream: cfg.Prefix + "node:" + cfg.NodeID + ":in"},
+		stream:  cfg.Prefix + "node:" + cfg.NodeID + ":in",
 		local:   make(map[string]*localPeer),
 		claims:  make(map[string]chan [][]byte),
 		parking: make(map[string][][]byte),
@@ -200,12 +196,12 @@ func (s *RedisStore) Close() error {
 		s.cancel()
 		s.wg.Wait()
 		// Frames routed here before the mark: hand them on.
-		if res, err := s.rdb.XRange(ctx, s.keys.stream, "-", "+").Result(); err == nil {
+		if res, err := s.rdb.XRange(ctx, s.stream, "-", "+").Result(); err == nil {
 			for _, e := range res {
 				s.handleEntry(ctx, e)
 			}
 		}
-		s.rdb.Del(ctx, s.keys.stream) // best effort: it expires anyway
+		s.rdb.Del(ctx, s.stream) // best effort: it expires anyway
 	})
 	return nil
 }
@@ -486,314 +482,6 @@ func toFrames(ss []string) [][]byte {
 		out[i] = []byte(f)
 	}
 	return out
-}
-
-// tick runs one heartbeat; stop marks the node dead instead.
-func (s *RedisStore) tick(ctx context.Context, stop bool) (wasReaped bool, err error) {
-	dead := "0"
-	if stop {
-		dead = "1"
-	}
-	seen := "0"
-	if s.sawBoot.Load() {
-		seen = "1"
-	}
-	res, err := scriptTick.Run(ctx, s.rdb, nil, s.args(s.node, s.cfg.ResumeGrace.Milliseconds(), dead, seen)...).Int64Slice()
-	if err != nil {
-		return false, err
-	}
-	s.sawBoot.Store(true)
-	if len(res) == 3 {
-		if res[0] > 0 {
-			s.log.Info("redis: reaped silent nodes; their peers wait for a resume", "nodes", res[0])
-		}
-		s.m.reapedSessions.Add(float64(res[1]))
-		return res[2] == 1, nil
-	}
-	return false, nil
-}
-
-// heartbeat renews the node's liveness, reaps, and after an outage puts
-// the node's sessions back into Redis.
-func (s *RedisStore) heartbeat() {
-	defer s.wg.Done()
-	t := time.NewTicker(s.cfg.Heartbeat)
-	defer t.Stop()
-	refreshEvery := max(int(s.keyTTL()/s.cfg.Heartbeat/4), 1)
-	for n := 0; ; n++ {
-		select {
-		case <-s.ctx.Done():
-			return
-		case <-t.C:
-		}
-		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.Heartbeat)
-		reaped, err := s.tick(ctx, false)
-		s.mu.Lock()
-		wasDown := s.down
-		pending := len(s.pendingLeaves) > 0
-		s.down = err != nil
-		s.reaped = s.reaped || reaped
-		s.mu.Unlock()
-		switch {
-		case err != nil:
-			s.m.up.Set(0)
-			if !wasDown {
-				s.log.Error("redis unreachable: joins, resumes and signals to other nodes fail until it returns", "err", err)
-			}
-		case wasDown || reaped || pending:
-			s.m.up.Set(1)
-			rctx, rcancel := context.WithTimeout(s.ctx, 30*time.Second)
-			s.recover(rctx, wasDown || reaped)
-			rcancel()
-		default:
-			s.m.up.Set(1)
-			if n%refreshEvery == 0 {
-				s.refresh(ctx)
-			}
-		}
-		cancel()
-	}
-}
-
-// recover re-registers every session on this node (reregister: after an
-// outage or after being reaped) and replays the leaves made while Redis
-// was away.
-func (s *RedisStore) recover(ctx context.Context, reregister bool) {
-	s.mu.Lock()
-	peers := make([]*localPeer, 0, len(s.local))
-	for _, p := range s.local {
-		if reregister {
-			peers = append(peers, p)
-		}
-	}
-	leaves := s.pendingLeaves
-	s.pendingLeaves = nil
-	announced := s.reaped
-	s.reaped = false
-	s.mu.Unlock()
-	flag := "0"
-	if announced {
-		flag = "1"
-	}
-	for _, p := range peers {
-		joined := encode(ServerMessage{Type: TypePeerJoined, ID: p.m.ID, Name: p.m.Name})
-		res, err := scriptRegister.Run(ctx, s.rdb, nil, s.args(s.node, p.m.ID, p.room, p.m.Name, p.m.Token, joined, flag)...).StringSlice()
-		if err != nil || len(res) == 0 {
-			s.log.Warn("redis: re-registering a session failed; retrying at the next heartbeat", "peer", p.m.ID, "err", err)
-			s.mu.Lock()
-			s.down = true
-			s.pendingLeaves = append(leaves, s.pendingLeaves...)
-			s.mu.Unlock()
-			return
-		}
-		switch res[0] {
-		case "moved":
-			// Claimed by another node while we were cut off: it is theirs.
-			s.mu.Lock()
-			if s.local[p.m.ID] == p {
-				delete(s.local, p.m.ID)
-			}
-			s.mu.Unlock()
-			if h, ok := p.inbox.(handoverInbox); ok {
-				h.HandOver()
-			}
-		case "ok":
-			for _, f := range toFrames(res[1:]) {
-				_ = p.inbox.Deliver(f) // the peer may be leaving
-			}
-		}
-	}
-	var later []pendingLeave
-	for i, l := range leaves {
-		n, err := scriptLeave.Run(ctx, s.rdb, nil, s.args(s.node, l.id, l.announce, "1", l.room)...).Int()
-		if err != nil {
-			s.mu.Lock()
-			s.down = true
-			s.pendingLeaves = append(append(later, leaves[i:]...), s.pendingLeaves...)
-			s.mu.Unlock()
-			return
-		}
-		if n == -2 { // Redis restarted empty: wait until every node re-registered
-			later = append(later, l)
-		}
-	}
-	if len(later) > 0 {
-		s.mu.Lock()
-		s.pendingLeaves = append(later, s.pendingLeaves...)
-		s.mu.Unlock()
-	}
-	if reregister {
-		s.log.Info("redis back: sessions re-registered", "sessions", len(peers), "leaves", len(leaves))
-	}
-}
-
-// refresh renews the backstop TTL of this node's session and room keys.
-func (s *RedisStore) refresh(ctx context.Context) {
-	s.mu.RLock()
-	args := s.args()
-	for id, p := range s.local {
-		args = append(args, id, p.room)
-	}
-	s.mu.RUnlock()
-	if len(args) > 4 {
-		scriptRefresh.Run(ctx, s.rdb, nil, args...) // on failure the next round retries
-	}
-}
-
-// readStream takes the node's stream in order: frames for local peers,
-// handover requests and handed-over frames.
-func (s *RedisStore) readStream(lastID string) {
-	defer s.wg.Done()
-	backoff := 50 * time.Millisecond
-	var lastTrim time.Time
-	taken := 0
-	for s.ctx.Err() == nil {
-		res, err := s.rdb.XRead(s.ctx, &redis.XReadArgs{
-			Streams: []string{s.keys.stream, lastID}, Count: 256, Block: time.Second,
-		}).Result()
-		if errors.Is(err, redis.Nil) {
-			continue
-		}
-		if err != nil {
-			select { // the loop ends once the store is closed
-			case <-s.ctx.Done():
-			case <-time.After(backoff):
-			}
-			backoff = min(2*backoff, time.Second)
-			continue
-		}
-		backoff = 50 * time.Millisecond
-		for _, st := range res {
-			for _, e := range st.Messages {
-				s.handleEntry(s.ctx, e)
-				lastID = e.ID
-				taken++
-			}
-		}
-		// What we took is ours now: trim it so the stream stays short (and
-		// Close forwards only what is left). Not after every read: a trim
-		// is a round trip, and at low rates reads carry one entry each.
-		if taken >= 1024 || time.Since(lastTrim) >= time.Second {
-			pipe := s.rdb.Pipeline()
-			pipe.XTrimMinID(s.ctx, s.keys.stream, lastID)
-			pipe.XDel(s.ctx, s.keys.stream, lastID)
-			pipe.Exec(s.ctx) //nolint:errcheck // the next trim catches up
-			lastTrim, taken = time.Now(), 0
-		}
-	}
-	// Close forwards what is left from here on: trim what was taken.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(s.ctx), time.Second)
-	defer cancel()
-	pipe := s.rdb.Pipeline()
-	pipe.XTrimMinID(ctx, s.keys.stream, lastID)
-	pipe.XDel(ctx, s.keys.stream, lastID)
-	pipe.Exec(ctx) //nolint:errcheck // best effort
-}
-
-func field(e redis.XMessage, k string) string {
-	v, _ := e.Values[k].(string)
-	return v
-}
-
-func (s *RedisStore) handleEntry(ctx context.Context, e redis.XMessage) {
-	to := field(e, "to")
-	switch field(e, "k") {
-	case "m":
-		frame := field(e, "f")
-		if s.deliverLocal(to, frame, false) {
-			return
-		}
-		if s.deliverLocal(to, frame, true) {
-			return
-		}
-		// The peer moved or left after this was routed here.
-		s.forward(ctx, to, frame)
-	case "h":
-		s.handOver(ctx, to, field(e, "dst"))
-	case "p":
-		s.unpark(ctx, to)
-	case "f":
-		var fs []json.RawMessage
-		if err := json.Unmarshal([]byte(field(e, "fs")), &fs); err != nil {
-			s.log.Error("redis: bad handover entry", "err", err)
-			return
-		}
-		frames := make([][]byte, len(fs))
-		for i, f := range fs {
-			frames[i] = f
-		}
-		s.mu.RLock()
-		ch := s.claims[to]
-		s.mu.RUnlock()
-		if ch == nil {
-			s.log.Warn("redis: held frames arrived after the resume gave up waiting; dropped", "peer", to, "frames", len(frames))
-			return
-		}
-		select {
-		case ch <- frames:
-		default:
-		}
-	}
-}
-
-// deliverLocal hands a frame from the stream to a peer on this node, or
-// (exclusive, for the rarer case) to a session being parked. It reports
-// whether the frame found its peer here.
-func (s *RedisStore) deliverLocal(to, frame string, exclusive bool) bool {
-	if !exclusive {
-		s.mu.RLock()
-		defer s.mu.RUnlock()
-	} else {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if held, ok := s.parking[to]; ok {
-			s.parking[to] = append(held, []byte(frame))
-			return true
-		}
-	}
-	if p := s.local[to]; p != nil {
-		_ = p.inbox.Deliver([]byte(frame)) // the peer may be leaving
-		return true
-	}
-	return false
-}
-
-func (s *RedisStore) forward(ctx context.Context, to, frame string) {
-	if _, err := scriptForward.Run(ctx, s.rdb, nil, s.args(s.node, to, frame)...).Result(); err != nil {
-		s.log.Warn("redis: frame for a moved peer lost", "peer", to, "err", err)
-	}
-}
-
-// handOver answers another node's claim: the local session retires and
-// its undelivered frames go to dst. The write lock is held until they are
-// on their way, so a local sender's next frame (routed through Redis once
-// the peer is gone from here) cannot overtake them.
-func (s *RedisStore) handOver(ctx context.Context, id, dst string) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var frames [][]byte
-	if p := s.local[id]; p != nil {
-		delete(s.local, id)
-		if h, ok := p.inbox.(handoverInbox); ok {
-			frames = h.HandOver()
-		}
-	}
-	var b bytes.Buffer
-	b.WriteByte('[')
-	for i, f := range frames {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.Write(f)
-	}
-	b.WriteByte(']')
-	stream := s.cfg.Prefix + "node:" + dst + ":in"
-	pipe := s.rdb.TxPipeline()
-	pipe.XAdd(ctx, &redis.XAddArgs{Stream: stream, Values: []any{"k", "f", "to", id, "fs", b.String()}})
-	pipe.PExpire(ctx, stream, s.keyTTL())
-	if _, err := pipe.Exec(ctx); err != nil {
-		s.log.Warn("redis: handing over held frames failed", "peer", id, "frames", len(frames), "err", err)
-	}
 }
 
 // Collectors implements the hub's metrics hook: Redis round trips, errors
