@@ -17,10 +17,7 @@ const CodeUnavailable = "unavailable"
 // sendUnavailable answers an operation the cluster store could not serve.
 // It is the hub's trouble, not the client's: it does not count against the
 // connection's error budget.
-func (c *conn) sendUnavailable(msg, peer string) {
-	c.h.m.errors.WithLabelValues(CodeUnavailable).Inc()
-	c.reply(ServerMessage{Type: TypeError, Code: CodeUnavailable, Message: msg, Peer: peer})
-}
+func (c *conn) sendUnavailable(msg, peer string) { c.notify(CodeUnavailable, msg, peer) }
 
 // resumeToken returns a new resume token for peer id.
 func (h *Hub) resumeToken(id string) string {
@@ -36,13 +33,13 @@ func (h *Hub) resumeToken(id string) string {
 func (h *Hub) claim(c *conn, token string) {
 	var s *session
 	held, err := h.cluster.Claim(token, func(room string, m Member) Inbox {
-		s = &session{h: h, id: m.ID, room: room, name: m.Name, token: token}
+		s = &session{h: h, id: m.ID, room: room, name: m.Name, token: token, ip: c.ip}
 		return s
 	})
 	switch {
 	case errors.Is(err, ErrUnavailable):
 		h.m.resumes.WithLabelValues("unavailable").Inc()
-		c.log.Warn("resume refused: cluster store unavailable", "err", err)
+		c.log().Warn("resume refused: cluster store unavailable", "err", err)
 		c.sendUnavailable("the hub cannot reach its cluster store: retry the resume", "")
 		return
 	case err != nil:
@@ -55,6 +52,8 @@ func (h *Hub) claim(c *conn, token string) {
 	h.mu.Unlock()
 	h.m.peers.Inc()
 	s.mu.Lock()
+	// The frames from the cluster go first; they are not reserved under
+	// the held-bytes bounds, as attach hands them to c at once.
 	s.held = append(held, s.held...)
 	if s.ended || s.overflowed {
 		s.mu.Unlock()
@@ -66,7 +65,7 @@ func (h *Hub) claim(c *conn, token string) {
 	h.attachResumedLocked(c, s)
 	s.mu.Unlock()
 	c.sess = s
-	c.log.Info("resumed from another node", "peer", s.id, "room", s.room, "held", len(held))
+	c.log().Info("resumed from another node", "peer", s.id, "room", s.room, "held", len(held))
 }
 
 // HandOver implements handoverInbox: the peer resumed on another node.
@@ -88,7 +87,8 @@ func (s *session) HandOver() [][]byte {
 		s.conn = nil
 	}
 	frames = append(frames, s.held...)
-	s.held = nil
+	s.dropHeldLocked()
+	s.releaseSlotLocked()
 	h.stopTimer(s.graceTimer)
 	h.stopTimer(s.iceTimer)
 	s.graceTimer, s.iceTimer = nil, nil
@@ -109,13 +109,19 @@ func (h *Hub) holdForDrain(s *session, c *conn, reason string) bool {
 		return false
 	}
 	s.mu.Lock()
-	if s.conn == c && !s.ended {
-		s.held = append(drainSession(c), s.held...)
-		s.conn = nil
-		s.gen++
-		h.stopTimer(s.iceTimer)
-		s.iceTimer = nil
+	if s.conn != c || s.ended {
+		s.mu.Unlock()
+		return true
 	}
+	if !s.holdPendingLocked(drainSession(c)) {
+		s.mu.Unlock()
+		h.endSession(s, reasonDrain) // more than the held-bytes bounds allow
+		return true
+	}
+	s.conn = nil
+	s.gen++
+	h.stopTimer(s.iceTimer)
+	s.iceTimer = nil
 	s.mu.Unlock()
 	return true
 }
@@ -164,7 +170,8 @@ wait:
 		}
 		s.ended = true
 		held := s.held
-		s.held = nil
+		s.dropHeldLocked()
+		s.releaseSlotLocked()
 		h.stopTimer(s.graceTimer)
 		h.stopTimer(s.iceTimer)
 		s.graceTimer, s.iceTimer = nil, nil

@@ -15,7 +15,7 @@ func newClusterHub(t *testing.T, r *testenv.Redis, node string, cfg Config) *tes
 	if cfg.ResumeGrace == 0 {
 		cfg.ResumeGrace = time.Hour
 	}
-	st := newTestRedisStore(t, r, node, RedisConfig{ResumeGrace: cfg.ResumeGrace, HeldMessages: cfg.HeldMessages})
+	st := newTestRedisStore(t, r, node, RedisConfig{ResumeGrace: cfg.ResumeGrace})
 	cfg.Store = st
 	return newTestHub(t, cfg) // cleanups run in reverse: hub shutdown before store close
 }

@@ -73,7 +73,7 @@ func setupCluster(ctx context.Context, o clusterOptions, l *loaded, iceTTL time.
 	defer cancel()
 	store, err := signaling.NewRedisStore(sctx, signaling.RedisConfig{
 		Client: client, Prefix: o.prefix, NodeID: o.nodeID, Heartbeat: o.heartbeat, NodeTTL: o.nodeTTL,
-		ResumeGrace: l.hub.ResumeGrace, HeldMessages: l.hub.HeldMessages, Logger: log,
+		ResumeGrace: l.hub.ResumeGrace, Logger: log,
 	})
 	if err != nil {
 		client.Close()

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -124,6 +125,9 @@ func run(ctx context.Context, args []string, env runEnv) int {
 		}
 	}
 	l.hub.ICEServers = iceServersFunc(l.turnURLs, l.turnSecret, o.iceTTL, time.Now)
+	if o.dev && !slices.Contains(l.hub.AllowedHosts, host) {
+		l.hub.AllowedHosts = append(l.hub.AllowedHosts, host) // -listen 127.0.0.2:8080, or the LAN address
+	}
 	closeCluster, err := setupCluster(ctx, o.cluster, &l, o.iceTTL, log)
 	if err != nil {
 		log.Error("cluster", "err", err)
@@ -150,7 +154,8 @@ func run(ctx context.Context, args []string, env runEnv) int {
 		publicLn = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{*l.tls}, MinVersion: tls.VersionTLS12})
 	}
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
-	public := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
+	public := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog,
+		ConnState: hub.ConnState}
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- public.Serve(publicLn) }()
 	var admin *http.Server
