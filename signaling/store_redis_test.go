@@ -205,3 +205,25 @@ func TestRedisStoreKeysExpire(t *testing.T) {
 		}
 	}
 }
+
+// A password in the URL authenticates; a wrong one is refused at start.
+func TestRedisStorePassword(t *testing.T) {
+	r := testenv.StartRedis(t, "--requirepass", "s3cret")
+	for _, tc := range []struct {
+		url string
+		ok  bool
+	}{{"redis://:s3cret@" + r.Addr, true}, {"redis://:wrong@" + r.Addr, false}, {"redis://" + r.Addr, false}} {
+		rdb, err := rediscfg.NewClient(tc.url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := NewRedisStore(ctxT(t), RedisConfig{Client: rdb, Logger: testLogger(t)})
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: NewRedisStore error %v, want ok=%v", tc.url, err, tc.ok)
+		}
+		if s != nil {
+			s.Close()
+		}
+		rdb.Close()
+	}
+}

@@ -17,19 +17,21 @@ import (
 // a system Redis. Stop and Start restart it on the same port; it is
 // stopped by pid when the test ends.
 type Redis struct {
-	Addr string // 127.0.0.1:port
-	t    testing.TB
-	bin  string
-	dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
+	Addr  string // 127.0.0.1:port
+	t     testing.TB
+	bin   string
+	dir   string
+	extra []string
+	cmd   *exec.Cmd
+	done  chan struct{}
 }
 
-// StartRedis starts a redis-server, or skips or fails (see SkipOrFail)
-// when the Debian package redis-server is not installed.
-func StartRedis(t testing.TB) *Redis {
+// StartRedis starts a redis-server with extra arguments (such as
+// "--requirepass", "secret"), or skips or fails (see SkipOrFail) when the
+// Debian package redis-server is not installed.
+func StartRedis(t testing.TB, extra ...string) *Redis {
 	t.Helper()
-	r := &Redis{t: t, bin: NeedCommand(t, "redis-server", "redis-server"), dir: t.TempDir()}
+	r := &Redis{t: t, bin: NeedCommand(t, "redis-server", "redis-server"), dir: t.TempDir(), extra: extra}
 	var err error
 	for range 5 { // a free port may be taken between probing and binding
 		r.Addr = freeLoopbackPort(t)
@@ -59,9 +61,9 @@ func (r *Redis) start() error {
 	_, port, _ := net.SplitHostPort(r.Addr)
 	// It outlives this call: Stop ends it by pid.
 	//nolint:gosec // G204: our own redis-server binary, on a port we chose
-	cmd := exec.CommandContext(context.Background(), r.bin, "--port", port,
-		"--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-		"--dir", r.dir, "--protected-mode", "yes", "--loglevel", "warning")
+	args := append([]string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+		"--dir", r.dir, "--protected-mode", "yes", "--loglevel", "warning"}, r.extra...)
+	cmd := exec.CommandContext(context.Background(), r.bin, args...)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
@@ -122,7 +124,7 @@ func ping(addr string) bool {
 		return false
 	}
 	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "+PONG")
+	return err == nil && (strings.HasPrefix(line, "+PONG") || strings.HasPrefix(line, "-NOAUTH")) // up, maybe with a password
 }
 
 func freeLoopbackPort(t testing.TB) string {
