@@ -59,11 +59,10 @@ func (r *Redis) Start() {
 
 func (r *Redis) start() error {
 	_, port, _ := net.SplitHostPort(r.Addr)
-	// It outlives this call: Stop ends it by pid.
-	//nolint:gosec // G204: our own redis-server binary, on a port we chose
 	args := append([]string{"--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
 		"--dir", r.dir, "--protected-mode", "yes", "--loglevel", "warning"}, r.extra...)
-	cmd := exec.CommandContext(context.Background(), r.bin, args...)
+	// It outlives this call: Stop ends it by pid.
+	cmd := exec.CommandContext(context.Background(), r.bin, args...) //nolint:gosec // G204: our own redis-server binary and the test's arguments
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
