@@ -101,7 +101,7 @@ func (f *front) pass(b []byte, src net.Addr) (int, bool) {
 	}
 	switch m.Type.Class {
 	case stun.ClassIndication:
-		return len(b), m.Type.Method == stun.MethodSend
+		return len(b), m.Type.Method == stun.MethodSend && f.sendAllowed(m)
 	case stun.ClassRequest:
 	default:
 		// Responses and errors sent to a server are never valid here.
@@ -212,6 +212,15 @@ func (f *front) checkAllocation(m *stun.Message, src net.Addr, v verdict, ip net
 		for _, p := range peers {
 			ips = append(ips, p.Addr())
 		}
+		// pion answers a refused ChannelBind 401, which sends operators
+		// after a password problem that does not exist: answer 403 first.
+		for _, ip := range ips {
+			if reason := s.peerIPDenied(ip); reason != "" {
+				s.metrics.policyDenials.WithLabelValues(reason).Inc()
+				f.replyError(m, src, stun.CodeForbidden, v.key)
+				return false
+			}
+		}
 		var ch uint16
 		if m.Type.Method == stun.MethodChannelBind {
 			if raw, err := m.Get(stun.AttrChannelNumber); err == nil && len(raw) >= 2 {
@@ -250,6 +259,20 @@ func (f *front) checkAllocation(m *stun.Message, src net.Addr, v verdict, ip net
 		default:
 			s.metrics.quotaRejections.WithLabelValues(why).Inc()
 			f.replyError(m, src, stun.CodeAllocQuotaReached, v.key)
+			return false
+		}
+	}
+	return true
+}
+
+// sendAllowed reports whether a Send indication may go on to pion: one
+// whose XOR-PEER-ADDRESS the peer policy refuses is dropped without an
+// answer (indications get none) and counted.
+func (f *front) sendAllowed(m *stun.Message) bool {
+	for _, p := range xorPeerAddrs(m) {
+		if reason := f.s.policy.Load().checkAddrPort(p, protoUDP); reason != "" {
+			f.s.metrics.policyDenials.WithLabelValues(reason).Inc()
+			f.s.metrics.dropped.WithLabelValues(dropForbiddenPeer).Inc()
 			return false
 		}
 	}

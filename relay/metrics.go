@@ -38,6 +38,8 @@ const (
 	dropOversize    = "oversize_frame"
 	dropConnLimit   = "connection_limit"
 	dropSendBuffer  = "send_buffer_full"
+	// dropForbiddenPeer: a Send indication to a peer the policy refuses.
+	dropForbiddenPeer = "forbidden_peer"
 )
 
 func newMetrics() *metrics {
@@ -91,7 +93,7 @@ func newMetrics() *metrics {
 	for _, r := range []string{authUnknownUser, authBadPassword, authExpired, authSessionLimit, authMalformed, authWrongUser} {
 		m.authFailures.WithLabelValues(r)
 	}
-	for _, r := range []string{dropMalformed, dropRateLimited, dropBandwidth, dropAuthLimited, dropOversize, dropConnLimit, dropSendBuffer} {
+	for _, r := range []string{dropMalformed, dropRateLimited, dropBandwidth, dropAuthLimited, dropOversize, dropConnLimit, dropSendBuffer, dropForbiddenPeer} {
 		m.dropped.WithLabelValues(r)
 	}
 	return m

@@ -131,13 +131,7 @@ func New(cfg Config) (*Server, error) {
 		if !ok {
 			return false
 		}
-		pol := s.policy.Load()
-		if s.isRelayIP(ip) {
-			// Another allocation of ours: the per-datagram check admits
-			// exactly the live relay ports on it.
-			return true
-		}
-		if reason := pol.checkIP(ip); reason != "" {
+		if reason := s.peerIPDenied(ip); reason != "" {
 			s.metrics.policyDenials.WithLabelValues(reason).Inc()
 			return false
 		}
@@ -338,6 +332,17 @@ func (s *Server) isRelayIP(ip netip.Addr) bool {
 	ip = ip.Unmap()
 	return ip.IsValid() && (ip == s.relayBind4 || ip == s.relayBind6 ||
 		ip == s.cfg.ExternalIPv4.Unmap() || ip == s.cfg.ExternalIPv6)
+}
+
+// peerIPDenied decides a permission for peer IP ip (CreatePermission,
+// ChannelBind): "" when granted, else the denial reason. Our own relay IPs
+// are granted (relay-to-relay): the per-datagram check then admits exactly
+// the live relay ports on them.
+func (s *Server) peerIPDenied(ip netip.Addr) string {
+	if s.isRelayIP(ip) {
+		return ""
+	}
+	return s.policy.Load().checkIP(ip)
 }
 
 // selfPorts are the ports a peer address may not name on our own IPs.
