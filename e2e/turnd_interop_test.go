@@ -40,11 +40,25 @@ func TestTurndUclientInterop(t *testing.T) {
 		tcp  bool // client to server over TCP (-t)
 		send bool // Send/Data indications instead of channels (-s)
 		rest bool // TURN REST credential (-W) instead of a static user
+		// rtcp leaves out -c: uclient's default mode, where each client
+		// allocates an RTP/RTCP pair with EVEN-PORT on one socket and
+		// claims the reserved odd port with RESERVATION-TOKEN from another.
+		rtcp bool
+		// tcpRelay is -T: RFC 6062 TCP relays, client to client (-y), no
+		// echo peer; each client Connects to the other's relay address.
+		tcpRelay bool
+		clients  int // -m; default flows
+		packets  int // -n; default packets
 	}{
 		{name: "udp/channel/static-user"},
 		{name: "udp/send-indication/rest", send: true, rest: true},
 		{name: "tcp/channel/rest", tcp: true, rest: true},
 		{name: "tcp/send-indication/static-user", tcp: true, send: true},
+		// The default mode failed with 508 from 3 clients up while
+		// reservations were lost across turnd's SO_REUSEPORT sockets.
+		{name: "udp/default-mode/5-clients", rtcp: true, clients: 5, packets: 200},
+		{name: "tcp/default-mode/rest/3-clients", tcp: true, rtcp: true, rest: true, clients: 3, packets: 200},
+		{name: "tcp-relay/client-to-client", tcpRelay: true, clients: 2, packets: 200},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -62,10 +76,22 @@ func TestTurndUclientInterop(t *testing.T) {
 				"--allow-loopback-peers",
 			)
 
+			clients, perFlow := flows, packets
+			if tc.clients != 0 {
+				clients, perFlow = tc.clients, tc.packets
+			}
 			server := d.UDP
-			args := []string{"-c", "-m", strconv.Itoa(flows), "-n", strconv.Itoa(packets),
-				"-l", strconv.Itoa(pktBytes), "-z", strconv.Itoa(intervalMS),
-				"-e", peer.IP, "-r", strconv.Itoa(peer.Port)}
+			args := []string{"-m", strconv.Itoa(clients), "-n", strconv.Itoa(perFlow),
+				"-l", strconv.Itoa(pktBytes), "-z", strconv.Itoa(intervalMS)}
+			if !tc.rtcp {
+				args = append(args, "-c")
+			}
+			if tc.tcpRelay {
+				args = append(args, "-T")
+				server = d.TCP
+			} else {
+				args = append(args, "-e", peer.IP, "-r", strconv.Itoa(peer.Port))
+			}
 			if tc.tcp {
 				args = append(args, "-t")
 				server = d.TCP
@@ -84,29 +110,36 @@ func TestTurndUclientInterop(t *testing.T) {
 			args = append(args, "-p", port, host)
 
 			res := turnd_runUclient(t, uclient, args)
-			want := flows * packets
-			if res.sent != want || res.received != want || res.lost != 0 || res.sendDropped != 0 {
-				t.Errorf("uclient: sent %d, received %d, lost %d, send dropped %d; want %d sent and received, none lost",
+			// In the default mode uclient counts the RTCP sessions' packets
+			// too, so at least clients x packets go each way.
+			want := clients * perFlow
+			if res.sent < want || res.received != res.sent || res.lost != 0 || res.sendDropped != 0 {
+				t.Errorf("uclient: sent %d, received %d, lost %d, send dropped %d; want at least %d sent, all received, none lost",
 					res.sent, res.received, res.lost, res.sendDropped, want)
+			}
+			if strings.Contains(res.output, "error 508") {
+				t.Errorf("uclient met 508 answers")
 			}
 
 			m := turnd_metrics(t, d.Admin)
-			for _, dir := range []string{"client_to_peer", "peer_to_client"} {
-				key := fmt.Sprintf("turnd_relayed_packets_total{direction=%q}", dir)
-				if got := m[key]; got < float64(want) {
-					t.Errorf("turnd relayed %v packets %s, want at least %d", got, dir, want)
+			if !tc.tcpRelay { // TCP relays count reads, not uclient messages
+				for _, dir := range []string{"client_to_peer", "peer_to_client"} {
+					key := fmt.Sprintf("turnd_relayed_packets_total{direction=%q}", dir)
+					if got := m[key]; got < float64(res.sent) {
+						t.Errorf("turnd relayed %v packets %s, want at least %d", got, dir, res.sent)
+					}
 				}
 			}
 			// With --listening-port 0 the UDP and TCP listeners got different
-			// ports, so a -t run can only have reached turnd over TCP.
-			created := 0.0
-			for k, v := range m {
-				if strings.HasPrefix(k, "turnd_allocations_created_total") {
-					created += v
-				}
+			// ports, so a -t run can only have reached turnd over TCP; the
+			// allocation counter's label says which.
+			transport := "udp"
+			if tc.tcp || tc.tcpRelay {
+				transport = "tcp"
 			}
-			if created < flows {
-				t.Errorf("turnd created %v allocations, want at least %d", created, flows)
+			key := fmt.Sprintf("turnd_allocations_created_total{transport=%q}", transport)
+			if created := m[key]; created < float64(clients) {
+				t.Errorf("%s = %v, want at least %d", key, created, clients)
 			}
 			for k, v := range m {
 				if strings.HasPrefix(k, "turnd_auth_failures_total") && v != 0 {

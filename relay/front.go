@@ -34,6 +34,9 @@ type front struct {
 	resTuple  tupleKey
 	pendingTx [stun.TransactionIDSize]byte
 	pending   bool
+	// lastKey is the long-term key of the last request passed to pion, for
+	// signing answers pion sends unsigned (ConnectionBind, see tcp.go).
+	lastKey []byte
 }
 
 const stunMagicCookie = 0x2112A442
@@ -161,6 +164,7 @@ func (f *front) pass(b []byte, src net.Addr) (int, bool) {
 		return 0, false
 	}
 	f.stashed, f.stashSrc, f.stashTx = true, srcAP, m.TransactionID
+	f.lastKey = v.key
 	return len(b), true
 }
 

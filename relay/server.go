@@ -148,11 +148,11 @@ func New(cfg Config) (*Server, error) {
 		PermissionTimeout:  permissionLifetime,
 		ChannelBindTimeout: channelLifetime,
 		EventHandler: turn.EventHandler{
-			OnAllocationCreated: func(src, dst net.Addr, protocol, userID, _ string, relayAddr net.Addr, _ int) {
+			OnAllocationCreated: func(src, dst net.Addr, _, userID, _ string, relayAddr net.Addr, _ int) {
 				_, tcp := relayAddr.(*net.TCPAddr)
 				s.allocs.add(tupleOf(src, dst), userID, s.sourceKey(addrIP(src)), tcp, time.Now())
 				s.metrics.allocationsActive.Inc()
-				s.metrics.allocationsCreated.WithLabelValues(protocol).Inc()
+				s.metrics.allocationsCreated.WithLabelValues(s.clientTransport(src, dst)).Inc()
 			},
 			OnAllocationDeleted: func(src, dst net.Addr, _, _, _ string) {
 				s.allocs.remove(tupleOf(src, dst))
@@ -332,6 +332,27 @@ func (s *Server) isRelayIP(ip netip.Addr) bool {
 	ip = ip.Unmap()
 	return ip.IsValid() && (ip == s.relayBind4 || ip == s.relayBind6 ||
 		ip == s.cfg.ExternalIPv4.Unmap() || ip == s.cfg.ExternalIPv6)
+}
+
+// clientTransport names how the client reaches us for the allocation with
+// 5-tuple (src, dst): "udp", "tcp" or "tls" (pion's protocol argument is the
+// relay's transport). dst is the listener's address.
+func (s *Server) clientTransport(src, dst net.Addr) string {
+	if _, ok := src.(*net.UDPAddr); ok {
+		return "udp"
+	}
+	d := toAddrPort(dst)
+	for _, a := range s.addrs {
+		ta, ok := a.(tlsAddr)
+		if !ok || ta.network != "tls" {
+			continue
+		}
+		l := toAddrPort(ta.Addr)
+		if l.Port() == d.Port() && (l.Addr().IsUnspecified() || l.Addr().Unmap() == d.Addr().Unmap()) {
+			return "tls"
+		}
+	}
+	return "tcp"
 }
 
 // peerIPDenied decides a permission for peer IP ip (CreatePermission,

@@ -67,6 +67,14 @@ func listenUDPShared(addr string, n int) ([]net.PacketConn, error) {
 		}
 		conns = append(conns, c)
 	}
+	// Keep every client IP on one socket (EVEN-PORT reservations live
+	// per socket): see steer.go.
+	if err := steerBySource(conns); err != nil {
+		for _, c := range conns {
+			c.Close()
+		}
+		return nil, fmt.Errorf("listen udp %s: %w", addr, err)
+	}
 	return conns, nil
 }
 

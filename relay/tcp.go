@@ -147,15 +147,34 @@ func (c *framedConn) Close() error {
 // that answer from the reading goroutine before it starts the goroutines
 // that copy peer data, so the switch needs no lock.
 func (c *framedConn) Write(b []byte) (int, error) {
+	if n := len(b); !c.passThru && n >= 20 && binary.BigEndian.Uint16(b) == connectionBindSuccess {
+		c.front.observe(b, c.remote)
+		c.passThru = true
+		// Data connections live as long as their peer connection.
+		_ = c.raw.SetReadDeadline(time.Time{})
+		if _, err := c.Conn.Write(c.signConnectionBind(b)); err != nil {
+			return 0, err
+		}
+		return n, nil
+	}
 	if !c.passThru {
 		c.front.observe(b, c.remote)
-		if len(b) >= 20 && binary.BigEndian.Uint16(b) == connectionBindSuccess {
-			c.passThru = true
-			// Data connections live as long as their peer connection.
-			_ = c.raw.SetReadDeadline(time.Time{})
-		}
 	}
 	return c.Conn.Write(b)
+}
+
+// signConnectionBind adds MESSAGE-INTEGRITY and FINGERPRINT to pion's
+// ConnectionBind success, which pion sends unsigned: RFC 6062 clients such
+// as coturn's turnutils_uclient (-T) reject it as "wrong integrity".
+func (c *framedConn) signConnectionBind(b []byte) []byte {
+	m := &stun.Message{Raw: append([]byte(nil), b...)}
+	if c.front.lastKey == nil || m.Decode() != nil || m.Contains(stun.AttrMessageIntegrity) {
+		return b
+	}
+	if stun.MessageIntegrity(c.front.lastKey).AddTo(m) != nil || stun.Fingerprint.AddTo(m) != nil {
+		return b
+	}
+	return m.Raw
 }
 
 var connectionBindSuccess = stun.NewType(stun.MethodConnectionBind, stun.ClassSuccessResponse).Value()

@@ -112,6 +112,13 @@ func TestRelayUDPTCPTLS(t *testing.T) {
 	if got := srv.Stats().TotalAllocations; got < 3 {
 		t.Fatalf("server saw %d allocations, want 3", got)
 	}
+	// The label is the client's transport, not the relay's (always UDP here).
+	for _, network := range []string{"udp", "tcp", "tls"} {
+		key := fmt.Sprintf("turnd_allocations_created_total{transport=%q}", network)
+		if got := metricValue(t, srv, key); got != 1 {
+			t.Errorf("%s = %v, want 1", key, got)
+		}
+	}
 }
 
 func TestRelayIPv6(t *testing.T) {
