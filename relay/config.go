@@ -123,6 +123,14 @@ type Config struct {
 	// Logger receives structured logs; never credentials. Default slog.Default().
 	Logger *slog.Logger
 
+	// --- coturn drop-in options (metrics names, relay transports, TLS) ---
+
+	// MetricNames adds coturn 4.6.1's metric names to /metrics when
+	// MetricNamesCoturn. Default: turnd's names only.
+	MetricNames MetricNames
+
+	// --- end of coturn drop-in options ---
+
 	// now is the clock credential expiry and rate limits are judged by
 	// (tests inject one). Default time.Now.
 	now func() time.Time

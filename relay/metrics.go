@@ -93,6 +93,20 @@ func newMetrics() *metrics {
 	for _, r := range []string{authUnknownUser, authBadPassword, authExpired, authSessionLimit, authMalformed, authWrongUser} {
 		m.authFailures.WithLabelValues(r)
 	}
+	// Every documented label value exists from the start, so dashboards
+	// and alerts see zeros rather than absent series.
+	for _, tr := range []string{"udp", "tcp", "tls"} {
+		m.allocationsCreated.WithLabelValues(tr)
+	}
+	for _, q := range []string{"user", "source", "total", "draining", "peers", "unreserved"} {
+		m.quotaRejections.WithLabelValues(q)
+	}
+	for _, r := range policyReasons {
+		m.policyDenials.WithLabelValues(r)
+	}
+	for _, l := range []string{"info", "warn", "error"} {
+		m.pionEvents.WithLabelValues(l)
+	}
 	for _, r := range []string{dropMalformed, dropRateLimited, dropBandwidth, dropAuthLimited, dropOversize, dropConnLimit, dropSendBuffer, dropForbiddenPeer} {
 		m.dropped.WithLabelValues(r)
 	}
@@ -110,3 +124,7 @@ func (m *metrics) registerBehavior(b *behaviorResponder) {
 		}, func() float64 { return float64(b.stats().RateLimited) }),
 	)
 }
+
+// policyReasons are every value of turnd_policy_denials_total{reason}.
+var policyReasons = []string{denyLoopback, denyPrivate, denyLinkLocal, denyCGNAT, denyMulticast,
+	denyUnspecified, denyReserved, denyMetadata, denyOperator, denySelf, denyBroadcast, denyConnect}

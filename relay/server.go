@@ -88,6 +88,9 @@ func New(cfg Config) (*Server, error) {
 		now:         cfg.now,
 	}
 	s.stash.checkGoroutine = cfg.checkHookGoroutine
+	if cfg.MetricNames == MetricNamesCoturn {
+		s.metrics.reg.MustRegister(newCoturnCollector(s.metrics, cfg.Realm))
+	}
 	s.creds.Store(newCredentials(cfg))
 	if cfg.Certificate != nil {
 		s.cert.Store(cfg.Certificate)

@@ -171,6 +171,7 @@ func (cfg Config) validate() error {
 	if r := cfg.RFC5780; r != nil {
 		errs = append(errs, cfg.validateRFC5780()...)
 	}
+	errs = append(errs, cfg.validateDropIn()...)
 	return errors.Join(errs...)
 }
 

@@ -58,6 +58,8 @@ type coturnOption struct {
 	// same, for a refused option, lists the values that are exactly
 	// turnd's behaviour: those lines load without a word.
 	same []string
+	// also are further settings an implemented option makes.
+	also []conf.Setting
 }
 
 // needsRelay marks refusals that a relay.Config field would lift.
@@ -168,7 +170,7 @@ var coturnOptions = map[string]coturnOption{
 	"new-log-timestamp":           {outcome: accepted, note: "every turnd log line carries an RFC 3339 timestamp"},
 	"new-log-timestamp-format":    {outcome: accepted, note: "every turnd log line carries an RFC 3339 timestamp"},
 	"pidfile":                     {outcome: implemented},
-	"prometheus":                  {outcome: implemented, flag: "admin-listen", value: "127.0.0.1:9641", note: "metrics on 127.0.0.1:9641 (coturn's exporter port, loopback) unless admin-listen is set"},
+	"prometheus":                  {outcome: implemented, flag: "admin-listen", value: "127.0.0.1:9641", also: []conf.Setting{{Name: "metrics-names", Value: "coturn"}}, note: "metrics on 127.0.0.1:9641 (coturn's exporter port, loopback) unless admin-listen is set, with coturn's metric names too (`--metrics-names coturn`)"},
 	"version":                     {outcome: implemented, note: "print the version and exit"},
 	"daemon":                      {outcome: refused, note: "turnd runs in the foreground; run it under systemd (deploy/turnd.service)"},
 	"proc-user":                   {outcome: refused, note: "turnd does not switch users; start it as the service user (deploy/turnd.service)"},
@@ -250,7 +252,7 @@ func coturnTranslator(fs *flag.FlagSet, warnings *[]string) conf.Translator {
 		if name == "relay-threads" && v == "0" {
 			v = "1" // coturn: 0 means one thread for everything
 		}
-		return []conf.Setting{{Name: target, Value: v}}, true, nil
+		return append([]conf.Setting{{Name: target, Value: v}}, opt.also...), true, nil
 	}
 }
 

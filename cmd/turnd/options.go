@@ -71,8 +71,9 @@ type options struct {
 	maxPerms     int
 	maxChannels  int
 	v6Prefix     int
-	ext          extOptions   // coturn drop-in settings (extflags.go)
-	fleet        fleetOptions // fleet.go
+	ext          extOptions      // coturn drop-in settings (extflags.go)
+	relayExt     relayExtOptions // coturn drop-in relay settings (relayflags.go)
+	fleet        fleetOptions    // fleet.go
 }
 
 func newFlagSet(o *options) *flag.FlagSet {
@@ -125,6 +126,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.maxChannels, "max-channels", 256, "live channel bindings per allocation; more get 508 (negative = unlimited)")
 	fs.IntVar(&o.v6Prefix, "ipv6-source-prefix", 64, "IPv6 prefix length counted as one client for rate limits, quotas and connection caps")
 	addExtFlags(fs, o)
+	addRelayExtFlags(fs, &o.relayExt)
 	addFleetFlags(fs, &o.fleet)
 	return fs
 }
@@ -288,6 +290,7 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 	}
 	warnings := vetSecrets(cfg.Secrets, add)
 	o.ext.validate(&cfg, o.noUDP, o.noTCP, add)
+	o.relayExt.apply(&cfg, add)
 
 	// Peer policy.
 	for _, s := range o.allowedPeers {
