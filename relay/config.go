@@ -129,6 +129,19 @@ type Config struct {
 	// MetricNamesCoturn. Default: turnd's names only.
 	MetricNames MetricNames
 
+	// NoUDPRelay and NoTCPRelay refuse Allocate requests for UDP relays
+	// or RFC 6062 TCP relays with 442 (coturn no-udp-relay, no-tcp-relay).
+	NoUDPRelay, NoTCPRelay bool
+	// STUNOnly ignores every TURN message (coturn stun-only); NoSTUN
+	// ignores Binding requests (coturn no-stun). At most one may be set.
+	STUNOnly, NoSTUN bool
+	// StaleNonce is how long a nonce is accepted before the answer is 438
+	// Stale Nonce with a fresh one (coturn stale-nonce). pion's nonces
+	// record the minute they were made and live at most an hour, so
+	// StaleNonce is a whole number of minutes between 1m and 1h; the zero
+	// value means pion's hour.
+	StaleNonce time.Duration
+
 	// --- end of coturn drop-in options ---
 
 	// now is the clock credential expiry and rate limits are judged by

@@ -1,10 +1,117 @@
 package relay
 
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+	"time"
+
+	"github.com/pion/stun/v4"
+)
+
+// This file holds what the coturn drop-in options of Config change in the
+// front door: STUN-only and TURN-only modes, refused relay transports and
+// a shorter nonce lifetime.
+
 // validateDropIn checks the coturn drop-in options of Config.
 func (cfg Config) validateDropIn() []error {
 	var errs []error
 	if err := cfg.MetricNames.validate(); err != nil {
 		errs = append(errs, err)
 	}
+	if cfg.STUNOnly && cfg.NoSTUN {
+		errs = append(errs, errors.New("stun-only and no-stun together leave nothing to serve"))
+	}
+	if cfg.NoSTUN && cfg.RFC5780 != nil {
+		errs = append(errs, errors.New("no-stun turns off Binding answers, which RFC 5780 needs"))
+	}
+	if cfg.NoUDPRelay && cfg.NoTCPRelay {
+		errs = append(errs, errors.New("no-udp-relay and no-tcp-relay together refuse every allocation"))
+	}
+	if d := cfg.StaleNonce; d != 0 && (d < time.Minute || d > time.Hour || d%time.Minute != 0) {
+		errs = append(errs, fmt.Errorf("stale-nonce %v: want whole minutes from 1m to 1h (pion's nonces record their minute and live at most an hour)", d))
+	}
 	return errs
+}
+
+// modeAllows applies STUNOnly and NoSTUN to a decoded message: ignored
+// messages get no answer, as in coturn.
+func (s *Server) modeAllows(m *stun.Message) bool {
+	binding := m.Type.Method == stun.MethodBinding
+	switch {
+	case s.cfg.STUNOnly:
+		return binding
+	case s.cfg.NoSTUN:
+		return !binding
+	}
+	return true
+}
+
+// relayTransportAllowed applies NoUDPRelay and NoTCPRelay to an Allocate.
+// A missing or malformed REQUESTED-TRANSPORT is left to pion (400).
+func (s *Server) relayTransportAllowed(m *stun.Message) bool {
+	raw, err := m.Get(stun.AttrRequestedTransport)
+	if err != nil || len(raw) < 1 {
+		return true
+	}
+	switch raw[0] {
+	case protoUDP:
+		return !s.cfg.NoUDPRelay
+	case protoTCP:
+		return !s.cfg.NoTCPRelay
+	}
+	return true
+}
+
+// nonceStale reports whether nonce, made by pion's nonce manager, is older
+// than Config.StaleNonce. pion's nonce is base36 of a 4-byte creation
+// minute followed by an HMAC; pion checks the HMAC, this only the age.
+// Anything it cannot read is left to pion.
+func (s *Server) nonceStale(nonce stun.Nonce, now time.Time) bool {
+	if s.cfg.StaleNonce == 0 {
+		return false
+	}
+	minute, ok := nonceMinute(string(nonce))
+	if !ok {
+		return false
+	}
+	age := time.Duration(now.Unix()/60-minute) * time.Minute
+	return age >= s.cfg.StaleNonce
+}
+
+// pionNonceLen is the byte length of pion's short nonce: a 4-byte minute
+// and a 12-byte HMAC.
+const pionNonceLen = 16
+
+func nonceMinute(nonce string) (int64, bool) {
+	if nonce == "" || len(nonce) > 32 {
+		return 0, false
+	}
+	n := new(big.Int)
+	if _, ok := n.SetString(strings.ToLower(nonce), 36); !ok {
+		return 0, false
+	}
+	b := n.Bytes()
+	if len(b) > pionNonceLen {
+		return 0, false
+	}
+	var full [pionNonceLen]byte
+	copy(full[pionNonceLen-len(b):], b)
+	return int64(binary.BigEndian.Uint32(full[:4])), true
+}
+
+// spoilNonce overwrites the first byte of the NONCE attribute in the
+// request b with a character outside base36, so pion's validation fails.
+func spoilNonce(b []byte) {
+	for off := 20; off+4 <= len(b); {
+		t := stun.AttrType(binary.BigEndian.Uint16(b[off:]))
+		l := int(binary.BigEndian.Uint16(b[off+2:]))
+		if t == stun.AttrNonce && l > 0 && off+4 < len(b) {
+			b[off+4] = '!'
+			return
+		}
+		off += 4 + (l+3)&^3
+	}
 }

@@ -85,7 +85,7 @@ func (f *front) pass(b []byte, src net.Addr) (int, bool) {
 	if b[0]&0xC0 == 0x40 {
 		// ChannelData: only meaningful on an existing allocation, which
 		// pion looks up; relaying is accounted on the relay socket.
-		return len(b), true
+		return len(b), !s.cfg.STUNOnly
 	}
 	if !stun.IsMessage(b) {
 		s.metrics.dropped.WithLabelValues(dropMalformed).Inc()
@@ -100,6 +100,9 @@ func (f *front) pass(b []byte, src net.Addr) (int, bool) {
 	m.Raw = b[:len(b):len(b)]
 	if err := m.Decode(); err != nil {
 		s.metrics.dropped.WithLabelValues(dropMalformed).Inc()
+		return 0, false
+	}
+	if !s.modeAllows(m) {
 		return 0, false
 	}
 	switch m.Type.Class {
@@ -135,6 +138,16 @@ func (f *front) pass(b []byte, src net.Addr) (int, bool) {
 	if username.GetFrom(m) != nil || realm.GetFrom(m) != nil || nonce.GetFrom(m) != nil {
 		s.metrics.authFailures.WithLabelValues(authMalformed).Inc()
 		return len(b), s.unauth.allow(ip, now) // pion answers 400
+	}
+	if s.nonceStale(nonce, now) {
+		if !s.unauth.allow(ip, now) {
+			s.metrics.dropped.WithLabelValues(dropRateLimited).Inc()
+			return 0, false
+		}
+		// pion answers 438 with a fresh nonce to a nonce it cannot
+		// validate, before it checks MESSAGE-INTEGRITY.
+		spoilNonce(b)
+		return len(b), true
 	}
 	creds := s.creds.Load()
 	v := creds.authenticate(m, username.String(), realm.String())
@@ -237,6 +250,10 @@ func (f *front) checkAllocation(m *stun.Message, src net.Addr, v verdict, ip net
 			return false
 		}
 	case stun.MethodAllocate:
+		if !exists && !s.relayTransportAllowed(m) {
+			f.replyError(m, src, stun.CodeUnsupportedTransProto, v.key)
+			return false
+		}
 		if exists {
 			if info.txid == m.TransactionID && info.answer != nil {
 				// A retransmission whose first answer was lost.

@@ -58,6 +58,8 @@ type coturnOption struct {
 	// same, for a refused option, lists the values that are exactly
 	// turnd's behaviour: those lines load without a word.
 	same []string
+	// bare is the value an implemented option takes when its line has none.
+	bare string
 	// also are further settings an implemented option makes.
 	also []conf.Setting
 }
@@ -100,7 +102,7 @@ var coturnOptions = map[string]coturnOption{
 	"server-name":              {outcome: implemented, note: "the host name in the iceServers entry turnd prints (coturn uses it for OAuth only, which turnd refuses)"},
 	"secure-stun":              {outcome: refused, note: "authenticated Binding requests are not implemented" + needsRelay},
 	"rest-api-separator":       {outcome: refused, note: "the TURN REST username separator is always ':'", same: []string{":"}},
-	"stale-nonce":              {outcome: refused, note: "nonces live 1 hour (pion's fixed lifetime); a shorter lifetime" + needsRelay, same: []string{"3600"}},
+	"stale-nonce":              {outcome: implemented, bare: "600", note: "seconds (600 without a value), enforced to the minute (pion's nonce records its minute) between 60 and 3600; 0 means pion's hour, not unlimited"},
 	"check-origin-consistency": {outcome: refused, note: "ORIGIN checks are not implemented" + needsRelay},
 	"psql-userdb":              {outcome: refused, note: "PostgreSQL user databases are not supported; use userdb (SQLite) or user lines"},
 	"sql-userdb":               {outcome: refused, note: "PostgreSQL user databases are not supported; use userdb (SQLite) or user lines"},
@@ -126,15 +128,15 @@ var coturnOptions = map[string]coturnOption{
 	"channel-lifetime":                  {outcome: refused, note: "channel bindings live 600 s (RFC 8656)" + needsRelay, same: []string{"600", "-1"}},
 	"permission-lifetime":               {outcome: refused, note: "permissions live 300 s (RFC 8656)" + needsRelay, same: []string{"300", "0"}},
 	"max-allocate-timeout":              {outcome: accepted, note: "turnd keeps no half-made allocation; a TCP/TLS client must send its first frame within 10 s"},
-	"no-udp-relay":                      {outcome: refused, note: "turning UDP relays off is not implemented" + needsRelay},
-	"no-tcp-relay":                      {outcome: refused, note: "turning RFC 6062 TCP relays off is not implemented" + needsRelay},
+	"no-udp-relay":                      {outcome: implemented, note: "Allocate for a UDP relay gets 442"},
+	"no-tcp-relay":                      {outcome: implemented, note: "Allocate for an RFC 6062 TCP relay gets 442"},
 	"allocation-default-address-family": {outcome: refused, note: "an Allocate without REQUESTED-ADDRESS-FAMILY always gets IPv4" + needsRelay, same: []string{"ipv4"}},
 	"keep-address-family":               {outcome: refused, note: "an Allocate without REQUESTED-ADDRESS-FAMILY always gets IPv4" + needsRelay},
 	"mobility":                          {outcome: refused, note: "RFC 8016 mobility is not implemented"},
 
 	// STUN behaviour.
-	"stun-only":                         {outcome: refused, note: "turnd always serves TURN; a STUN-only mode" + needsRelay},
-	"no-stun":                           {outcome: refused, note: "turnd always answers Binding requests; a TURN-only mode" + needsRelay},
+	"stun-only":                         {outcome: implemented, note: "TURN messages are ignored; only Binding is answered"},
+	"no-stun":                           {outcome: implemented, note: "Binding requests are ignored (not with --rfc5780)"},
 	"no-rfc5780":                        {outcome: implemented, flag: "rfc5780", value: "false", note: "RFC 5780 is off unless --rfc5780"},
 	"no-stun-backward-compatibility":    {outcome: accepted, note: "turnd never answers RFC 3489 requests"},
 	"response-origin-only-with-rfc5780": {outcome: accepted, note: "turnd sends RESPONSE-ORIGIN only with RFC 5780 on"},
@@ -226,6 +228,9 @@ func coturnTranslator(fs *flag.FlagSet, warnings *[]string) conf.Translator {
 			target = name
 		}
 		v := value
+		if !hasValue && opt.bare != "" {
+			v, hasValue = opt.bare, true
+		}
 		if opt.value != "" {
 			if hasValue {
 				on, err := coturnBool(value)

@@ -1,0 +1,142 @@
+package relay
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v4"
+)
+
+// signed builds an authenticated request from r with its current nonce.
+func (r *rawClient) signed(method stun.Method, attrs ...stun.Setter) *stun.Message {
+	setters := []stun.Setter{stun.TransactionID, stun.NewType(method, stun.ClassRequest)}
+	setters = append(setters, attrs...)
+	setters = append(setters, stun.NewUsername(r.user), r.realm, r.nonce, stun.MessageIntegrity(r.key), stun.Fingerprint)
+	return stun.MustBuild(setters...)
+}
+
+// TestStaleNonce: with StaleNonce a nonce older than the limit gets 438
+// Stale Nonce with a fresh nonce (pion's own hour no longer decides), and
+// the client carries on with the new one.
+func TestStaleNonce(t *testing.T) {
+	clock := newTestClock(time.Now())
+	srv := newTestServer(t, func(c *Config) {
+		c.now = clock.Now
+		c.StaleNonce = 10 * time.Minute
+	})
+	r := newRawClient(t, srv, "alice", "wonderland")
+	if code := errorCode(t, r.do(stun.MethodAllocate, udpTransport)); code != 0 {
+		t.Fatalf("allocate: %d", code)
+	}
+
+	clock.Advance(9 * time.Minute) // under the limit even across a minute boundary
+	resp, err := r.roundTrip(r.signed(stun.MethodRefresh, lifetime(5*time.Minute)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := errorCode(t, resp); code != 0 {
+		t.Fatalf("refresh with a 9-minute-old nonce: %d, want success", code)
+	}
+
+	clock.Advance(2 * time.Minute)
+	resp, err = r.roundTrip(r.signed(stun.MethodRefresh, lifetime(5*time.Minute)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code := errorCode(t, resp); code != stun.CodeStaleNonce {
+		t.Fatalf("refresh with an 11-minute-old nonce: %d, want 438", code)
+	}
+	// pion's nonce is the same for every request within one real minute,
+	// so it may equal the old one here; it must be present.
+	var fresh stun.Nonce
+	if err := fresh.GetFrom(resp); err != nil {
+		t.Fatalf("438 without a nonce: %v", resp)
+	}
+	// The fresh nonce is pion's, made at the real time; judge it there.
+	clock.Advance(-11 * time.Minute)
+	r.nonce = fresh
+	if code := errorCode(t, r.do(stun.MethodRefresh, lifetime(5*time.Minute))); code != 0 {
+		t.Fatalf("refresh with the fresh nonce: %d", code)
+	}
+}
+
+func TestNonceMinute(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		ok   bool
+		want int64
+	}{
+		{"", false, 0},
+		{"not base36!", false, 0},
+		{"1", true, 0},
+		{"ZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZZ", false, 0}, // longer than any pion nonce
+	} {
+		got, ok := nonceMinute(tc.in)
+		if ok != tc.ok || got != tc.want {
+			t.Errorf("nonceMinute(%q) = %d, %v; want %d, %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestNoUDPOrTCPRelay(t *testing.T) {
+	for _, tc := range []struct {
+		name                 string
+		noUDP, noTCP         bool
+		wantUDP, wantTCPCode stun.ErrorCode
+	}{
+		{"no-udp-relay", true, false, stun.CodeUnsupportedTransProto, 0},
+		{"no-tcp-relay", false, true, 0, stun.CodeUnsupportedTransProto},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := newTestServer(t, func(c *Config) { c.NoUDPRelay, c.NoTCPRelay = tc.noUDP, tc.noTCP })
+			u := newRawStreamClient(t, srv, "alice", "wonderland")
+			if code := errorCode(t, u.do(stun.MethodAllocate, udpTransport)); code != tc.wantUDP {
+				t.Errorf("UDP relay: %d, want %d", code, tc.wantUDP)
+			}
+			c := newRawStreamClient(t, srv, "alice", "wonderland")
+			if code := errorCode(t, c.do(stun.MethodAllocate, tcpTransport)); code != tc.wantTCPCode {
+				t.Errorf("TCP relay: %d, want %d", code, tc.wantTCPCode)
+			}
+		})
+	}
+	if err := (Config{NoUDPRelay: true, NoTCPRelay: true}).withDefaults().validate(); err == nil {
+		t.Error("no-udp-relay with no-tcp-relay accepted")
+	}
+}
+
+// TestSTUNOnlyAndNoSTUN: coturn's modes ignore the other half's messages
+// (no answer at all).
+func TestSTUNOnlyAndNoSTUN(t *testing.T) {
+	binding := func(t *testing.T, srv *Server) bool {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		r := &rawClient{t: t, conn: c, srv: srv.Addr("udp")}
+		_, err = r.roundTrip(stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint))
+		return err == nil
+	}
+	allocate := func(t *testing.T, srv *Server) bool {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		r := &rawClient{t: t, conn: c, srv: srv.Addr("udp")}
+		_, err = r.roundTrip(stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), udpTransport, stun.Fingerprint))
+		return err == nil
+	}
+	stunOnly := newTestServer(t, func(c *Config) { c.STUNOnly = true })
+	if !binding(t, stunOnly) || allocate(t, stunOnly) {
+		t.Error("stun-only: want Binding answered and Allocate ignored")
+	}
+	noSTUN := newTestServer(t, func(c *Config) { c.NoSTUN = true })
+	if binding(t, noSTUN) || !allocate(t, noSTUN) {
+		t.Error("no-stun: want Binding ignored and Allocate answered")
+	}
+	if err := (Config{STUNOnly: true, NoSTUN: true}).withDefaults().validate(); err == nil {
+		t.Error("stun-only with no-stun accepted")
+	}
+}
