@@ -25,6 +25,9 @@ const relayTries = 64
 // new allocations and wraps them so policy, limits and counters apply.
 type generator struct {
 	s *Server
+	// listener is the UDP listener socket whose allocations this generator
+	// makes (nil for TCP/TLS listeners): the data plane answers from it.
+	listener *serverPacketConn
 }
 
 var _ turn.RelayAddressGenerator = generator{}
@@ -90,6 +93,7 @@ func (g generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pac
 			bw:         g.s.userBW.forAllocation(conf.UserID, g.s.cfg.MaxBPS),
 			addrs:      g.register(bind, adv, port),
 		}
+		rc.fast = g.s.fast.newRelay(rc, g.listener, netip.AddrPortFrom(adv, uint16(port)))
 		return rc, &net.UDPAddr{IP: adv.AsSlice(), Port: port}, nil
 	}
 	return nil, nil, errNoRelayPort

@@ -21,6 +21,7 @@ type metrics struct {
 	pionEvents         *prometheus.CounterVec // level
 	bindingAnswers     prometheus.Counter
 	draining           prometheus.Gauge
+	fastBindings       prometheus.Gauge
 
 	// Hot-path children, resolved once.
 	bytesC2P, bytesP2C, pktsC2P, pktsP2C prometheus.Counter
@@ -73,9 +74,12 @@ func newMetrics() *metrics {
 		draining: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "turnd_draining", Help: "1 while the server drains before shutdown.",
 		}),
+		fastBindings: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "turnd_fastpath_bindings", Help: "Channel bindings the user-space data plane knows.",
+		}),
 	}
 	reg.MustRegister(m.allocationsActive, m.allocationsCreated, m.authFailures, m.quotaRejections,
-		m.policyDenials, m.relayedBytes, m.relayedPackets, m.dropped, m.pionEvents, m.bindingAnswers, m.draining,
+		m.policyDenials, m.relayedBytes, m.relayedPackets, m.dropped, m.pionEvents, m.bindingAnswers, m.draining, m.fastBindings,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.bytesC2P = m.relayedBytes.WithLabelValues(dirClientToPeer)
 	m.bytesP2C = m.relayedBytes.WithLabelValues(dirPeerToClient)
@@ -84,7 +88,8 @@ func newMetrics() *metrics {
 	for _, r := range []string{authUnknownUser, authBadPassword, authExpired, authSessionLimit, authMalformed, authWrongUser} {
 		m.authFailures.WithLabelValues(r)
 	}
-	for _, r := range []string{dropMalformed, dropRateLimited, dropBandwidth, dropAuthLimited} {
+	for _, r := range []string{dropMalformed, dropRateLimited, dropBandwidth, dropAuthLimited,
+		dropNoPermission, dropSendFull, dropOversize} {
 		m.dropped.WithLabelValues(r)
 	}
 	return m

@@ -25,6 +25,7 @@ func (s *Server) Reload(cfg Config) error {
 	}
 	s.creds.Store(newCredentials(cfg))
 	s.policy.Store(s.policy.Load().withConfig(cfg.Peers))
+	s.fast.revalidate()
 	if cfg.Certificate != nil {
 		s.cert.Store(cfg.Certificate)
 	}

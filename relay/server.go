@@ -40,6 +40,7 @@ type Server struct {
 	userBW   *userLimits
 	behavior *behaviorResponder
 	draining atomic.Bool
+	fast     *fastPath // the user-space data plane (fastpath.go)
 	// now is the clock credential expiry is judged by (tests move it).
 	now func() time.Time
 
@@ -81,6 +82,7 @@ func New(cfg Config) (*Server, error) {
 		stop:     make(chan struct{}),
 		now:      time.Now,
 	}
+	s.fast = newFastPath(s)
 	s.creds.Store(newCredentials(cfg))
 	if cfg.Certificate != nil {
 		s.cert.Store(cfg.Certificate)
@@ -143,6 +145,11 @@ func New(cfg Config) (*Server, error) {
 		AuthHandler:        s.authHandler,
 		QuotaHandler:       s.quotaHandler,
 		AllocationLifetime: cfg.AllocationLifetime,
+		ChannelBindTimeout: cfg.ChannelLifetime,
+		PermissionTimeout:  cfg.PermissionLifetime,
+		// pion reads into 1600 bytes and drops anything larger; relay
+		// every datagram and frame a client may send.
+		InboundMTU: maxFrame + 1,
 		EventHandler: turn.EventHandler{
 			OnAllocationCreated: func(src, dst net.Addr, protocol, userID, _ string, _ net.Addr, _ int) {
 				s.allocs.add(src, dst, userID, time.Now())
@@ -155,9 +162,11 @@ func New(cfg Config) (*Server, error) {
 			},
 		},
 	}
+	s.fast.hook(&tc.EventHandler)
 	for _, pc := range pcs {
+		spc := newServerPacketConn(s, pc)
 		tc.PacketConnConfigs = append(tc.PacketConnConfigs, turn.PacketConnConfig{
-			PacketConn: newServerPacketConn(s, pc), RelayAddressGenerator: gen, PermissionHandler: perm,
+			PacketConn: spc, RelayAddressGenerator: generator{s: s, listener: spc}, PermissionHandler: perm,
 		})
 	}
 	for _, l := range lns {

@@ -74,6 +74,7 @@ func listenUDPShared(addr string, n int) ([]net.PacketConn, error) {
 type serverPacketConn struct {
 	net.PacketConn
 	front *front
+	fast  *listenerFast // the data plane's share (fastpath_listener.go); nil off Linux
 }
 
 func newServerPacketConn(s *Server, c net.PacketConn) *serverPacketConn {
@@ -82,11 +83,25 @@ func newServerPacketConn(s *Server, c net.PacketConn) *serverPacketConn {
 		_, err := c.WriteTo(b, to)
 		return err
 	}
-	return &serverPacketConn{PacketConn: c, front: f}
+	sc := &serverPacketConn{PacketConn: c, front: f}
+	sc.fast = s.fast.newListener(sc)
+	return sc
+}
+
+// WriteTo sends pion's answers; the data plane learns refreshed lifetimes
+// from the success responses.
+func (c *serverPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if c.fast != nil && c.fast.rd != nil {
+		c.fast.snoopWrite(b, addr)
+	}
+	return c.PacketConn.WriteTo(b, addr)
 }
 
 // ReadFrom returns the next datagram pion should handle.
 func (c *serverPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if c.fast != nil && c.fast.rd != nil {
+		return c.fast.readFrom(p) // batched, forwarding known ChannelData itself
+	}
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(p)
 		if err != nil {

@@ -1,0 +1,278 @@
+package relay
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/pion/stun/v4"
+)
+
+// timeNow is the wall clock bandwidth limiters read (a var for tests).
+var timeNow = time.Now
+
+// listenerFast is a UDP listener socket's share of the data plane. Its
+// reader is the socket's only reader: pion's read loop calls
+// serverPacketConn.ReadFrom, which lands here, and gets only what the
+// shortcut did not forward.
+type listenerFast struct {
+	fp    *fastPath
+	conn  *serverPacketConn
+	sock  *udpSock
+	local netip.AddrPort // the listener address as pion reports it
+
+	// Owned by the reading goroutine.
+	rd      *batchReader
+	next    int // next unread message of the batch
+	snd     *nbSender
+	req     stun.Message
+	pending counts
+
+	// Requests passed to pion whose success response carries no lifetime
+	// (CreatePermission, ChannelBind), by transaction ID.
+	snoopMu sync.Mutex
+	snoop   map[[stun.TransactionIDSize]byte]pendingRequest
+	resp    stun.Message
+}
+
+type pendingRequest struct {
+	method  stun.Method
+	client  netip.AddrPort
+	peers   []netip.AddrPort
+	channel uint16
+	at      int64
+}
+
+// snoopLimit bounds remembered requests; a client that never sees its
+// answer (or an attacker) cannot grow the map.
+const snoopLimit = 4096
+
+func (fp *fastPath) newListener(c *serverPacketConn) *listenerFast {
+	uc, ok := c.PacketConn.(*net.UDPConn)
+	if !ok || !fastPathSupported {
+		return nil
+	}
+	sock, err := newUDPSock(uc)
+	if err != nil {
+		return nil
+	}
+	l := &listenerFast{
+		fp: fp, conn: c, sock: sock, local: unmapAP(toAddrPort(uc.LocalAddr())),
+		snd: newNBSender(), snoop: map[[stun.TransactionIDSize]byte]pendingRequest{},
+	}
+	if fp.enabled {
+		if l.rd, err = newBatchReader(uc); err != nil {
+			return nil
+		}
+	}
+	return l
+}
+
+// readFrom returns the next datagram pion should handle, forwarding
+// ChannelData of known bindings on the way.
+func (l *listenerFast) readFrom(p []byte) (int, net.Addr, error) {
+	s := l.fp.s
+	for {
+		if l.next >= l.rd.n {
+			l.flush()
+			l.next = 0
+			if _, err := l.rd.read(); err != nil {
+				l.rd.n = 0
+				return 0, nil, err
+			}
+			continue
+		}
+		b, src, cut := l.rd.msg(l.next)
+		l.next++
+		if isChannelData(b) && !cut && l.forward(b, src) {
+			continue
+		}
+		if cut || len(b) >= len(p) {
+			// Larger than any TURN message or ChannelData frame.
+			s.metrics.dropped.WithLabelValues(dropMalformed).Inc()
+			continue
+		}
+		addr := net.UDPAddrFromAddrPort(src)
+		if !l.conn.front.pass(b, addr) {
+			continue
+		}
+		l.snoopRequest(b, src)
+		return copy(p, b), addr, nil
+	}
+}
+
+func isChannelData(b []byte) bool { return len(b) >= 4 && b[0]&0xC0 == 0x40 }
+
+// forward relays one ChannelData datagram of a known binding to its peer
+// and reports whether it handled it (forwarded or dropped by a rule);
+// false hands it to pion.
+func (l *listenerFast) forward(b []byte, src netip.AddrPort) bool {
+	ch := binary.BigEndian.Uint16(b[0:2])
+	n := int(binary.BigEndian.Uint16(b[2:4]))
+	if 4+n > len(b) || len(b) > 4+n+3 {
+		return false // bad length or odd padding: pion decides
+	}
+	bd := l.fp.lookup(c2pKey{listener: l.local, client: src, channel: ch})
+	if bd == nil || monoNow() >= bd.until.Load() {
+		return false
+	}
+	s := l.fp.s
+	rf := bd.rf
+	pol := s.policy.Load()
+	if bd.selfPeer || bd.lastPol.Load() != pol {
+		if reason := pol.checkAddrPort(bd.peer); reason != "" {
+			s.metrics.policyDenials.WithLabelValues(reason).Inc()
+			return true
+		}
+		bd.lastPol.Store(pol)
+	}
+	if rf.bw != nil && !rf.bw.allowOut(n, timeNow()) {
+		l.pending.bwDrops++
+		return true
+	}
+	if err := l.snd.sendTo(rf.sock, b[4:4+n], &bd.peerSA); err != nil {
+		l.pending.sendFull++
+		return true
+	}
+	bd.pktsC2P.Add(1)
+	bd.bytesC2P.Add(uint64(n))
+	l.pending.pkts++
+	l.pending.bytes += uint64(n)
+	return true
+}
+
+// flush adds the batch's tallies to Prometheus.
+func (l *listenerFast) flush() {
+	c := &l.pending
+	if *c == (counts{}) {
+		return
+	}
+	m := l.fp.s.metrics
+	if c.pkts > 0 {
+		m.pktsC2P.Add(float64(c.pkts))
+		m.bytesC2P.Add(float64(c.bytes))
+	}
+	if c.sendFull > 0 {
+		m.dropped.WithLabelValues(dropSendFull).Add(float64(c.sendFull))
+	}
+	if c.bwDrops > 0 {
+		m.dropped.WithLabelValues(dropBandwidth).Add(float64(c.bwDrops))
+	}
+	*c = counts{}
+}
+
+// snoopRequest remembers a CreatePermission or ChannelBind request pion is
+// about to handle, so its success response (which carries no lifetime) can
+// refresh the binding's deadlines.
+func (l *listenerFast) snoopRequest(b []byte, src netip.AddrPort) {
+	if len(b) < 20 || b[0]>>6 != 0 {
+		return
+	}
+	t := binary.BigEndian.Uint16(b[0:2])
+	isReq := func(m stun.Method) bool {
+		return t == stun.MessageType{Method: m, Class: stun.ClassRequest}.Value()
+	}
+	if !isReq(stun.MethodCreatePermission) && !isReq(stun.MethodChannelBind) {
+		return
+	}
+	m := &l.req
+	m.Raw = append(m.Raw[:0], b...)
+	if m.Decode() != nil {
+		return
+	}
+	pr := pendingRequest{method: m.Type.Method, client: src, at: monoNow()}
+	for _, a := range m.Attributes {
+		if a.Type != stun.AttrXORPeerAddress {
+			continue
+		}
+		var x stun.XORMappedAddress
+		one := &stun.Message{Raw: m.Raw, TransactionID: m.TransactionID, Attributes: stun.Attributes{a}}
+		if x.GetFromAs(one, stun.AttrXORPeerAddress) != nil {
+			return
+		}
+		ip, ok := netip.AddrFromSlice(x.IP)
+		if !ok {
+			return
+		}
+		pr.peers = append(pr.peers, netip.AddrPortFrom(ip.Unmap(), uint16(x.Port)))
+	}
+	if v, err := m.Get(stun.AttrChannelNumber); err == nil && len(v) >= 2 {
+		pr.channel = binary.BigEndian.Uint16(v)
+	}
+	l.snoopMu.Lock()
+	if len(l.snoop) >= snoopLimit {
+		old := monoNow() - int64(5*time.Second)
+		for k, v := range l.snoop {
+			if v.at < old {
+				delete(l.snoop, k)
+			}
+		}
+		if len(l.snoop) >= snoopLimit {
+			clear(l.snoop)
+		}
+	}
+	l.snoop[m.TransactionID] = pr
+	l.snoopMu.Unlock()
+}
+
+// snoopWrite looks at a message pion sends to a client: a success
+// response to Allocate or Refresh carries the allocation's new LIFETIME;
+// one to CreatePermission or ChannelBind refreshes what its request named;
+// an error response forgets the request.
+func (l *listenerFast) snoopWrite(b []byte, to net.Addr) {
+	if len(b) < 20 || b[0]>>6 != 0 {
+		return
+	}
+	switch binary.BigEndian.Uint16(b[0:2]) & 0x0110 { // class bits
+	case 0x0100:
+		l.snoopSuccess(b, to)
+	case 0x0110:
+		var id [stun.TransactionIDSize]byte
+		copy(id[:], b[8:20])
+		l.snoopMu.Lock()
+		delete(l.snoop, id)
+		l.snoopMu.Unlock()
+	}
+}
+
+func (l *listenerFast) snoopSuccess(b []byte, to net.Addr) {
+	l.snoopMu.Lock()
+	defer l.snoopMu.Unlock()
+	m := &l.resp
+	m.Raw = append(m.Raw[:0], b...)
+	if m.Decode() != nil {
+		return
+	}
+	client := unmapAP(toAddrPort(to))
+	now := monoNow()
+	switch m.Type.Method {
+	case stun.MethodAllocate, stun.MethodRefresh:
+		v, err := m.Get(stun.AttrLifetime)
+		if err != nil || len(v) != 4 {
+			return
+		}
+		lt := time.Duration(binary.BigEndian.Uint32(v)) * time.Second
+		if rf := l.fp.byClientKey(l.local, client); rf != nil && lt > 0 {
+			rf.refreshAllocation(now + int64(lt+deadlineSlack))
+		}
+	case stun.MethodCreatePermission, stun.MethodChannelBind:
+		pr, ok := l.snoop[m.TransactionID]
+		if !ok || pr.client != client {
+			return
+		}
+		delete(l.snoop, m.TransactionID)
+		rf := l.fp.byClientKey(l.local, client)
+		if rf == nil {
+			return
+		}
+		permDL := now + int64(l.fp.permTTL+deadlineSlack)
+		for _, peer := range pr.peers {
+			rf.refreshPermission(peer.Addr(), permDL)
+		}
+		if pr.method == stun.MethodChannelBind && len(pr.peers) == 1 {
+			rf.refreshChannel(pr.peers[0], pr.channel, now+int64(l.fp.chanTTL+deadlineSlack))
+		}
+	}
+}

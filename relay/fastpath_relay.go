@@ -1,0 +1,366 @@
+package relay
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/pion/stun/v4"
+)
+
+// relayFast is one UDP allocation's share of the data plane: its bindings
+// by peer, its live permissions, and the peer→client reader that pion's
+// per-allocation goroutine runs through relayPacketConn.ReadFrom.
+type relayFast struct {
+	fp       *fastPath
+	conn     *relayPacketConn
+	sock     *udpSock
+	key      netip.AddrPort     // relay address as pion reports it (advertised)
+	bound    netip.AddrPort     // relay socket's local address
+	listener *serverPacketConn // the UDP listener socket the allocation lives on; nil for TCP/TLS clients
+	bw       *bandwidth
+
+	mu         sync.RWMutex
+	listenAddr netip.AddrPort
+	client     netip.AddrPort
+	clientSA   sockaddr // client, in the listener socket's family
+	attached   bool
+	byPeer     map[netip.AddrPort]*binding
+	perms      map[netip.Addr]int64 // live permissions → deadline
+	allocDL    int64
+	closed     bool
+
+	// Owned by the relay socket's reading goroutine.
+	rd      *pktReader
+	snd     *nbSender
+	ind     stun.Message
+	pending counts
+}
+
+// counts are tallies not yet added to Prometheus.
+type counts struct{ pkts, bytes, sendFull, noPerm, bwDrops uint64 }
+
+func (fp *fastPath) newRelay(c *relayPacketConn, listener *serverPacketConn, adv netip.AddrPort) *relayFast {
+	uc, ok := c.PacketConn.(*net.UDPConn)
+	if !ok {
+		return nil
+	}
+	sock, err := newUDPSock(uc)
+	if err != nil {
+		return nil
+	}
+	// Peers burst into one socket each; the 208 KiB default drops a video
+	// keyframe's worth of datagrams on a short stall (coturn #1902).
+	_ = uc.SetReadBuffer(udpSocketBuffer)
+	rf := &relayFast{
+		fp: fp, conn: c, sock: sock, key: unmapAP(adv),
+		bound: unmapAP(toAddrPort(uc.LocalAddr())), listener: listener, bw: c.bw,
+		byPeer: map[netip.AddrPort]*binding{}, perms: map[netip.Addr]int64{},
+		allocDL: monoNow() + int64(fp.s.cfg.AllocationLifetime+deadlineSlack),
+		snd:     newNBSender(),
+	}
+	rf.rd = newPktReader(sock, rf.flush)
+	fp.mu.Lock()
+	fp.relays[rf.key] = rf
+	fp.mu.Unlock()
+	return rf
+}
+
+// attach records the allocation's client once pion has created it.
+func (rf *relayFast) attach(listenAddr, client netip.AddrPort) {
+	rf.mu.Lock()
+	rf.listenAddr, rf.client, rf.attached = listenAddr, client, true
+	if rf.listener != nil {
+		sa, ok := rf.listener.fast.sock.sockaddrFor(client)
+		if ok {
+			rf.clientSA = sa
+		} else {
+			rf.listener = nil // no shortcut for a client we cannot address
+		}
+	}
+	rf.mu.Unlock()
+	rf.fp.mu.Lock()
+	rf.fp.byClient[clientKey{listenAddr, client}] = rf
+	rf.fp.mu.Unlock()
+}
+
+func (rf *relayFast) permit(ip netip.Addr, deadline int64) {
+	var changed []*binding
+	rf.mu.Lock()
+	rf.perms[ip] = deadline
+	for _, b := range rf.byPeer {
+		if b.peer.Addr() == ip {
+			b.permOK, b.permDL = true, deadline
+			b.recompute()
+			changed = append(changed, b)
+		}
+	}
+	rf.mu.Unlock()
+	for _, b := range changed {
+		rf.fp.notify(bindingUpdated, b)
+	}
+}
+
+func (rf *relayFast) revoke(ip netip.Addr) {
+	var changed []*binding
+	rf.mu.Lock()
+	delete(rf.perms, ip)
+	for _, b := range rf.byPeer {
+		if b.peer.Addr() == ip {
+			b.permOK = false
+			b.recompute()
+			changed = append(changed, b)
+		}
+	}
+	rf.mu.Unlock()
+	for _, b := range changed {
+		rf.fp.notify(bindingUpdated, b)
+	}
+}
+
+// refreshPermission applies a CreatePermission or ChannelBind success.
+func (rf *relayFast) refreshPermission(ip netip.Addr, deadline int64) {
+	rf.mu.RLock()
+	_, live := rf.perms[ip]
+	rf.mu.RUnlock()
+	if live { // never resurrect: only pion's event creates a permission
+		rf.permit(ip, deadline)
+	}
+}
+
+func (rf *relayFast) refreshChannel(peer netip.AddrPort, ch uint16, deadline int64) {
+	rf.mu.Lock()
+	b := rf.byPeer[peer]
+	if b == nil || b.channel != ch {
+		rf.mu.Unlock()
+		return
+	}
+	b.chanDL = deadline
+	b.recompute()
+	rf.mu.Unlock()
+	rf.fp.notify(bindingUpdated, b)
+}
+
+func (rf *relayFast) refreshAllocation(deadline int64) {
+	rf.mu.Lock()
+	rf.allocDL = deadline
+	bs := make([]*binding, 0, len(rf.byPeer))
+	for _, b := range rf.byPeer {
+		b.recompute()
+		bs = append(bs, b)
+	}
+	rf.mu.Unlock()
+	for _, b := range bs {
+		rf.fp.notify(bindingUpdated, b)
+	}
+}
+
+func (rf *relayFast) addBinding(peer netip.AddrPort, ch uint16) {
+	fp := rf.fp
+	b := &binding{rf: rf, peer: peer, channel: ch, selfPeer: fp.s.isRelayIP(peer.Addr())}
+	b.peerSA, _ = rf.sock.sockaddrFor(peer)
+	now := monoNow()
+	rf.mu.Lock()
+	if rf.closed {
+		rf.mu.Unlock()
+		return
+	}
+	b.key = c2pKey{listener: rf.listenAddr, client: rf.client, channel: ch}
+	b.chanDL = now + int64(fp.chanTTL+deadlineSlack)
+	b.permDL, b.permOK = rf.perms[peer.Addr()]
+	b.polOK = fp.s.policy.Load().checkAddrPort(peer) == ""
+	b.recompute()
+	rf.byPeer[peer] = b
+	rf.mu.Unlock()
+	fp.mu.Lock()
+	fp.c2p[b.key] = b
+	fp.mu.Unlock()
+	fp.s.metrics.fastBindings.Inc()
+	fp.notify(bindingAdded, b)
+}
+
+func (rf *relayFast) removeBinding(peer netip.AddrPort, ch uint16) {
+	rf.mu.Lock()
+	b := rf.byPeer[peer]
+	if b == nil || b.channel != ch {
+		rf.mu.Unlock()
+		return
+	}
+	delete(rf.byPeer, peer)
+	b.until.Store(0)
+	rf.mu.Unlock()
+	rf.fp.drop(b)
+}
+
+// drop removes b from the client→peer table and tells the observer.
+func (fp *fastPath) drop(b *binding) {
+	fp.mu.Lock()
+	if fp.c2p[b.key] == b {
+		delete(fp.c2p, b.key)
+	}
+	fp.mu.Unlock()
+	fp.s.metrics.fastBindings.Dec()
+	fp.notify(bindingDeleted, b)
+}
+
+func (rf *relayFast) revalidate() {
+	pol := rf.fp.s.policy.Load()
+	var changed []*binding
+	rf.mu.Lock()
+	for _, b := range rf.byPeer {
+		ok := pol.checkAddrPort(b.peer) == ""
+		if ok != b.polOK {
+			b.polOK = ok
+			b.recompute()
+			changed = append(changed, b)
+		}
+	}
+	rf.mu.Unlock()
+	for _, b := range changed {
+		rf.fp.notify(bindingUpdated, b)
+	}
+}
+
+// close removes the allocation's bindings before its socket closes.
+func (rf *relayFast) close() {
+	rf.mu.Lock()
+	rf.closed = true
+	bs := make([]*binding, 0, len(rf.byPeer))
+	for _, b := range rf.byPeer {
+		b.until.Store(0)
+		bs = append(bs, b)
+	}
+	rf.byPeer = map[netip.AddrPort]*binding{}
+	rf.perms = map[netip.Addr]int64{}
+	attached, key := rf.attached, clientKey{rf.listenAddr, rf.client}
+	rf.mu.Unlock()
+	for _, b := range bs {
+		rf.fp.drop(b)
+	}
+	fp := rf.fp
+	fp.mu.Lock()
+	if fp.relays[rf.key] == rf {
+		delete(fp.relays, rf.key)
+	}
+	if attached && fp.byClient[key] == rf {
+		delete(fp.byClient, key)
+	}
+	fp.mu.Unlock()
+}
+
+// permitted reports whether the allocation holds a live permission for ip
+// (pion's own paths are held to it too: see relayPacketConn).
+func (rf *relayFast) permitted(ip netip.Addr) bool {
+	rf.mu.RLock()
+	_, ok := rf.perms[ip.Unmap()]
+	rf.mu.RUnlock()
+	return ok
+}
+
+// readFrom is the relay socket's read loop. Peer datagrams on a live
+// binding are framed in place and sent to the client from here; datagrams
+// without a permission are dropped; the rest go to pion in p, except those
+// larger than p (pion reads into 1600 bytes and would cut them), which are
+// framed here as ChannelData or a Data indication.
+func (rf *relayFast) readFrom(p []byte) (int, net.Addr, error) {
+	s := rf.fp.s
+	for {
+		n, src, err := rf.rd.read()
+		if err != nil {
+			rf.flush()
+			return 0, nil, err
+		}
+		rf.mu.RLock()
+		b := rf.byPeer[src]
+		_, perm := rf.perms[src.Addr()]
+		rf.mu.RUnlock()
+		if !perm {
+			rf.pending.noPerm++
+			continue
+		}
+		if rf.bw != nil && !rf.bw.allowIn(n, timeNow()) {
+			rf.pending.bwDrops++
+			continue
+		}
+		rf.pending.pkts++
+		rf.pending.bytes += uint64(n)
+		if b != nil && rf.fp.enabled && monoNow() < b.until.Load() {
+			rf.sendChannelData(b, n)
+			continue
+		}
+		if n < len(p) {
+			rf.flush()
+			copy(p, rf.rd.buf[4:4+n])
+			return n, net.UDPAddrFromAddrPort(src), nil
+		}
+		// Larger than pion's buffer: frame it ourselves, as pion would.
+		switch {
+		case rf.listener == nil:
+			// TCP/TLS client: pion owns that stream's writer.
+			s.metrics.dropped.WithLabelValues(dropOversize).Inc()
+		case b != nil:
+			rf.sendChannelData(b, n)
+		default:
+			rf.sendDataIndication(src, n)
+		}
+	}
+}
+
+// sendChannelData frames the n payload bytes at rd.buf[4:] for b's channel
+// and sends them to the client. No padding over UDP (RFC 8656 12.5).
+func (rf *relayFast) sendChannelData(b *binding, n int) {
+	buf := rf.rd.buf[:4+n]
+	binary.BigEndian.PutUint16(buf[0:2], b.channel)
+	binary.BigEndian.PutUint16(buf[2:4], uint16(n))
+	if err := rf.snd.sendTo(rf.listener.fast.sock, buf, &rf.clientSA); err != nil {
+		rf.pending.sendFull++
+		return
+	}
+	b.pktsP2C.Add(1)
+	b.bytesP2C.Add(uint64(n))
+}
+
+// sendDataIndication sends the n payload bytes at rd.buf[4:] from src to
+// the client as a Data indication (slow path: large datagrams only).
+func (rf *relayFast) sendDataIndication(src netip.AddrPort, n int) {
+	m := &rf.ind
+	m.Reset()
+	m.Type = stun.NewType(stun.MethodData, stun.ClassIndication)
+	if err := m.NewTransactionID(); err != nil {
+		return
+	}
+	m.WriteHeader()
+	peer := stun.XORMappedAddress{IP: src.Addr().AsSlice(), Port: int(src.Port())}
+	if err := peer.AddToAs(m, stun.AttrXORPeerAddress); err != nil {
+		return
+	}
+	m.Add(stun.AttrData, rf.rd.buf[4:4+n])
+	if err := rf.snd.sendTo(rf.listener.fast.sock, m.Raw, &rf.clientSA); err != nil {
+		rf.pending.sendFull++
+	}
+}
+
+// flush adds the reader's tallies to Prometheus: once per burst (before
+// the reader waits for the socket), not per packet.
+func (rf *relayFast) flush() {
+	c := &rf.pending
+	if *c == (counts{}) {
+		return
+	}
+	m := rf.fp.s.metrics
+	if c.pkts > 0 {
+		m.pktsP2C.Add(float64(c.pkts))
+		m.bytesP2C.Add(float64(c.bytes))
+	}
+	if c.sendFull > 0 {
+		m.dropped.WithLabelValues(dropSendFull).Add(float64(c.sendFull))
+	}
+	if c.noPerm > 0 {
+		m.dropped.WithLabelValues(dropNoPermission).Add(float64(c.noPerm))
+	}
+	if c.bwDrops > 0 {
+		m.dropped.WithLabelValues(dropBandwidth).Add(float64(c.bwDrops))
+	}
+	*c = counts{}
+}

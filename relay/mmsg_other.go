@@ -1,0 +1,64 @@
+//go:build !linux
+
+package relay
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+)
+
+// The portable fallback of mmsg_linux.go: no batching and no shortcut
+// (fastPathSupported is false, so pion carries every packet), but the
+// relay read loop still enforces permissions and relays datagrams larger
+// than pion's buffer.
+
+const fastPathSupported = false
+
+const slotSize = 1 << 16
+
+var errSendFull = errors.New("relay: socket send buffer full")
+
+type sockaddr struct{ ap netip.AddrPort }
+
+type udpSock struct{ c *net.UDPConn }
+
+func newUDPSock(c *net.UDPConn) (*udpSock, error) { return &udpSock{c: c}, nil }
+
+func (u *udpSock) sockaddrFor(ap netip.AddrPort) (sockaddr, bool) { return sockaddr{ap}, true }
+
+type nbSender struct{}
+
+func newNBSender() *nbSender { return &nbSender{} }
+
+// sendTo may block here: without MSG_DONTWAIT semantics the portable path
+// behaves as pion's own writes do.
+func (s *nbSender) sendTo(sock *udpSock, b []byte, to *sockaddr) error {
+	_, err := sock.c.WriteToUDPAddrPort(b, to.ap)
+	return err
+}
+
+// batchReader is never built off Linux (the listener shortcut is off).
+type batchReader struct{ n int }
+
+func newBatchReader(*net.UDPConn) (*batchReader, error) { return nil, errors.ErrUnsupported }
+
+func (r *batchReader) read() (int, error) { return 0, errors.ErrUnsupported }
+
+func (r *batchReader) msg(int) ([]byte, netip.AddrPort, bool) { return nil, netip.AddrPort{}, false }
+
+type pktReader struct {
+	sock *udpSock
+	buf  []byte
+	idle func()
+}
+
+func newPktReader(sock *udpSock, idle func()) *pktReader {
+	return &pktReader{sock: sock, buf: make([]byte, 4+slotSize), idle: idle}
+}
+
+func (r *pktReader) read() (int, netip.AddrPort, error) {
+	r.idle()
+	n, src, err := r.sock.c.ReadFromUDPAddrPort(r.buf[4:])
+	return n, netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), err
+}
