@@ -16,8 +16,8 @@ type relayFast struct {
 	fp       *fastPath
 	conn     *relayPacketConn
 	sock     *udpSock
-	key      netip.AddrPort     // relay address as pion reports it (advertised)
-	bound    netip.AddrPort     // relay socket's local address
+	key      netip.AddrPort    // relay address as pion reports it (advertised)
+	bound    netip.AddrPort    // relay socket's local address
 	listener *serverPacketConn // the UDP listener socket the allocation lives on; nil for TCP/TLS clients
 	bw       *bandwidth
 
@@ -32,10 +32,12 @@ type relayFast struct {
 	closed     bool
 
 	// Owned by the relay socket's reading goroutine.
-	rd      *pktReader
-	snd     *nbSender
-	ind     stun.Message
-	pending counts
+	rd       *pktReader
+	snd      *nbSender
+	ind      stun.Message
+	pending  counts
+	inPeer   netip.AddrPort // last inbound peer the policy allowed, under inPolicy
+	inPolicy *peerPolicy
 }
 
 // counts are tallies not yet added to Prometheus.
@@ -279,13 +281,17 @@ func (rf *relayFast) readFrom(p []byte) (int, net.Addr, error) {
 			rf.pending.noPerm++
 			continue
 		}
+		hit := b != nil && rf.fp.enabled && monoNow() < b.until.Load()
+		if !hit && !rf.allowPeer(src) {
+			continue
+		}
 		if rf.bw != nil && !rf.bw.allowIn(n, timeNow()) {
 			rf.pending.bwDrops++
 			continue
 		}
 		rf.pending.pkts++
 		rf.pending.bytes += uint64(n)
-		if b != nil && rf.fp.enabled && monoNow() < b.until.Load() {
+		if hit {
 			rf.sendChannelData(b, n)
 			continue
 		}
@@ -305,6 +311,25 @@ func (rf *relayFast) readFrom(p []byte) (int, net.Addr, error) {
 			rf.sendDataIndication(src, n)
 		}
 	}
+}
+
+// allowPeer applies the peer policy to inbound datagrams off the shortcut
+// (a live binding was checked when the policy last changed), caching the
+// verdict per peer and policy as relayPacketConn.WriteTo does.
+func (rf *relayFast) allowPeer(src netip.AddrPort) bool {
+	s := rf.fp.s
+	pol := s.policy.Load()
+	if src == rf.inPeer && pol == rf.inPolicy {
+		return true
+	}
+	if reason := pol.checkAddrPort(src); reason != "" {
+		s.metrics.policyDenials.WithLabelValues(reason).Inc()
+		return false
+	}
+	if !s.isRelayIP(src.Addr()) { // live relay ports change without a new policy
+		rf.inPeer, rf.inPolicy = src, pol
+	}
+	return true
 }
 
 // sendChannelData frames the n payload bytes at rd.buf[4:] for b's channel
@@ -327,9 +352,7 @@ func (rf *relayFast) sendDataIndication(src netip.AddrPort, n int) {
 	m := &rf.ind
 	m.Reset()
 	m.Type = stun.NewType(stun.MethodData, stun.ClassIndication)
-	if err := m.NewTransactionID(); err != nil {
-		return
-	}
+	m.TransactionID = stun.NewTransactionID()
 	m.WriteHeader()
 	peer := stun.XORMappedAddress{IP: src.Addr().AsSlice(), Port: int(src.Port())}
 	if err := peer.AddToAs(m, stun.AttrXORPeerAddress); err != nil {
