@@ -65,6 +65,7 @@ type options struct {
 	logFormat    string
 	logLevel     string
 	drain        time.Duration
+	noFastPath   bool
 }
 
 func newFlagSet(o *options) *flag.FlagSet {
@@ -110,6 +111,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.DurationVar(&o.drain, "drain-timeout", 30*time.Second, "on SIGTERM, how long live allocations may continue")
+	fs.BoolVar(&o.noFastPath, "no-fastpath", false, "let pion carry every packet instead of turnd's ChannelData fast path (A/B tests)")
 	return fs
 }
 
@@ -140,6 +142,7 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 		UDPSockets:         o.udpSockets,
 		AllocationLifetime: o.lifetime,
 		DrainTimeout:       o.drain,
+		DisableFastPath:    o.noFastPath,
 		Peers:              relay.PeerPolicy{AllowLoopback: o.allowLoop, AllowPrivate: o.allowPrivate},
 	}
 
