@@ -86,7 +86,7 @@ func (l *listenerFast) readFrom(p []byte) (int, net.Addr, error) {
 		}
 		b, src, cut := l.rd.msg(l.next)
 		l.next++
-		if isChannelData(b) && !cut && l.forward(b, src) {
+		if isChannelData(b) && !cut && l.fp.forward(l.local, src, b, l.snd, &l.pending) {
 			continue
 		}
 		if cut || len(b) >= len(p) {
@@ -105,20 +105,21 @@ func (l *listenerFast) readFrom(p []byte) (int, net.Addr, error) {
 
 func isChannelData(b []byte) bool { return len(b) >= 4 && b[0]&0xC0 == 0x40 }
 
-// forward relays one ChannelData datagram of a known binding to its peer
-// and reports whether it handled it (forwarded or dropped by a rule);
-// false hands it to pion.
-func (l *listenerFast) forward(b []byte, src netip.AddrPort) bool {
+// forward relays one ChannelData message (a datagram, or a frame of a
+// TCP/TLS stream, padding included) of a known binding to its peer and
+// reports whether it handled it (forwarded or dropped by a rule); false
+// hands it to pion. snd and tally belong to the calling reader.
+func (fp *fastPath) forward(local, src netip.AddrPort, b []byte, snd *nbSender, tally *counts) bool {
 	ch := binary.BigEndian.Uint16(b[0:2])
 	n := int(binary.BigEndian.Uint16(b[2:4]))
 	if 4+n > len(b) || len(b) > 4+n+3 {
 		return false // bad length or odd padding: pion decides
 	}
-	bd := l.fp.lookup(c2pKey{listener: l.local, client: src, channel: ch})
+	bd := fp.lookup(c2pKey{listener: local, client: src, channel: ch})
 	if bd == nil || monoNow() >= bd.until.Load() {
 		return false
 	}
-	s := l.fp.s
+	s := fp.s
 	rf := bd.rf
 	pol := s.policy.Load()
 	if bd.selfPeer || bd.lastPol.Load() != pol {
@@ -129,17 +130,17 @@ func (l *listenerFast) forward(b []byte, src netip.AddrPort) bool {
 		bd.lastPol.Store(pol)
 	}
 	if rf.bw != nil && !rf.bw.allowOut(n, timeNow()) {
-		l.pending.bwDrops++
+		tally.bwDrops++
 		return true
 	}
-	if err := l.snd.sendTo(rf.sock, b[4:4+n], &bd.peerSA); err != nil {
-		l.pending.sendFull++
+	if err := snd.sendTo(rf.sock, b[4:4+n], &bd.peerSA); err != nil {
+		tally.sendFull++
 		return true
 	}
 	bd.pktsC2P.Add(1)
 	bd.bytesC2P.Add(uint64(n))
-	l.pending.pkts++
-	l.pending.bytes += uint64(n)
+	tally.pkts++
+	tally.bytes += uint64(n)
 	return true
 }
 

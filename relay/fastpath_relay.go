@@ -25,6 +25,7 @@ type relayFast struct {
 	listenAddr netip.AddrPort
 	client     netip.AddrPort
 	clientSA   sockaddr // client, in the listener socket's family
+	stream     net.Conn // the client's TCP/TLS connection, when it has one
 	attached   bool
 	byPeer     map[netip.AddrPort]*binding
 	perms      map[netip.Addr]int64 // live permissions → deadline
@@ -82,9 +83,16 @@ func (rf *relayFast) attach(listenAddr, client netip.AddrPort) {
 		}
 	}
 	rf.mu.Unlock()
-	rf.fp.mu.Lock()
-	rf.fp.byClient[clientKey{listenAddr, client}] = rf
-	rf.fp.mu.Unlock()
+	fp := rf.fp
+	fp.mu.Lock()
+	fp.byClient[clientKey{listenAddr, client}] = rf
+	stream := fp.streams[clientKey{listenAddr, client}]
+	fp.mu.Unlock()
+	if rf.listener == nil && stream != nil {
+		rf.mu.Lock()
+		rf.stream = stream
+		rf.mu.Unlock()
+	}
 }
 
 func (rf *relayFast) permit(ip netip.Addr, deadline int64) {
@@ -268,11 +276,12 @@ func (rf *relayFast) permitted(ip netip.Addr) bool {
 func (rf *relayFast) readFrom(p []byte) (int, net.Addr, error) {
 	s := rf.fp.s
 	for {
-		n, src, err := rf.rd.read()
+		frame, src, err := rf.rd.read()
 		if err != nil {
 			rf.flush()
 			return 0, nil, err
 		}
+		n := len(frame) - 4
 		rf.mu.RLock()
 		b := rf.byPeer[src]
 		_, perm := rf.perms[src.Addr()]
@@ -292,23 +301,27 @@ func (rf *relayFast) readFrom(p []byte) (int, net.Addr, error) {
 		rf.pending.pkts++
 		rf.pending.bytes += uint64(n)
 		if hit {
-			rf.sendChannelData(b, n)
+			rf.sendChannelData(b, frame)
+			continue
+		}
+		if rf.stream != nil && n >= len(p) {
+			rf.writeStream(b, src, frame)
 			continue
 		}
 		if n < len(p) {
 			rf.flush()
-			copy(p, rf.rd.buf[4:4+n])
+			copy(p, frame[4:])
 			return n, net.UDPAddrFromAddrPort(src), nil
 		}
 		// Larger than pion's buffer: frame it ourselves, as pion would.
 		switch {
 		case rf.listener == nil:
-			// TCP/TLS client: pion owns that stream's writer.
+			// A client whose connection we do not know.
 			s.metrics.dropped.WithLabelValues(dropOversize).Inc()
 		case b != nil:
-			rf.sendChannelData(b, n)
+			rf.sendChannelData(b, frame)
 		default:
-			rf.sendDataIndication(src, n)
+			rf.sendDataIndication(src, frame)
 		}
 	}
 }
@@ -332,12 +345,25 @@ func (rf *relayFast) allowPeer(src netip.AddrPort) bool {
 	return true
 }
 
-// sendChannelData frames the n payload bytes at rd.buf[4:] for b's channel
-// and sends them to the client. No padding over UDP (RFC 8656 12.5).
-func (rf *relayFast) sendChannelData(b *binding, n int) {
-	buf := rf.rd.buf[:4+n]
+// sendChannelData frames the payload at frame[4:] for b's channel
+// and sends them to the client. No padding over UDP (RFC 8656 12.5);
+// padded to 4 bytes over a stream.
+func (rf *relayFast) sendChannelData(b *binding, frame []byte) {
+	n := len(frame) - 4
+	buf := frame
 	binary.BigEndian.PutUint16(buf[0:2], b.channel)
 	binary.BigEndian.PutUint16(buf[2:4], uint16(n))
+	if rf.listener == nil {
+		padded := frame[:4+(n+3)&^3]
+		clear(padded[4+n:])
+		if _, err := rf.stream.Write(padded); err != nil {
+			rf.pending.sendFull++
+			return
+		}
+		b.pktsP2C.Add(1)
+		b.bytesP2C.Add(uint64(n))
+		return
+	}
 	if err := rf.snd.sendTo(rf.listener.fast.sock, buf, &rf.clientSA); err != nil {
 		rf.pending.sendFull++
 		return
@@ -346,9 +372,9 @@ func (rf *relayFast) sendChannelData(b *binding, n int) {
 	b.bytesP2C.Add(uint64(n))
 }
 
-// sendDataIndication sends the n payload bytes at rd.buf[4:] from src to
+// sendDataIndication sends the payload at frame[4:] from src to
 // the client as a Data indication (slow path: large datagrams only).
-func (rf *relayFast) sendDataIndication(src netip.AddrPort, n int) {
+func (rf *relayFast) sendDataIndication(src netip.AddrPort, frame []byte) {
 	m := &rf.ind
 	m.Reset()
 	m.Type = stun.NewType(stun.MethodData, stun.ClassIndication)
@@ -358,10 +384,26 @@ func (rf *relayFast) sendDataIndication(src netip.AddrPort, n int) {
 	if err := peer.AddToAs(m, stun.AttrXORPeerAddress); err != nil {
 		return
 	}
-	m.Add(stun.AttrData, rf.rd.buf[4:4+n])
-	if err := rf.snd.sendTo(rf.listener.fast.sock, m.Raw, &rf.clientSA); err != nil {
+	m.Add(stun.AttrData, frame[4:])
+	var err error
+	if rf.listener == nil {
+		_, err = rf.stream.Write(m.Raw)
+	} else {
+		err = rf.snd.sendTo(rf.listener.fast.sock, m.Raw, &rf.clientSA)
+	}
+	if err != nil {
 		rf.pending.sendFull++
 	}
+}
+
+// writeStream sends a datagram too large for pion's buffer to a TCP/TLS
+// client, as pion would frame it.
+func (rf *relayFast) writeStream(b *binding, src netip.AddrPort, frame []byte) {
+	if b != nil {
+		rf.sendChannelData(b, frame)
+		return
+	}
+	rf.sendDataIndication(src, frame)
 }
 
 // flush adds the reader's tallies to Prometheus: once per burst (before

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -246,53 +247,83 @@ func (r *batchReader) msg(i int) ([]byte, netip.AddrPort, bool) {
 	return r.bufs[i][:h.Len], parseSockaddr(&r.names[i]), h.Hdr.Flags&unix.MSG_TRUNC != 0
 }
 
-// pktReader reads one datagram at a time into buf[4:], leaving room for a
-// ChannelData header in front. Before it parks on the poller it calls idle,
-// so tallies reach the metrics once per burst rather than per packet.
+// smallSlot is the part of a relay socket's datagram read into the
+// allocation's own buffer; larger datagrams (rare: media stays under the
+// path MTU) spill into a pooled 64 KiB buffer borrowed only for the
+// duration of the system call, so an idle allocation holds 2 KiB, not 64.
+const smallSlot = 2048
+
+var overflowPool = sync.Pool{New: func() any { b := make([]byte, slotSize); return &b }}
+
+// pktReader reads one datagram at a time, leaving room for a ChannelData
+// header in front. Before it parks on the poller it calls idle, so tallies
+// reach the metrics once per burst rather than per packet.
 type pktReader struct {
-	sock *udpSock
-	buf  []byte
-	name unix.RawSockaddrInet6
-	idle func()
-	n    int
-	err  error
-	fn   func(fd uintptr) bool
+	sock  *udpSock
+	buf   []byte // 4 header bytes, smallSlot payload bytes, 3 padding bytes
+	name  unix.RawSockaddrInet6
+	hdr   unix.Msghdr
+	iov   [2]unix.Iovec
+	idle  func()
+	frame []byte
+	err   error
+	fn    func(fd uintptr) bool
 }
 
 func newPktReader(sock *udpSock, idle func()) *pktReader {
-	r := &pktReader{sock: sock, buf: make([]byte, 4+slotSize), idle: idle}
+	r := &pktReader{sock: sock, buf: make([]byte, 4+smallSlot+3), idle: idle}
+	r.iov[0].Base = &r.buf[4]
+	r.iov[0].SetLen(smallSlot)
+	r.hdr.Name = (*byte)(unsafe.Pointer(&r.name))
+	r.hdr.Iov = &r.iov[0]
+	r.hdr.SetIovlen(2)
 	r.fn = r.recv
 	return r
 }
 
 func (r *pktReader) recv(fd uintptr) bool {
+	big := overflowPool.Get().(*[]byte)
+	defer overflowPool.Put(big)
+	r.iov[1].Base = &(*big)[0]
+	r.iov[1].SetLen(len(*big))
 	for {
-		namelen := uint32(unix.SizeofSockaddrInet6)
-		payload := r.buf[4:]
-		n, _, e := unix.Syscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&payload[0])), uintptr(len(payload)),
-			unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&r.name)), uintptr(unsafe.Pointer(&namelen)))
+		r.hdr.Namelen = unix.SizeofSockaddrInet6
+		r.hdr.Flags = 0
+		n, _, e := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&r.hdr)), unix.MSG_DONTWAIT)
 		switch e {
 		case 0:
-			r.n, r.err = int(n), nil
+			r.err = nil
+			if int(n) <= smallSlot {
+				r.frame = r.buf[:4+n]
+				break
+			}
+			// Spilled: join the parts (allocates; large datagrams only).
+			joined := make([]byte, 4+int(n), 4+int(n)+3)
+			copy(joined[4:], r.buf[4:4+smallSlot])
+			copy(joined[4+smallSlot:], (*big)[:int(n)-smallSlot])
+			r.frame = joined
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			r.iov[1].Base = nil
 			r.idle()
 			return false
 		default:
-			r.n, r.err = 0, e
+			r.frame, r.err = nil, e
 		}
+		r.iov[1].Base = nil // the pool may hand big to someone else now
 		return true
 	}
 }
 
-// read returns the next datagram's length (payload at buf[4:]) and source.
-func (r *pktReader) read() (int, netip.AddrPort, error) {
+// read returns the next datagram as a frame: payload at frame[4:], four
+// bytes of header room in front and capacity for three padding bytes.
+func (r *pktReader) read() ([]byte, netip.AddrPort, error) {
 	if err := r.sock.rc.Read(r.fn); err != nil {
-		return 0, netip.AddrPort{}, err
+		return nil, netip.AddrPort{}, err
 	}
 	if r.err != nil {
-		return 0, netip.AddrPort{}, r.err
+		return nil, netip.AddrPort{}, r.err
 	}
-	return r.n, parseSockaddr(&r.name), nil
+	return r.frame, parseSockaddr(&r.name), nil
 }

@@ -54,11 +54,11 @@ type pktReader struct {
 }
 
 func newPktReader(sock *udpSock, idle func()) *pktReader {
-	return &pktReader{sock: sock, buf: make([]byte, 4+slotSize), idle: idle}
+	return &pktReader{sock: sock, buf: make([]byte, 4+slotSize+3), idle: idle}
 }
 
-func (r *pktReader) read() (int, netip.AddrPort, error) {
+func (r *pktReader) read() ([]byte, netip.AddrPort, error) {
 	r.idle()
 	n, src, err := r.sock.c.ReadFromUDPAddrPort(r.buf[4:])
-	return n, netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), err
+	return r.buf[:4+n], netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), err
 }
