@@ -25,7 +25,8 @@ type listenerFast struct {
 
 	// Owned by the reading goroutine.
 	rd      *batchReader
-	next    int // next unread message of the batch
+	next    int              // next message of the batch to look at
+	toPion  [batchSlots]bool // messages of the batch the shortcut did not take
 	snd     *nbSender
 	req     stun.Message
 	pending counts
@@ -66,6 +67,7 @@ func (fp *fastPath) newListener(c *serverPacketConn) *listenerFast {
 		if l.rd, err = newBatchReader(uc); err != nil {
 			return nil
 		}
+		l.rd.process, l.rd.idle = l.process, l.flush
 	}
 	return l
 }
@@ -76,19 +78,19 @@ func (l *listenerFast) readFrom(p []byte) (int, net.Addr, error) {
 	s := l.fp.s
 	for {
 		if l.next >= l.rd.n {
-			l.flush()
-			l.next = 0
+			l.next, l.rd.n = 0, 0
 			if _, err := l.rd.read(); err != nil {
 				l.rd.n = 0
 				return 0, nil, err
 			}
 			continue
 		}
-		b, src, cut := l.rd.msg(l.next)
+		i := l.next
 		l.next++
-		if isChannelData(b) && !cut && l.fp.forward(l.local, src, b, l.snd, &l.pending) {
+		if !l.toPion[i] {
 			continue
 		}
+		b, src, cut := l.rd.msg(i)
 		if cut || len(b) >= len(p) {
 			// Larger than any TURN message or ChannelData frame.
 			s.metrics.dropped.WithLabelValues(dropMalformed).Inc()
@@ -101,6 +103,23 @@ func (l *listenerFast) readFrom(p []byte) (int, net.Addr, error) {
 		l.snoopRequest(b, src)
 		return copy(p, b), addr, nil
 	}
+}
+
+// process runs inside the reader's poller callback for each batch: it
+// forwards what the shortcut can and reports whether anything is left for
+// pion.
+func (l *listenerFast) process(k int) bool {
+	left := false
+	for i := 0; i < k; i++ {
+		b, src, cut := l.rd.msg(i)
+		taken := isChannelData(b) && !cut && l.fp.forward(l.local, src, b, l.snd, &l.pending)
+		l.toPion[i] = !taken
+		left = left || !taken
+	}
+	if left {
+		l.flush()
+	}
+	return left
 }
 
 func isChannelData(b []byte) bool { return len(b) >= 4 && b[0]&0xC0 == 0x40 }

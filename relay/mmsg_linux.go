@@ -170,15 +170,23 @@ func (s *nbSender) sendTo(sock *udpSock, b []byte, to *sockaddr) error {
 
 // batchReader reads up to batchSlots datagrams per recvmmsg call from one
 // socket. It belongs to the socket's single reading goroutine.
+//
+// Each batch is handed to process inside the poller callback; a batch
+// process consumed entirely is not returned. A short batch means the
+// socket was drained, so the reader parks at once instead of spending a
+// system call on EAGAIN (the poller is edge-triggered and re-arms on every
+// arrival after the recvmmsg). idle runs before parking.
 type batchReader struct {
-	rc    syscall.RawConn
-	hdrs  []unix.Mmsghdr
-	iovs  []unix.Iovec
-	names []unix.RawSockaddrInet6
-	bufs  [][]byte
-	n     int // messages in the last batch
-	err   error
-	fn    func(fd uintptr) bool
+	rc      syscall.RawConn
+	hdrs    []unix.Mmsghdr
+	iovs    []unix.Iovec
+	names   []unix.RawSockaddrInet6
+	bufs    [][]byte
+	n       int // messages in the batch returned by read
+	err     error
+	fn      func(fd uintptr) bool
+	process func(k int) (deliver bool)
+	idle    func()
 }
 
 func newBatchReader(c *net.UDPConn) (*batchReader, error) {
@@ -219,15 +227,29 @@ func (r *batchReader) recv(fd uintptr) bool {
 			uintptr(len(r.hdrs)), 0, 0, 0)
 		switch e {
 		case 0:
-			r.n, r.err = int(n), nil
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
+			r.idle()
 			return false // park on the poller until readable
 		default:
 			r.n, r.err = 0, e
+			return true
 		}
-		return true
+		k := int(n)
+		if r.process(k) {
+			r.n, r.err = k, nil
+			return true
+		}
+		if k < len(r.hdrs) {
+			r.idle()
+			return false
+		}
+		for i := range r.hdrs {
+			r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+			r.hdrs[i].Hdr.Flags = 0
+			r.hdrs[i].Len = 0
+		}
 	}
 }
 

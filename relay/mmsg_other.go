@@ -17,6 +17,8 @@ const fastPathSupported = false
 
 const slotSize = 1 << 16
 
+const batchSlots = 1
+
 var errSendFull = errors.New("relay: socket send buffer full")
 
 type sockaddr struct{ ap netip.AddrPort }
@@ -39,7 +41,11 @@ func (s *nbSender) sendTo(sock *udpSock, b []byte, to *sockaddr) error {
 }
 
 // batchReader is never built off Linux (the listener shortcut is off).
-type batchReader struct{ n int }
+type batchReader struct {
+	n       int
+	process func(k int) bool
+	idle    func()
+}
 
 func newBatchReader(*net.UDPConn) (*batchReader, error) { return nil, errors.ErrUnsupported }
 
