@@ -63,7 +63,7 @@ func (fp *fastPath) newRelay(c *relayPacketConn, listener *serverPacketConn, adv
 		allocDL: monoNow() + int64(fp.s.cfg.AllocationLifetime+deadlineSlack),
 		snd:     newNBSender(),
 	}
-	rf.rd = newPktReader(sock, rf.flush)
+	rf.rd = newPktReader(sock, rf.handle, rf.flush)
 	fp.mu.Lock()
 	fp.relays[rf.key] = rf
 	fp.mu.Unlock()
@@ -268,61 +268,83 @@ func (rf *relayFast) permitted(ip netip.Addr) bool {
 	return ok
 }
 
-// readFrom is the relay socket's read loop. Peer datagrams on a live
-// binding are framed in place and sent to the client from here; datagrams
-// without a permission are dropped; the rest go to pion in p, except those
-// larger than p (pion reads into 1600 bytes and would cut them), which are
-// framed here as ChannelData or a Data indication.
+// pionRelayBuffer is the buffer pion v5.1.1 reads relay sockets into
+// (allocation.go rtpMTU); it silently cuts anything larger.
+const pionRelayBuffer = 1600
+
+// readFrom is the relay socket's read loop, run by pion's per-allocation
+// goroutine. Datagrams are handled inside the poller callback (handle);
+// only those pion must frame (no live binding, small enough for its
+// buffer) are returned.
 func (rf *relayFast) readFrom(p []byte) (int, net.Addr, error) {
-	s := rf.fp.s
 	for {
 		frame, src, err := rf.rd.read()
 		if err != nil {
 			rf.flush()
 			return 0, nil, err
 		}
-		n := len(frame) - 4
-		rf.mu.RLock()
-		b := rf.byPeer[src]
-		_, perm := rf.perms[src.Addr()]
-		rf.mu.RUnlock()
-		if !perm {
-			rf.pending.noPerm++
+		if len(frame)-4 >= len(p) { // pion's buffer shrank: never cut
+			rf.frameItself(rf.lookupPeer(src), src, frame)
 			continue
 		}
-		hit := b != nil && rf.fp.enabled && monoNow() < b.until.Load()
-		if !hit && !rf.allowPeer(src) {
-			continue
-		}
-		if rf.bw != nil && !rf.bw.allowIn(n, timeNow()) {
-			rf.pending.bwDrops++
-			continue
-		}
-		rf.pending.pkts++
-		rf.pending.bytes += uint64(n)
-		if hit {
-			rf.sendChannelData(b, frame)
-			continue
-		}
-		if rf.stream != nil && n >= len(p) {
-			rf.writeStream(b, src, frame)
-			continue
-		}
-		if n < len(p) {
-			rf.flush()
-			copy(p, frame[4:])
-			return n, net.UDPAddrFromAddrPort(src), nil
-		}
-		// Larger than pion's buffer: frame it ourselves, as pion would.
-		switch {
-		case rf.listener == nil:
-			// A client whose connection we do not know.
-			s.metrics.dropped.WithLabelValues(dropOversize).Inc()
-		case b != nil:
-			rf.sendChannelData(b, frame)
-		default:
-			rf.sendDataIndication(src, frame)
-		}
+		return copy(p, frame[4:]), net.UDPAddrFromAddrPort(src), nil
+	}
+}
+
+func (rf *relayFast) lookupPeer(src netip.AddrPort) *binding {
+	rf.mu.RLock()
+	defer rf.mu.RUnlock()
+	return rf.byPeer[src]
+}
+
+// handle decides one peer datagram (payload at frame[4:]): on a live
+// binding it is framed in place and sent to the client; without a
+// permission, or refused by policy or bandwidth, it is dropped; larger than
+// pion's buffer, it is framed here as pion would; otherwise it goes to
+// pion (true).
+func (rf *relayFast) handle(frame []byte, src netip.AddrPort) bool {
+	n := len(frame) - 4
+	rf.mu.RLock()
+	b := rf.byPeer[src]
+	_, perm := rf.perms[src.Addr()]
+	rf.mu.RUnlock()
+	if !perm {
+		rf.pending.noPerm++
+		return false
+	}
+	hit := b != nil && rf.fp.enabled && monoNow() < b.until.Load()
+	if !hit && !rf.allowPeer(src) {
+		return false
+	}
+	if rf.bw != nil && !rf.bw.allowIn(n, timeNow()) {
+		rf.pending.bwDrops++
+		return false
+	}
+	rf.pending.pkts++
+	rf.pending.bytes += uint64(n)
+	switch {
+	case hit:
+		rf.sendChannelData(b, frame)
+	case n >= pionRelayBuffer:
+		rf.frameItself(b, src, frame)
+	default:
+		rf.flush()
+		return true
+	}
+	return false
+}
+
+// frameItself sends a datagram pion's buffer would cut, framed as pion
+// would frame it: ChannelData on a channel, else a Data indication.
+func (rf *relayFast) frameItself(b *binding, src netip.AddrPort, frame []byte) {
+	switch {
+	case rf.listener == nil && rf.stream == nil:
+		// A client whose connection we do not know.
+		rf.fp.s.metrics.dropped.WithLabelValues(dropOversize).Inc()
+	case b != nil:
+		rf.sendChannelData(b, frame)
+	default:
+		rf.sendDataIndication(src, frame)
 	}
 }
 
@@ -394,16 +416,6 @@ func (rf *relayFast) sendDataIndication(src netip.AddrPort, frame []byte) {
 	if err != nil {
 		rf.pending.sendFull++
 	}
-}
-
-// writeStream sends a datagram too large for pion's buffer to a TCP/TLS
-// client, as pion would frame it.
-func (rf *relayFast) writeStream(b *binding, src netip.AddrPort, frame []byte) {
-	if b != nil {
-		rf.sendChannelData(b, frame)
-		return
-	}
-	rf.sendDataIndication(src, frame)
 }
 
 // flush adds the reader's tallies to Prometheus: once per burst (before

@@ -277,75 +277,118 @@ const smallSlot = 2048
 
 var overflowPool = sync.Pool{New: func() any { b := make([]byte, slotSize); return &b }}
 
-// pktReader reads one datagram at a time, leaving room for a ChannelData
-// header in front. Before it parks on the poller it calls idle, so tallies
-// reach the metrics once per burst rather than per packet.
+// pktReader reads a relay socket two datagrams per recvmmsg, leaving room
+// for a ChannelData header in front of each. Each datagram is handed to
+// handle inside the poller callback; those handle returns true for are
+// returned by read. A short batch means the socket was drained, so the
+// reader parks without an EAGAIN call; idle runs before parking, so
+// tallies reach the metrics once per burst rather than per packet.
 type pktReader struct {
-	sock  *udpSock
-	buf   []byte // 4 header bytes, smallSlot payload bytes, 3 padding bytes
-	name  unix.RawSockaddrInet6
-	hdr   unix.Msghdr
-	iov   [2]unix.Iovec
-	idle  func()
-	frame []byte
-	err   error
-	fn    func(fd uintptr) bool
+	sock   *udpSock
+	bufs   [pktSlots][]byte // 4 header bytes, smallSlot payload bytes, 3 padding bytes
+	names  [pktSlots]unix.RawSockaddrInet6
+	hdrs   [pktSlots]unix.Mmsghdr
+	iovs   [pktSlots][2]unix.Iovec
+	handle func(frame []byte, src netip.AddrPort) (deliver bool)
+	idle   func()
+	out    [pktSlots]struct {
+		frame []byte
+		src   netip.AddrPort
+	}
+	nout, next int
+	err        error
+	fn         func(fd uintptr) bool
 }
 
-func newPktReader(sock *udpSock, idle func()) *pktReader {
-	r := &pktReader{sock: sock, buf: make([]byte, 4+smallSlot+3), idle: idle}
-	r.iov[0].Base = &r.buf[4]
-	r.iov[0].SetLen(smallSlot)
-	r.hdr.Name = (*byte)(unsafe.Pointer(&r.name))
-	r.hdr.Iov = &r.iov[0]
-	r.hdr.SetIovlen(2)
+const pktSlots = 2
+
+func newPktReader(sock *udpSock, handle func([]byte, netip.AddrPort) bool, idle func()) *pktReader {
+	r := &pktReader{sock: sock, handle: handle, idle: idle}
+	backing := make([]byte, pktSlots*(4+smallSlot+3))
+	for i := range r.hdrs {
+		r.bufs[i] = backing[i*(4+smallSlot+3) : (i+1)*(4+smallSlot+3) : (i+1)*(4+smallSlot+3)]
+		r.iovs[i][0].Base = &r.bufs[i][4]
+		r.iovs[i][0].SetLen(smallSlot)
+		r.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+		r.hdrs[i].Hdr.Iov = &r.iovs[i][0]
+		r.hdrs[i].Hdr.SetIovlen(2)
+	}
 	r.fn = r.recv
 	return r
 }
 
 func (r *pktReader) recv(fd uintptr) bool {
-	big := overflowPool.Get().(*[]byte)
-	defer overflowPool.Put(big)
-	r.iov[1].Base = &(*big)[0]
-	r.iov[1].SetLen(len(*big))
+	var big [pktSlots]*[]byte
+	for i := range big {
+		big[i] = overflowPool.Get().(*[]byte)
+		r.iovs[i][1].Base = &(*big[i])[0]
+		r.iovs[i][1].SetLen(len(*big[i]))
+	}
+	defer func() {
+		for i := range big {
+			r.iovs[i][1].Base = nil // the pool may hand it to someone else now
+			overflowPool.Put(big[i])
+		}
+	}()
 	for {
-		r.hdr.Namelen = unix.SizeofSockaddrInet6
-		r.hdr.Flags = 0
-		n, _, e := unix.Syscall(unix.SYS_RECVMSG, fd, uintptr(unsafe.Pointer(&r.hdr)), unix.MSG_DONTWAIT)
+		for i := range r.hdrs {
+			r.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+			r.hdrs[i].Hdr.Flags = 0
+			r.hdrs[i].Len = 0
+		}
+		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hdrs[0])), pktSlots,
+			unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:
-			r.err = nil
-			if int(n) <= smallSlot {
-				r.frame = r.buf[:4+n]
-				break
-			}
-			// Spilled: join the parts (allocates; large datagrams only).
-			joined := make([]byte, 4+int(n), 4+int(n)+3)
-			copy(joined[4:], r.buf[4:4+smallSlot])
-			copy(joined[4+smallSlot:], (*big)[:int(n)-smallSlot])
-			r.frame = joined
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			r.iov[1].Base = nil
 			r.idle()
 			return false
 		default:
-			r.frame, r.err = nil, e
+			r.err = e
+			return true
 		}
-		r.iov[1].Base = nil // the pool may hand big to someone else now
-		return true
+		k := int(n)
+		for i := 0; i < k; i++ {
+			size := int(r.hdrs[i].Len)
+			frame := r.bufs[i][:4+min(size, smallSlot)]
+			if size > smallSlot {
+				// Spilled: join the parts (allocates; large datagrams only).
+				joined := make([]byte, 4+size, 4+size+3)
+				copy(joined[4:], r.bufs[i][4:4+smallSlot])
+				copy(joined[4+smallSlot:], (*big[i])[:size-smallSlot])
+				frame = joined
+			}
+			src := parseSockaddr(&r.names[i])
+			if r.handle(frame, src) {
+				r.out[r.nout].frame, r.out[r.nout].src = frame, src
+				r.nout++
+			}
+		}
+		if r.nout > 0 {
+			return true
+		}
+		if k < pktSlots {
+			r.idle()
+			return false
+		}
 	}
 }
 
-// read returns the next datagram as a frame: payload at frame[4:], four
-// bytes of header room in front and capacity for three padding bytes.
+// read returns the next datagram handle left for pion: payload at
+// frame[4:], stable until the following read.
 func (r *pktReader) read() ([]byte, netip.AddrPort, error) {
-	if err := r.sock.rc.Read(r.fn); err != nil {
-		return nil, netip.AddrPort{}, err
+	for r.next >= r.nout {
+		r.next, r.nout = 0, 0
+		if err := r.sock.rc.Read(r.fn); err != nil {
+			return nil, netip.AddrPort{}, err
+		}
+		if r.err != nil {
+			return nil, netip.AddrPort{}, r.err
+		}
 	}
-	if r.err != nil {
-		return nil, netip.AddrPort{}, r.err
-	}
-	return r.frame, parseSockaddr(&r.name), nil
+	o := &r.out[r.next]
+	r.next++
+	return o.frame, o.src, nil
 }

@@ -54,17 +54,26 @@ func (r *batchReader) read() (int, error) { return 0, errors.ErrUnsupported }
 func (r *batchReader) msg(int) ([]byte, netip.AddrPort, bool) { return nil, netip.AddrPort{}, false }
 
 type pktReader struct {
-	sock *udpSock
-	buf  []byte
-	idle func()
+	sock   *udpSock
+	buf    []byte
+	handle func([]byte, netip.AddrPort) bool
+	idle   func()
 }
 
-func newPktReader(sock *udpSock, idle func()) *pktReader {
-	return &pktReader{sock: sock, buf: make([]byte, 4+slotSize+3), idle: idle}
+func newPktReader(sock *udpSock, handle func([]byte, netip.AddrPort) bool, idle func()) *pktReader {
+	return &pktReader{sock: sock, buf: make([]byte, 4+slotSize+3), handle: handle, idle: idle}
 }
 
 func (r *pktReader) read() ([]byte, netip.AddrPort, error) {
-	r.idle()
-	n, src, err := r.sock.c.ReadFromUDPAddrPort(r.buf[4:])
-	return r.buf[:4+n], netip.AddrPortFrom(src.Addr().Unmap(), src.Port()), err
+	for {
+		r.idle()
+		n, src, err := r.sock.c.ReadFromUDPAddrPort(r.buf[4:])
+		if err != nil {
+			return nil, src, err
+		}
+		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+		if r.handle(r.buf[:4+n], src) {
+			return r.buf[:4+n], src, nil
+		}
+	}
 }
