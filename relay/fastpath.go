@@ -58,6 +58,13 @@ type fastPath struct {
 	byClient map[clientKey]*relayFast      // by (listener address, client address)
 	streams  map[clientKey]net.Conn        // TCP/TLS client connections, by the same key
 	obs      bindingObserver
+
+	loops    []*relayLoop // relay socket readers (Linux); none: a goroutine each
+	loopNext atomic.Uint32
+	loopsWG  sync.WaitGroup
+	// relayGen changes whenever a relay address goes away, so cached
+	// policy verdicts for relay-to-relay peers are re-checked.
+	relayGen atomic.Uint64
 }
 
 // c2pKey finds a binding from a client's ChannelData.
@@ -265,9 +272,6 @@ type binding struct {
 	peer    netip.AddrPort
 	peerSA  sockaddr // peer, in the relay socket's family
 	channel uint16
-	// selfPeer: the peer is one of our own relay addresses, whose liveness
-	// the policy checks per datagram; never cache that verdict.
-	selfPeer bool
 
 	// Guarded by rf.mu.
 	chanDL, permDL int64
@@ -276,9 +280,10 @@ type binding struct {
 	// until is the monotonic time the shortcut may forward until; 0 while
 	// disabled. The data path reads only this.
 	until atomic.Int64
-	// lastPol is the policy the client→peer shortcut last approved the
-	// peer under (written only by the listener goroutine of the client).
+	// lastPol and lastGen are the policy and relay-set generation the
+	// client→peer shortcut last approved the peer under.
 	lastPol atomic.Pointer[peerPolicy]
+	lastGen atomic.Uint64
 
 	// Per-binding counters, both paths' shortcut traffic (an offload
 	// engine adds what it forwarded).

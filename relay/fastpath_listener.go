@@ -140,13 +140,14 @@ func (fp *fastPath) forward(local, src netip.AddrPort, b []byte, snd *nbSender, 
 	}
 	s := fp.s
 	rf := bd.rf
-	pol := s.policy.Load()
-	if bd.selfPeer || bd.lastPol.Load() != pol {
+	pol, gen := s.policy.Load(), fp.relayGen.Load()
+	if bd.lastPol.Load() != pol || bd.lastGen.Load() != gen {
 		if reason := pol.checkAddrPort(bd.peer); reason != "" {
 			s.metrics.policyDenials.WithLabelValues(reason).Inc()
 			return true
 		}
 		bd.lastPol.Store(pol)
+		bd.lastGen.Store(gen)
 	}
 	if rf.bw != nil && !rf.bw.allowOut(n, timeNow()) {
 		tally.bwDrops++

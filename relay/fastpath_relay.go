@@ -39,34 +39,48 @@ type relayFast struct {
 	pending  counts
 	inPeer   netip.AddrPort // last inbound peer the policy allowed, under inPolicy
 	inPolicy *peerPolicy
+	inGen    uint64
 }
 
 // counts are tallies not yet added to Prometheus.
 type counts struct{ pkts, bytes, sendFull, noPerm, bwDrops uint64 }
 
 func (fp *fastPath) newRelay(c *relayPacketConn, listener *serverPacketConn, adv netip.AddrPort) *relayFast {
-	uc, ok := c.PacketConn.(*net.UDPConn)
-	if !ok {
-		return nil
+	var sock *udpSock
+	switch pc := c.PacketConn.(type) {
+	case *net.UDPConn:
+		var err error
+		if sock, err = newUDPSock(pc); err != nil {
+			return nil
+		}
+		// Peers burst into one socket each; the 208 KiB default drops a
+		// video keyframe's worth of datagrams on a short stall (coturn
+		// #1902).
+		_ = pc.SetReadBuffer(udpSocketBuffer)
+	default:
+		if sock = rawSock(pc); sock == nil {
+			return nil
+		}
 	}
-	sock, err := newUDPSock(uc)
-	if err != nil {
-		return nil
-	}
-	// Peers burst into one socket each; the 208 KiB default drops a video
-	// keyframe's worth of datagrams on a short stall (coturn #1902).
-	_ = uc.SetReadBuffer(udpSocketBuffer)
 	rf := &relayFast{
 		fp: fp, conn: c, sock: sock, key: unmapAP(adv),
-		bound: unmapAP(toAddrPort(uc.LocalAddr())), listener: listener, bw: c.bw,
+		bound: unmapAP(toAddrPort(c.PacketConn.LocalAddr())), listener: listener, bw: c.bw,
 		byPeer: map[netip.AddrPort]*binding{}, perms: map[netip.Addr]int64{},
 		allocDL: monoNow() + int64(fp.s.cfg.AllocationLifetime+deadlineSlack),
 		snd:     newNBSender(),
 	}
-	rf.rd = newPktReader(sock, rf.handle, rf.flush)
+	if sock.c != nil {
+		rf.rd = newPktReader(sock, rf.handle, rf.flush)
+	}
 	fp.mu.Lock()
 	fp.relays[rf.key] = rf
 	fp.mu.Unlock()
+	if sock.raw != nil {
+		if err := fp.attachLoop(rf); err != nil {
+			rf.close()
+			return nil
+		}
+	}
 	return rf
 }
 
@@ -168,7 +182,7 @@ func (rf *relayFast) refreshAllocation(deadline int64) {
 
 func (rf *relayFast) addBinding(peer netip.AddrPort, ch uint16) {
 	fp := rf.fp
-	b := &binding{rf: rf, peer: peer, channel: ch, selfPeer: fp.s.isRelayIP(peer.Addr())}
+	b := &binding{rf: rf, peer: peer, channel: ch}
 	b.peerSA, _ = rf.sock.sockaddrFor(peer)
 	now := monoNow()
 	rf.mu.Lock()
@@ -277,6 +291,9 @@ const pionRelayBuffer = 1600
 // only those pion must frame (no live binding, small enough for its
 // buffer) are returned.
 func (rf *relayFast) readFrom(p []byte) (int, net.Addr, error) {
+	if rf.rd == nil { // a relay loop reads the socket; pion gets its queue
+		return rf.conn.PacketConn.ReadFrom(p)
+	}
 	for {
 		frame, src, err := rf.rd.read()
 		if err != nil {
@@ -353,17 +370,15 @@ func (rf *relayFast) frameItself(b *binding, src netip.AddrPort, frame []byte) {
 // verdict per peer and policy as relayPacketConn.WriteTo does.
 func (rf *relayFast) allowPeer(src netip.AddrPort) bool {
 	s := rf.fp.s
-	pol := s.policy.Load()
-	if src == rf.inPeer && pol == rf.inPolicy {
+	pol, gen := s.policy.Load(), rf.fp.relayGen.Load()
+	if src == rf.inPeer && pol == rf.inPolicy && gen == rf.inGen {
 		return true
 	}
 	if reason := pol.checkAddrPort(src); reason != "" {
 		s.metrics.policyDenials.WithLabelValues(reason).Inc()
 		return false
 	}
-	if !s.isRelayIP(src.Addr()) { // live relay ports change without a new policy
-		rf.inPeer, rf.inPolicy = src, pol
-	}
+	rf.inPeer, rf.inPolicy, rf.inGen = src, pol, gen
 	return true
 }
 

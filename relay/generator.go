@@ -83,7 +83,7 @@ func (g generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pac
 		return nil, nil, err
 	}
 	for _, port := range g.ports(conf.RequestedPort) {
-		c, err := new(net.ListenConfig).ListenPacket(context.Background(), conf.Network, net.JoinHostPort(bind.String(), strconv.Itoa(port)))
+		c, err := g.s.fast.listenRelay(conf.Network, netip.AddrPortFrom(bind, uint16(port)))
 		if err != nil {
 			continue
 		}

@@ -90,10 +90,12 @@ func parseSockaddr(raw *unix.RawSockaddrInet6) netip.AddrPort {
 // fastPathSupported: the batching data plane runs on Linux.
 const fastPathSupported = true
 
-// udpSock is a UDP socket the data plane sends from.
+// udpSock is a UDP socket the data plane sends from: a net.UDPConn, or a
+// relay loop's raw socket.
 type udpSock struct {
 	c      *net.UDPConn
 	rc     syscall.RawConn
+	raw    *rawUDP
 	family int // AF_INET or AF_INET6
 }
 
@@ -160,6 +162,17 @@ func (s *nbSender) send(fd uintptr) bool {
 // sendTo sends b to `to` from sock and reports the outcome.
 func (s *nbSender) sendTo(sock *udpSock, b []byte, to *sockaddr) error {
 	s.buf, s.to = b, to
+	if c := sock.raw; c != nil {
+		c.mu.RLock()
+		if c.closed {
+			s.err = errRawClosed
+		} else {
+			s.send(uintptr(c.fd))
+		}
+		c.mu.RUnlock()
+		s.buf, s.to = nil, nil
+		return s.err
+	}
 	if err := sock.rc.Write(s.fn); err != nil {
 		s.buf, s.to = nil, nil
 		return err
@@ -391,4 +404,13 @@ func (r *pktReader) read() ([]byte, netip.AddrPort, error) {
 	o := &r.out[r.next]
 	r.next++
 	return o.frame, o.src, nil
+}
+
+// rawSock wraps a relay loop's socket for sending.
+func rawSock(pc net.PacketConn) *udpSock {
+	c, ok := pc.(*rawUDP)
+	if !ok {
+		return nil
+	}
+	return &udpSock{raw: c, family: c.family}
 }

@@ -3,6 +3,7 @@
 package relay
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -23,7 +24,12 @@ var errSendFull = errors.New("relay: socket send buffer full")
 
 type sockaddr struct{ ap netip.AddrPort }
 
-type udpSock struct{ c *net.UDPConn }
+type udpSock struct {
+	c   *net.UDPConn
+	raw *rawUDP
+}
+
+type rawUDP struct{}
 
 func newUDPSock(c *net.UDPConn) (*udpSock, error) { return &udpSock{c: c}, nil }
 
@@ -77,3 +83,14 @@ func (r *pktReader) read() ([]byte, netip.AddrPort, error) {
 		}
 	}
 }
+
+func rawSock(net.PacketConn) *udpSock { return nil }
+
+func (fp *fastPath) startLoops(int) {}
+func (fp *fastPath) stopLoops()     {}
+func (fp *fastPath) listenRelay(network string, ap netip.AddrPort) (net.PacketConn, error) {
+	return new(net.ListenConfig).ListenPacket(context.Background(), network, ap.String())
+}
+func (fp *fastPath) attachLoop(*relayFast) error { return errors.ErrUnsupported }
+
+type relayLoop struct{}

@@ -102,6 +102,7 @@ func (c *relayPacketConn) Close() error {
 		for _, ap := range c.addrs {
 			c.s.policy.Load().removeRelay(ap)
 		}
+		c.s.fast.relayGen.Add(1) // cached relay-to-relay verdicts are stale
 		c.bw.release()
 	})
 	return c.PacketConn.Close()

@@ -174,8 +174,12 @@ func New(cfg Config) (*Server, error) {
 			Listener: l, RelayAddressGenerator: gen, PermissionHandler: perm,
 		})
 	}
+	if s.fast.enabled {
+		s.fast.startLoops(cfg.UDPSockets)
+	}
 	s.turn, err = turn.NewServer(tc)
 	if err != nil {
+		s.fast.stopLoops()
 		closeAll()
 		if s.behavior != nil {
 			s.behavior.close()
@@ -481,6 +485,7 @@ func (s *Server) Close() error {
 		s.draining.Store(true)
 		close(s.stop)
 		s.closeErr = s.turn.Close()
+		s.fast.stopLoops()
 		if s.behavior != nil {
 			if err := s.behavior.close(); err != nil && s.closeErr == nil {
 				s.closeErr = err
