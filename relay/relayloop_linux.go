@@ -50,7 +50,7 @@ type rawPkt struct {
 
 // rawQueue bounds datagrams waiting for pion's goroutine (Data
 // indications); beyond it they drop and count.
-const rawQueue = 64
+const rawQueue = 16
 
 func listenRawUDP(network string, ap netip.AddrPort) (*rawUDP, error) {
 	family := unix.AF_INET
