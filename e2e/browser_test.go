@@ -70,6 +70,8 @@ type browserEnvConfig struct {
 	roomCapacity int
 	// credTTL is the lifetime of minted TURN credentials; default 10 min.
 	credTTL time.Duration
+	// tokenSecret, when set, puts the hub in token mode.
+	tokenSecret []byte
 }
 
 func browser_startEnv(t testing.TB, cfg browserEnvConfig) *browserEnv {
@@ -113,6 +115,7 @@ func browser_startEnv(t testing.TB, cfg browserEnvConfig) *browserEnv {
 	hub, err := signaling.NewHub(signaling.Config{
 		ICEServers:   env.iceServers,
 		RoomCapacity: cfg.roomCapacity,
+		TokenSecret:  cfg.tokenSecret,
 		Logger:       quiet,
 	})
 	if err != nil {
@@ -211,17 +214,25 @@ type browserPage struct {
 
 // browser_open starts a fresh Chromium (its own profile directory) and
 // returns its tab. Console output and page errors go to the test log.
-// browserLoopbackOnlyJS wraps addIceCandidate so only candidates on
-// loopback addresses (and end-of-candidates) reach ICE.
+// browserLoopbackOnlyJS wraps addIceCandidate and setRemoteDescription so
+// only candidates on loopback addresses (and end-of-candidates) reach ICE:
+// trickled ones, and those a renegotiation's SDP carries (a=candidate lines
+// of everything gathered so far).
 const browserLoopbackOnlyJS = `(() => {
+  const loopback = (line) => { const addr = line.split(' ')[4] || ''; return addr.startsWith('127.') || addr === '::1'; };
   const orig = RTCPeerConnection.prototype.addIceCandidate;
   RTCPeerConnection.prototype.addIceCandidate = function (c, ...rest) {
     const line = c && (typeof c === 'string' ? c : c.candidate);
-    if (line) {
-      const addr = line.split(' ')[4] || '';
-      if (!(addr.startsWith('127.') || addr === '::1')) return Promise.resolve();
-    }
+    if (line && !loopback(line)) return Promise.resolve();
     return orig.call(this, c, ...rest);
+  };
+  const origSRD = RTCPeerConnection.prototype.setRemoteDescription;
+  RTCPeerConnection.prototype.setRemoteDescription = function (d, ...rest) {
+    if (d && typeof d.sdp === 'string') {
+      const sdp = d.sdp.split('\r\n').filter((l) => !l.startsWith('a=candidate:') || loopback(l)).join('\r\n');
+      d = { type: d.type, sdp };
+    }
+    return origSRD.call(this, d, ...rest);
   };
 })();`
 
@@ -749,6 +760,13 @@ func TestBrowserInsecureContext(t *testing.T) {
 	if !strings.Contains(note, "not a secure context") || !strings.Contains(note, "SHA-256") {
 		t.Errorf("secure-context note %q", note)
 	}
+	// The camera needs a secure context: the page says so instead of
+	// failing silently on a click.
+	call := browser_eval[map[string]any](a, `({disabled: document.getElementById('call-start').disabled,
+  note: document.getElementById('call-note').hidden ? '' : document.getElementById('call-note').textContent})`)
+	if call["disabled"] != true || !strings.Contains(call["note"].(string), "secure context") || !strings.Contains(call["note"].(string), "-dev-https") {
+		t.Errorf("call controls on an insecure page: %v, want a disabled start button and a note naming the secure context and -dev-https", call)
+	}
 	a.do(chromedp.Click(chromedp.ID("copy-link")))
 	copyNote := browser_wait[string](a, "copy note", `document.getElementById('copy-note').textContent`)
 	if !strings.Contains(copyNote, "secure context") {
@@ -776,9 +794,13 @@ func TestBrowserInsecureContext(t *testing.T) {
 	b.shot("insecure-receiver")
 }
 
-// TestBrowserTURNTester drives the TURN tester page: the hub's credentials
-// give a relay candidate, a wrong password gives an authentication
-// failure, and a port where nothing listens is unreachable.
+// TestBrowserTURNTester drives the TURN tester page: URLs other than
+// stun:, turn: and turns: are refused, the hub's credentials give a relay
+// candidate, a wrong password gives an authentication failure, a TCP or
+// TLS relay where nothing listens is unreachable, a UDP relay that never
+// answers (a black-holed port) counts down to "no answer after 5 s" while a
+// TCP relay that accepts and stays silent is unreachable after the same 5 s,
+// and each run shows only its own verdicts.
 func TestBrowserTURNTester(t *testing.T) {
 	testenv.NeedCommand(t, "chromium", "chromium")
 	env := browser_startEnv(t, browserEnvConfig{roomCapacity: 4})
@@ -813,8 +835,36 @@ func TestBrowserTURNTester(t *testing.T) {
 			chromedp.SetValue(chromedp.ID("credential"), pass),
 			chromedp.Click(chromedp.ID("add-server")),
 		)
-		browser_wait[bool](p, "server listed", fmt.Sprintf(`document.querySelectorAll('[data-testid=server]').length === 1 && document.getElementById('server-list').textContent.includes(%q)`, url))
+		browser_wait[bool](p, "server listed", fmt.Sprintf(`document.querySelectorAll('[data-testid=server]').length === 1 && document.getElementById('server-list').textContent.includes(%q)`, strings.Fields(url)[0]))
+		// A changed server list clears the previous run's verdicts.
+		if n := browser_eval[int](p, `document.querySelectorAll('[data-testid=verdict]').length`); n != 0 {
+			t.Errorf("%d old verdicts still shown after the server list changed", n)
+		}
 	}
+	onlyVerdictsFor := func(vs []verdict, urls ...string) {
+		t.Helper()
+		var got []string
+		for _, v := range vs {
+			got = append(got, v.URL)
+		}
+		if !slices.Equal(got, urls) {
+			t.Errorf("verdicts for %v, want exactly %v", got, urls)
+		}
+	}
+
+	t.Run("other schemes refused", func(t *testing.T) {
+		for _, bad := range []string{"http://" + env.udpAddr, "stuns:" + env.udpAddr, "turn:" + env.udpAddr + "?transport=sctp", "relay.example.com"} {
+			p.do(chromedp.Click(chromedp.ID("clear-servers")), chromedp.SetValue(chromedp.ID("url"), bad), chromedp.Click(chromedp.ID("add-server")))
+			got := browser_wait[string](p, "refusal", `document.getElementById('form-note').dataset.state === 'rejected' && document.getElementById('form-note').textContent`)
+			if !strings.Contains(got, "Not added") || !strings.Contains(got, bad) {
+				t.Errorf("%s: note %q, want it refused by name", bad, got)
+			}
+			if n := browser_eval[int](p, `document.querySelectorAll('[data-testid=server]').length`); n != 0 {
+				t.Errorf("%s: %d servers listed, want none", bad, n)
+			}
+			p.do(chromedp.Evaluate[chromedp.Void](`document.getElementById('url').value = ''; delete document.getElementById('form-note').dataset.state`))
+		}
+	})
 
 	t.Run("good credentials from /ice", func(t *testing.T) {
 		p.do(chromedp.Click(chromedp.ID("fetch-ice")))
@@ -844,7 +894,9 @@ func TestBrowserTURNTester(t *testing.T) {
 		url := "turn:" + env.udpAddr + "?transport=udp"
 		c := turnrest.Mint(env.secret, "tester", time.Now().Add(10*time.Minute))
 		addServer(url, c.Username, "not-the-password")
-		v := find(gather("bad"), url)
+		vs := gather("bad")
+		onlyVerdictsFor(vs, url)
+		v := find(vs, url)
 		if v.Verdict != "auth-failed" {
 			t.Errorf("verdict %q (%s), want auth-failed", v.Verdict, v.Text)
 		}
@@ -861,7 +913,7 @@ func TestBrowserTURNTester(t *testing.T) {
 		p.shot("tester-auth-failed")
 	})
 
-	t.Run("nothing listening", func(t *testing.T) {
+	t.Run("nothing listening over TCP and TLS", func(t *testing.T) {
 		// A TCP port that was free a moment ago: the connection is refused.
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
@@ -869,17 +921,57 @@ func TestBrowserTURNTester(t *testing.T) {
 		}
 		dead := ln.Addr().String()
 		ln.Close()
-		url := "turn:" + dead + "?transport=tcp"
+		tcpURL, tlsURL := "turn:"+dead+"?transport=tcp", "turns:"+dead+"?transport=tcp"
 		c := turnrest.Mint(env.secret, "tester", time.Now().Add(10*time.Minute))
-		addServer(url, c.Username, c.Password)
-		v := find(gather("unreachable"), url)
+		addServer(tcpURL+" "+tlsURL, c.Username, c.Password)
+		vs := gather("unreachable")
+		onlyVerdictsFor(vs, tcpURL, tlsURL)
 		if browser_eval[bool](p, fmt.Sprintf(`document.body.innerText.includes(%q)`, c.Password)) {
 			t.Errorf("the page shows the credential it was given")
 		}
-		if v.Verdict != "unreachable" {
-			t.Errorf("verdict %q (%s), want unreachable", v.Verdict, v.Text)
+		for _, url := range []string{tcpURL, tlsURL} {
+			if v := find(vs, url); v.Verdict != "unreachable" {
+				t.Errorf("%s: verdict %q (%s), want unreachable", url, v.Verdict, v.Text)
+			}
 		}
 		p.shot("tester-unreachable")
+	})
+
+	t.Run("black holes", func(t *testing.T) {
+		// A bound UDP socket that never answers: the Allocate requests
+		// arrive and vanish, as behind a firewall dropping the replies.
+		hole, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer hole.Close()
+		// A TCP listener that completes handshakes (the kernel's backlog)
+		// and never says a word.
+		silent, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer silent.Close()
+		url := "turn:" + hole.LocalAddr().String() + "?transport=udp"
+		tcpURL := "turn:" + silent.Addr().String() + "?transport=tcp"
+		c := turnrest.Mint(env.secret, "tester", time.Now().Add(10*time.Minute))
+		addServer(url+" "+tcpURL, c.Username, c.Password)
+		p.do(chromedp.Click(chromedp.ID("gather")))
+		// A live countdown: the pending verdict's seconds left go down.
+		first := browser_wait[int](p, "countdown", `(() => { const v = document.querySelector('[data-testid=verdict][data-verdict=pending]'); return v && /s left/.test(v.textContent) ? Number(v.dataset.left) : 0; })()`)
+		p.shot("tester-countdown")
+		browser_wait[bool](p, "countdown going down", fmt.Sprintf(`(() => { const v = document.querySelector('[data-testid=verdict]');
+  return v && (v.dataset.verdict !== 'pending' || Number(v.dataset.left) < %d); })()`, first))
+		browser_wait[bool](p, "black hole run done", `document.getElementById('gather-status').dataset.state === 'done'`)
+		vs := browser_eval[[]verdict](p, `[...document.querySelectorAll('[data-testid=verdict]')].map((li) => ({url: li.dataset.url, verdict: li.dataset.verdict, text: li.textContent}))`)
+		onlyVerdictsFor(vs, url, tcpURL)
+		if v := find(vs, url); v.Verdict != "no-answer" || !strings.Contains(v.Text, "no answer after 5 s") {
+			t.Errorf("verdict %q (%s), want no-answer, \"no answer after 5 s\"", v.Verdict, v.Text)
+		}
+		if v := find(vs, tcpURL); v.Verdict != "unreachable" || !strings.Contains(v.Text, "after 5 s over TCP") {
+			t.Errorf("silent TCP relay: verdict %q (%s), want unreachable after 5 s over TCP", v.Verdict, v.Text)
+		}
+		p.shot("tester-no-answer")
 	})
 }
 
@@ -947,6 +1039,10 @@ func TestBrowserModules(t *testing.T) {
 		{"quota", `[]`, `[{url: 'turn:192.0.2.1:3478', errorCode: 486, errorText: 'Allocation Quota Reached'}]`, `{finished: true}`, "error"},
 		{"timed out", `[]`, `[]`, `{finished: true, timedOut: true, timeoutMs: 45000}`, "unreachable"},
 		{"nothing at all over UDP", `[]`, `[]`, `{finished: true}`, "no-candidates"},
+		{"UDP, still within 5 s", `[]`, `[]`, `{finished: false, elapsedMs: 1200}`, "pending"},
+		{"UDP, 5 s without an answer", `[]`, `[]`, `{finished: false, elapsedMs: 5000}`, "no-answer"},
+		{"UDP, 701 before the deadline", `[]`, `[{url: 'stun:192.0.2.1:3478', errorCode: 701}]`, `{finished: false, elapsedMs: 5000}`, "no-answer"},
+		{"relay just before the deadline", `[{type: 'relay', url: 'turn:192.0.2.1:3478?transport=udp', address: '192.0.2.1', port: 50000, t: 4900}]`, `[]`, `{finished: false, elapsedMs: 5000}`, "works"},
 	}
 	for _, tt := range judgeTests {
 		got := browser_eval[string](p, fmt.Sprintf(`import('/assets/verdict.js').then((m) => m.judge([%q], %s, %s, %s)[0].verdict)`, turnURL, tt.cands, tt.errors, tt.state))
@@ -957,6 +1053,22 @@ func TestBrowserModules(t *testing.T) {
 	tcp := browser_eval[string](p, `import('/assets/verdict.js').then((m) => m.judge(['turn:192.0.2.1:3478?transport=tcp'], [], [], {finished: true})[0].verdict)`)
 	if tcp != "unreachable" {
 		t.Errorf("judge TCP without result: %q, want unreachable", tcp)
+	}
+	for _, u := range []string{"turn:192.0.2.1:3478?transport=tcp", "turns:192.0.2.1:5349"} {
+		if got := browser_eval[string](p, fmt.Sprintf(`import('/assets/verdict.js').then((m) => m.judge([%q], [], [], {finished: false, elapsedMs: 5000})[0].verdict)`, u)); got != "unreachable" {
+			t.Errorf("judge %s after 5 s: %q, want unreachable", u, got)
+		}
+	}
+	left := browser_eval[int](p, `import('/assets/verdict.js').then((m) => m.judge(['turn:192.0.2.1:3478'], [], [], {finished: false, elapsedMs: 1200})[0].leftMs)`)
+	if left != 3800 {
+		t.Errorf("judge leftMs %d after 1.2 s, want 3800", left)
+	}
+	for u, ok := range map[string]bool{"stun:192.0.2.1": true, "turn:h.example:3478?transport=tcp": true, "turns:h.example": true,
+		"stuns:h.example": false, "http://h.example": false, "turn:h.example:99999": false, "stun:h.example?transport=udp": false, "": false} {
+		why := browser_eval[string](p, fmt.Sprintf(`import('/assets/verdict.js').then((m) => m.checkTesterURL(%q))`, u))
+		if (why == "") != ok {
+			t.Errorf("checkTesterURL(%q) = %q, want accepted %v", u, why, ok)
+		}
 	}
 }
 

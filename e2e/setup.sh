@@ -12,6 +12,12 @@ command -v nft               >/dev/null 2>&1 || need+=(nftables)
 command -v ip                >/dev/null 2>&1 || need+=(iproute2)
 command -v openssl           >/dev/null 2>&1 || need+=(openssl)
 command -v conntrack         >/dev/null 2>&1 || need+=(conntrack)
+# eBPF offload (relay/internal/offload): gen_check.sh rebuilds the program, the
+# netns test turns checksum offload off with ethtool.
+command -v clang             >/dev/null 2>&1 || need+=(clang)
+command -v llvm-strip        >/dev/null 2>&1 || need+=(llvm)
+[ -f /usr/include/bpf/bpf_helpers.h ]       || need+=(libbpf-dev)
+command -v ethtool           >/dev/null 2>&1 || command -v /usr/sbin/ethtool >/dev/null 2>&1 || need+=(ethtool)
 
 # golangci-lint, pinned: the test command lints with it. Built from the Go
 # module proxy into GOPATH/bin; no root needed.

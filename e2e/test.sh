@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash e2e/setup.sh
+# The committed eBPF objects must be exactly what offload.c builds to.
+bash relay/internal/offload/gen_check.sh
 go vet ./...
 "$(go env GOPATH)/bin/golangci-lint" run ./...
 exec go test -race -count=1 -timeout 20m ./... "$@"

@@ -95,7 +95,7 @@ func originAllowed(allowed []string, r *http.Request) bool {
 		return err == nil && strings.EqualFold(u.Host, r.Host)
 	}
 	for _, a := range allowed {
-		if a == "*" || strings.EqualFold(strings.TrimSuffix(a, "/"), origin) {
+		if originMatches(a, origin, r.Host) {
 			return true
 		}
 	}

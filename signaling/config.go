@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"net/url"
 	"strings"
 	"time"
 )
@@ -42,7 +41,14 @@ type Config struct {
 	// allowed to open /ws and fetch /ice; "*" allows every origin. Empty
 	// means same-origin only. Requests without an Origin header (non-browser
 	// clients) are always allowed: they are authenticated by token.
+	// An entry may end in ":*" for any port of that scheme and host
+	// (LoopbackOrigins); SameOrigin keeps same-origin pages allowed next to
+	// the listed ones.
 	AllowedOrigins []string
+
+	// InviteTTL is how long an invite minted for a peer's share link admits
+	// to its room (token mode). Default 1h, at most 168h.
+	InviteTTL time.Duration
 
 	// MaxMessageBytes is the largest client message the hub accepts; larger
 	// ones are answered "too-large" and dropped. Messages above four times
@@ -101,6 +107,9 @@ type Config struct {
 func (c *Config) setDefaults() {
 	if c.RoomCapacity == 0 {
 		c.RoomCapacity = 8
+	}
+	if c.InviteTTL == 0 {
+		c.InviteTTL = defaultInviteTTL
 	}
 	if c.MaxMessageBytes == 0 {
 		c.MaxMessageBytes = 64 << 10
@@ -166,13 +175,12 @@ func (c *Config) validate() error {
 		bad("TokenSecret: %d bytes is too short (at least 16, 32 recommended)", len(c.TokenSecret))
 	}
 	for _, o := range c.AllowedOrigins {
-		if o == "*" {
-			continue
+		if !validOriginPattern(o) {
+			bad("AllowedOrigins: %q is not an origin like https://app.example.com (or http://localhost:*)", o)
 		}
-		u, err := url.Parse(o)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-			bad("AllowedOrigins: %q is not an origin like https://app.example.com", o)
-		}
+	}
+	if c.InviteTTL < time.Minute || c.InviteTTL > maxInviteTTL {
+		bad("InviteTTL %v: want between 1m and %v", c.InviteTTL, maxInviteTTL)
 	}
 	if c.MaxMessageBytes < 1024 {
 		bad("MaxMessageBytes %d: must be at least 1024", c.MaxMessageBytes)

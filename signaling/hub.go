@@ -170,7 +170,7 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	if !originAllowed(h.cfg.AllowedOrigins, r) {
 		h.m.rejected.WithLabelValues("origin").Inc()
 		h.log.Info("websocket refused", "reason", "origin not allowed", "origin", r.Header.Get("Origin"))
-		http.Error(w, "origin not allowed", http.StatusForbidden)
+		refuseOrigin(w, r)
 		return
 	}
 	ip := h.cfg.ClientIP(r)
@@ -251,7 +251,7 @@ func (h *Hub) serveICE(w http.ResponseWriter, r *http.Request) {
 	hdr.Add("Vary", "Origin")
 	if !originAllowed(h.cfg.AllowedOrigins, r) {
 		h.m.iceRequests.WithLabelValues("origin").Inc()
-		http.Error(w, "origin not allowed", http.StatusForbidden)
+		refuseOrigin(w, r)
 		return
 	}
 	if o := r.Header.Get("Origin"); o != "" {

@@ -22,7 +22,7 @@ type metrics struct {
 }
 
 // knownTypes bounds the "type" label.
-var knownTypes = map[string]bool{TypeJoin: true, TypeResume: true, TypeSignal: true, TypeLeave: true, TypePing: true}
+var knownTypes = map[string]bool{TypeJoin: true, TypeResume: true, TypeSignal: true, TypeLeave: true, TypePing: true, TypeInvite: true}
 
 func newMetrics(store Store) *metrics {
 	m := &metrics{

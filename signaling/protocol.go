@@ -103,6 +103,10 @@ type ServerMessage struct {
 	Peer    string `json:"peer,omitempty"`
 	// Version is the protocol version (welcome, resumed).
 	Version int `json:"version,omitempty"`
+	// Token is a join token the hub minted for a share link, and Expires
+	// its expiry in Unix seconds (invite).
+	Token   string `json:"token,omitempty"`
+	Expires int64  `json:"expires,omitempty"`
 }
 
 // ErrBadMessage is wrapped by every DecodeClientMessage error.
@@ -147,7 +151,7 @@ func DecodeClientMessage(b []byte) (ClientMessage, error) {
 		if d := bytes.TrimSpace(m.Data); len(d) == 0 || d[0] != '{' {
 			return m, badf(`signal needs "data", a JSON object`)
 		}
-	case TypeLeave, TypePing:
+	case TypeLeave, TypePing, TypeInvite:
 	case "":
 		return m, badf(`missing "type"`)
 	default:

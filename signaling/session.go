@@ -102,7 +102,9 @@ func (h *Hub) join(c *conn, msg ClientMessage) {
 			c.sendError(CodeUnauthorized, badToken(err), "")
 			return
 		}
-		name = claims.Name // a token's name is the only one that counts
+		if claims.Name != "" {
+			name = claims.Name // a token's name wins over the one the client asks for
+		}
 	}
 	s := &session{h: h, id: newPeerID(), room: msg.Room, name: name, token: newResumeToken()}
 	announce := encode(ServerMessage{Type: TypePeerJoined, ID: s.id, Name: name})
@@ -348,6 +350,8 @@ func (h *Hub) handle(c *conn, data []byte) {
 		h.endSession(s, "leave")
 	case TypePing:
 		c.reply(ServerMessage{Type: TypePong})
+	case TypeInvite:
+		h.invite(c)
 	}
 }
 

@@ -16,6 +16,17 @@
 // sides hash the whole file in memory: that is why a file may be at most
 // MaxFileBytes. Over plain HTTP to another device the page says so and marks
 // received files "not verified" instead of pretending.
+//
+// # Calls, names, invites and the relay switch
+//
+// The camera and microphone come from getUserMedia, which browsers offer
+// only in secure contexts too: over plain HTTP from another host the page
+// disables the call button and says why. Tracks go to every peer (a mesh).
+// Ticking "Relay only" mid-call replaces that page's RTCPeerConnections
+// (static/assets/peer.js explains why an ICE restart is not enough in
+// Chromium). The display name is kept in localStorage and sent at join; a
+// join token's name wins. In token mode the share link carries an invite the
+// hub mints for the room, never the page's own token.
 package web
 
 import (

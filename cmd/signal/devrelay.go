@@ -23,6 +23,7 @@ type devRelay struct {
 	urls   []string // turn: URLs, then a stun: URL
 	cancel context.CancelFunc
 	done   chan error
+	log    *slog.Logger
 }
 
 // startDevRelay binds the relay on bindIP:port (0 = any free port) and
@@ -54,7 +55,7 @@ func startDevRelay(bindIP, host string, port int, protect []int, log *slog.Logge
 		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &devRelay{srv: srv, secret: secret, urls: urls, cancel: cancel, done: make(chan error, 1)}
+	d := &devRelay{srv: srv, secret: secret, urls: urls, cancel: cancel, done: make(chan error, 1), log: log}
 	go func() { d.done <- srv.Run(ctx) }()
 	return d, nil
 }
@@ -62,7 +63,9 @@ func startDevRelay(bindIP, host string, port int, protect []int, log *slog.Logge
 // stop drains and closes the relay.
 func (d *devRelay) stop() {
 	d.cancel()
-	_ = <-d.done      // only waits for Run to return: stop has no caller to report to
+	if err := <-d.done; err != nil {
+		d.log.Warn("embedded relay stopped", "err", err)
+	}
 	_ = d.srv.Close() // idempotent; Run already closed it
 }
 

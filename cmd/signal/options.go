@@ -31,6 +31,7 @@ type options struct {
 	turnSecret    string
 	turnURLs      conf.Strings
 	iceTTL        time.Duration
+	inviteTTL     time.Duration
 	jwtSecret     string
 	allowOpen     bool
 	origins       conf.Strings
@@ -65,6 +66,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.turnSecret, "turn-secret", "", "TURN REST shared secret (turnd --static-auth-secret, coturn static-auth-secret)")
 	fs.Var(&o.turnURLs, "turn-url", "ICE server URL handed to clients: turn:, turns: or stun: (repeatable)")
 	fs.DurationVar(&o.iceTTL, "ice-ttl", time.Hour, "lifetime of minted TURN credentials; fresh ones are sent before they expire")
+	fs.DurationVar(&o.inviteTTL, "invite-ttl", time.Hour, "token mode: lifetime of the room invites the hub mints for share links")
 	fs.StringVar(&o.jwtSecret, "jwt-secret", "", "HS256 secret of join tokens (at least 32 bytes); required unless -allow-open or -dev")
 	fs.BoolVar(&o.allowOpen, "allow-open", false, "run without join tokens: anyone may join any room and get TURN credentials")
 	fs.Var(&o.origins, "allowed-origin", "browser origin allowed to connect, e.g. https://app.example.com, or * (repeatable; default same-origin)")
@@ -191,6 +193,7 @@ func (o *options) build(stderr io.Writer) (loaded, error) {
 	h := signaling.Config{
 		RoomCapacity:    o.roomCapacity,
 		AllowedOrigins:  o.origins,
+		InviteTTL:       o.inviteTTL,
 		MaxMessageBytes: o.maxMessage,
 		PingInterval:    o.pingInterval,
 		ResumeGrace:     o.resumeGrace,
@@ -204,6 +207,14 @@ func (o *options) build(stderr io.Writer) (loaded, error) {
 	}
 	if o.jwtSecret != "" {
 		h.TokenSecret = []byte(o.jwtSecret)
+	}
+	if o.inviteTTL < time.Minute || o.inviteTTL > 7*24*time.Hour {
+		add("invite-ttl %v: want between 1m and 168h", o.inviteTTL)
+	}
+	if o.dev {
+		// A front-end dev server (Vite, webpack) serves the page from
+		// another local port: let it in, next to the hub's own pages.
+		h.AllowedOrigins = append(append([]string{signaling.SameOrigin}, o.origins...), signaling.LoopbackOrigins...)
 	}
 	if o.realIPHeader != "" {
 		h.ClientIP = headerIP(http.CanonicalHeaderKey(o.realIPHeader))

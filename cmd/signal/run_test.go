@@ -126,6 +126,28 @@ func TestRunDev(t *testing.T) {
 		t.Fatalf("GET / = %d, not the web page", code)
 	}
 
+	// -dev lets pages from any local dev server in (Vite on
+	// localhost:5173), keeps the hub's own page, and tells a foreign page
+	// which flag would let it in.
+	for _, origin := range []string{"http://localhost:5173", "http://127.0.0.1:8081", "http://[::1]:3000", base} {
+		dc, err := signaling.Dial(ctxT(t), base+"/ws", signaling.WithOrigin(origin))
+		if err != nil {
+			t.Fatalf("-dev refuses origin %s: %v", origin, err)
+		}
+		dc.Close()
+	}
+	req, _ := http.NewRequest("GET", base+"/ice", nil)
+	req.Header.Set("Origin", "https://elsewhere.example")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "--allowed-origin https://elsewhere.example") {
+		t.Fatalf("foreign origin: %d %q, want 403 naming --allowed-origin", resp.StatusCode, body)
+	}
+
 	// A peer gets TURN credentials that the embedded relay accepts.
 	c, err := signaling.Dial(ctxT(t), base+"/ws")
 	if err != nil {
@@ -292,7 +314,8 @@ func TestRunConfigErrors(t *testing.T) {
 		{"everything at once", []string{
 			"-turn-url", "http://x", "-turn-url", "turn:h:99999", "-ice-ttl", "1s", "-jwt-secret", "short",
 			"-room-capacity", "0", "-dev-https", "-log-format", "xml", "-max-conns", "0", "-tls-cert", "x.pem",
-		}, nil, []string{
+			"-invite-ttl", "10s",
+		}, nil, []string{"invite-ttl 10s",
 			`turn-url "http://x"`, `turn-url "turn:h:99999"`, "ice-ttl", "jwt-secret: 5 bytes", "room-capacity 0",
 			"need -dev", "log-format", "max-conns", "tls-cert and tls-key",
 		}},

@@ -12,6 +12,18 @@
 //   - ICE failure (or a long disconnection) triggers restartIce() with the
 //     freshest ICE servers from the hub.
 //
+// Switching the transport policy ("relay only") mid-call: the page calls
+// setConfiguration() with the full configuration and restartIce(), but
+// Chromium keeps the connections of the previous ICE generation alive
+// (make-before-break) and keeps the higher-priority direct pair selected, so
+// the call would never move to the relay. A policy switch therefore replaces
+// the RTCPeerConnection: the side that switches sends {reset, epoch} and
+// starts a new connection with the new policy; the other side does the same
+// when the reset arrives, and perfect negotiation connects them again (the
+// polite side offers). Every signal carries the sender's epoch; signals of an
+// older epoch (candidates of the replaced connection still in flight) are
+// dropped. Local media tracks are re-added to the new connection.
+//
 // Incoming signals are handled one at a time, in order, on a promise chain.
 
 import { parseCandidate } from './util.js';
@@ -19,6 +31,7 @@ import { parseCandidate } from './util.js';
 const DISCONNECT_GRACE_MS = 4000;
 const MIN_RESTART_GAP_MS = 3000;
 const PING_EVERY_MS = 2000;
+const MAX_NAME = 64;
 
 /**
  * Events (CustomEvent, payload in .detail):
@@ -27,6 +40,10 @@ const PING_EVERY_MS = 2000;
  *   chat        {text}
  *   datachannel {dc}                   a channel other than the control one
  *   open / close                       the control channel opened / closed
+ *   name        {name}                 the peer announced a display name
+ *   track       {track, stream}        a remote media track arrived
+ *   untrack     {track}                a remote media track stopped (the peer hung up)
+ *   reset       {reason}               the connection was replaced (policy switch)
  */
 export class PeerLink extends EventTarget {
   constructor({ id, name = '', polite, config, send }) {
@@ -48,10 +65,16 @@ export class PeerLink extends EventTarget {
     this.rateOut = NaN;
     this.rateIn = NaN;
     this.throughput = '';
+    this.epoch = 0; // bumped by every connection replacement, on both sides
+    this.localStream = null; // tracks to send; re-added after a replacement
+    this.remoteStream = new MediaStream();
+    this.media = []; // per-RTP-stream figures from getStats, see pollStats
+    this.prevRtp = new Map();
     this.dc = null;
     this.dcOpenAt = NaN; // performance.now() when the control channel opened
     this.lastRestart = -Infinity;
     this.restarts = 0;
+    this.connections = 1; // RTCPeerConnections so far (policy switches replace it)
     this.closed = false;
     this.prevBytes = null;
     this.disconnectTimer = 0;
@@ -74,16 +97,22 @@ export class PeerLink extends EventTarget {
     this.#emit('log', { text });
   }
 
+  /** Sends a signal to the peer, stamped with our connection epoch. */
+  #signal(data) {
+    this.send({ ...data, epoch: this.epoch });
+  }
+
   #createPC() {
     const pc = new RTCPeerConnection({ ...this.config });
     this.pc = pc;
+    const current = () => pc === this.pc && !this.closed;
 
     pc.addEventListener('negotiationneeded', async () => {
       // The polite side (the later joiner) opens every connection. Chrome
       // can still ask the impolite side to negotiate before anything was
       // negotiated (for example after setConfiguration); an offer without
       // media then would only collide with the real one.
-      if (!this.polite && !pc.currentRemoteDescription) return;
+      if (!current() || (!this.polite && !pc.currentRemoteDescription)) return;
       try {
         this.makingOffer = true;
         await pc.setLocalDescription();
@@ -96,9 +125,9 @@ export class PeerLink extends EventTarget {
     });
 
     pc.addEventListener('icecandidate', ({ candidate }) => {
-      if (!candidate || !candidate.candidate) return; // end of a gathering generation
+      if (!current() || !candidate || !candidate.candidate) return; // end of a gathering generation
       this.#addCandidate('local', candidate.candidate, candidate.relayProtocol || '', candidate.url || '');
-      this.send({ candidate: candidate.toJSON() });
+      this.#signal({ candidate: candidate.toJSON() });
     });
 
     pc.addEventListener('icecandidateerror', (e) => {
@@ -121,7 +150,25 @@ export class PeerLink extends EventTarget {
       }
     });
 
+    pc.addEventListener('track', ({ track, streams }) => {
+      if (!current()) return;
+      this.remoteStream.addTrack(track);
+      const gone = () => {
+        if (!this.remoteStream.getTracks().includes(track)) return;
+        this.remoteStream.removeTrack(track);
+        this.#note('track', `${track.kind} stopped`);
+        this.#emit('untrack', { track });
+      };
+      track.addEventListener('ended', gone);
+      // The sender hung up: removeTrack on its side renegotiates, and the
+      // track leaves the stream it arrived in.
+      for (const s of streams) s.addEventListener('removetrack', (e) => e.track === track && gone());
+      this.#note('track', `${track.kind} arrived`);
+      this.#emit('track', { track, stream: streams[0] || this.remoteStream });
+    });
+
     pc.addEventListener('datachannel', ({ channel }) => {
+      if (!current()) return;
       if (channel.label === 'control' && !this.dc) this.#adoptControl(channel);
       else this.#emit('datachannel', { dc: channel });
     });
@@ -129,11 +176,35 @@ export class PeerLink extends EventTarget {
     // The later joiner (polite) opens the control channel; that fires
     // negotiationneeded and sends the first offer.
     if (this.polite) this.#adoptControl(pc.createDataChannel('control'));
+    this.#addLocalTracks();
+  }
+
+  #addLocalTracks() {
+    if (!this.localStream) return;
+    const sending = new Set(this.pc.getSenders().map((s) => s.track).filter(Boolean));
+    for (const track of this.localStream.getTracks()) {
+      if (!sending.has(track)) this.pc.addTrack(track, this.localStream);
+    }
+  }
+
+  /**
+   * Sends stream's tracks to the peer (null stops sending). Adding or
+   * removing tracks renegotiates through negotiationneeded.
+   */
+  setLocalStream(stream) {
+    this.localStream = stream;
+    if (this.closed) return;
+    const keep = new Set(stream ? stream.getTracks() : []);
+    for (const sender of this.pc.getSenders()) {
+      if (sender.track && !keep.has(sender.track)) this.pc.removeTrack(sender);
+    }
+    this.#addLocalTracks();
   }
 
   #adoptControl(dc) {
     this.dc = dc;
     const opened = () => {
+      if (dc !== this.dc) return;
       this.dcOpenAt = performance.now();
       this.#note('datachannel', 'open');
       this.#emit('open');
@@ -146,11 +217,12 @@ export class PeerLink extends EventTarget {
       dc.addEventListener('open', opened);
     }
     dc.addEventListener('close', () => {
+      if (dc !== this.dc) return; // a replaced connection's channel
       clearInterval(this.pingTimer);
       this.#note('datachannel', 'closed');
       this.#emit('close');
     });
-    dc.addEventListener('message', (ev) => this.#onControl(ev.data));
+    dc.addEventListener('message', (ev) => dc === this.dc && this.#onControl(ev.data));
   }
 
   #ping() {
@@ -171,6 +243,9 @@ export class PeerLink extends EventTarget {
         break;
       case 'ping':
         this.sendControl({ type: 'pong', t: msg.t });
+        break;
+      case 'name':
+        if (typeof msg.name === 'string') this.#emit('name', { name: msg.name.trim().slice(0, MAX_NAME) });
         break;
       case 'pong':
         if (typeof msg.t === 'number') {
@@ -201,8 +276,24 @@ export class PeerLink extends EventTarget {
     return this.chain;
   }
 
-  async #handle({ description, candidate }) {
+  async #handle({ description, candidate, reset, epoch = 0 }) {
     if (this.closed) return;
+    if (reset) {
+      // The peer replaced its connection (it switched its transport
+      // policy): follow, unless we already did for this epoch.
+      if (epoch > this.epoch) {
+        this.epoch = epoch;
+        this.#replacePC('the peer switched its transport policy');
+      }
+      return;
+    }
+    if (epoch < this.epoch) return; // for a connection we replaced
+    if (epoch > this.epoch) {
+      // A reset we never saw (it cannot be lost in order, but a resumed hub
+      // session may have dropped it): catch up.
+      this.epoch = epoch;
+      this.#replacePC('the peer is on a newer connection');
+    }
     const pc = this.pc;
     if (description) {
       const offerCollision = description.type === 'offer' && (this.makingOffer || pc.signalingState !== 'stable');
@@ -233,7 +324,7 @@ export class PeerLink extends EventTarget {
   #sendDescription() {
     const d = this.pc.localDescription;
     this.#note('sdp', `sent ${describeSDP(d)}`);
-    this.send({ description: d.toJSON() });
+    this.#signal({ description: d.toJSON() });
   }
 
   async #addRemoteCandidate(c) {
@@ -263,6 +354,41 @@ export class PeerLink extends EventTarget {
     this.config = config;
   }
 
+  /**
+   * Applies a new transport policy now (see the file comment): tells the
+   * peer and replaces the connection. Data channels reopen and media tracks
+   * are sent again on the new connection.
+   */
+  switchPolicy(config, reason) {
+    this.config = config;
+    if (this.closed) return;
+    this.epoch++;
+    this.send({ reset: true, epoch: this.epoch });
+    this.#replacePC(reason);
+  }
+
+  #replacePC(reason) {
+    const old = this.pc;
+    clearTimeout(this.disconnectTimer);
+    clearInterval(this.pingTimer);
+    this.makingOffer = false;
+    this.ignoreOffer = false;
+    this.pending = [];
+    this.selected = null;
+    this.prevBytes = null;
+    this.prevRtp = new Map();
+    this.media = [];
+    this.dc = null;
+    this.dcOpenAt = NaN;
+    this.candidates = []; // the panel lists the current connection's candidates
+    for (const t of this.remoteStream.getTracks()) this.remoteStream.removeTrack(t);
+    this.#createPC();
+    old.close();
+    this.connections++;
+    this.log(`new connection (${reason}), policy ${this.config.iceTransportPolicy || 'all'}`);
+    this.#emit('reset', { reason });
+  }
+
   /** Restarts ICE with the latest configuration (fresh TURN credentials, policy). */
   restart(reason) {
     if (this.closed) return;
@@ -286,12 +412,14 @@ export class PeerLink extends EventTarget {
   /** Reads getStats(): the selected pair with both candidate types, RTT and bitrate. */
   async pollStats() {
     if (this.closed) return;
+    const pc = this.pc;
     let report;
     try {
-      report = await this.pc.getStats();
+      report = await pc.getStats();
     } catch {
       return;
     }
+    if (pc !== this.pc) return; // replaced meanwhile: these figures are history
     const byId = new Map();
     report.forEach((s) => byId.set(s.id, s));
     let pair = null;
@@ -332,7 +460,51 @@ export class PeerLink extends EventTarget {
     } else {
       this.selected = null;
     }
+    this.media = this.#mediaStats(byId);
     this.#emit('change');
+  }
+
+  // One entry per RTP stream, both directions: codec, bitrate since the
+  // last poll, frame rate, frames decoded and packet loss (inbound: lost of
+  // expected; outbound: what the receiver reported back in RTCP).
+  #mediaStats(byId) {
+    const out = [];
+    const next = new Map();
+    for (const s of byId.values()) {
+      if (s.type !== 'inbound-rtp' && s.type !== 'outbound-rtp') continue;
+      const inbound = s.type === 'inbound-rtp';
+      const bytes = inbound ? s.bytesReceived ?? 0 : s.bytesSent ?? 0;
+      const prev = this.prevRtp.get(s.id);
+      next.set(s.id, { t: s.timestamp, bytes });
+      const codec = byId.get(s.codecId);
+      let lost = NaN;
+      let packets = NaN;
+      if (inbound) {
+        lost = s.packetsLost ?? 0;
+        packets = (s.packetsReceived ?? 0) + Math.max(lost, 0);
+      } else {
+        const remote = [...byId.values()].find((r) => r.type === 'remote-inbound-rtp' && r.localId === s.id);
+        if (remote) {
+          lost = remote.packetsLost ?? 0;
+          packets = s.packetsSent ?? 0;
+        }
+      }
+      out.push({
+        dir: inbound ? 'in' : 'out',
+        kind: s.kind || s.mediaType || '',
+        codec: codec ? codec.mimeType.replace(/^(audio|video)\//, '') : '',
+        bitrate: prev && s.timestamp > prev.t ? ((bytes - prev.bytes) * 8) / ((s.timestamp - prev.t) / 1000) : NaN,
+        fps: s.framesPerSecond ?? NaN,
+        framesDecoded: s.framesDecoded ?? NaN,
+        framesSent: s.framesSent ?? NaN,
+        loss: packets > 0 ? Math.max(lost, 0) / packets : NaN,
+        width: s.frameWidth,
+        height: s.frameHeight,
+      });
+    }
+    this.prevRtp = next;
+    out.sort((a, b) => (a.dir + a.kind).localeCompare(b.dir + b.kind));
+    return out;
   }
 
   // Peer-reflexive candidates are learned from connectivity checks, never

@@ -17,10 +17,12 @@ const BACKOFF_MS = [250, 500, 1000, 2000, 4000, 8000];
  *   signal       {from, data}
  *   ice-servers  {iceServers}
  *   hub-error    {code, message}
+ *   invite       {room, token, expires}   answer to requestInvite (token '' on an open hub)
  */
 export class HubClient extends EventTarget {
-  constructor({ url, room, token = '' }) {
+  constructor({ url, room, token = '', name = '' }) {
     super();
+    this.name = name; // asked for at join; a token's name wins (welcome.name)
     this.url = url;
     this.room = room;
     this.token = token;
@@ -48,6 +50,19 @@ export class HubClient extends EventTarget {
     }
     if (this.queue.length >= MAX_QUEUE) this.queue.shift();
     this.queue.push(msg);
+  }
+
+  /**
+   * Asks the hub for an invite to this room, for a share link: in token
+   * mode a room-scoped, nameless, short-lived join token minted by the hub,
+   * so our own token is never shared. The answer comes as an "invite" event.
+   */
+  requestInvite() {
+    if (this.state === 'joined' && this.ws && this.ws.readyState === WebSocket.OPEN) {
+      this.ws.send(JSON.stringify({ type: 'invite' }));
+      return true;
+    }
+    return false;
   }
 
   /** Leaves the room for good. */
@@ -104,6 +119,7 @@ export class HubClient extends EventTarget {
   #sendJoin(ws) {
     const join = { type: 'join', room: this.room };
     if (this.token) join.token = this.token;
+    if (this.name) join.name = this.name;
     ws.send(JSON.stringify(join));
   }
 
@@ -124,6 +140,7 @@ export class HubClient extends EventTarget {
         this.#emit('welcome', {
           id: msg.id,
           room: this.room,
+          name: typeof msg.name === 'string' ? msg.name : '',
           // resumed may not list the peers; null means "unchanged as far as we know".
           peers: Array.isArray(msg.peers) ? msg.peers.map((p) => (typeof p === 'string' ? { id: p } : p)) : resumed ? null : [],
           names: msg.names || {},
@@ -149,6 +166,9 @@ export class HubClient extends EventTarget {
           this.iceServers = msg.iceServers;
           this.#emit('ice-servers', { iceServers: msg.iceServers });
         }
+        break;
+      case 'invite':
+        this.#emit('invite', { room: msg.room || this.room, token: msg.token || '', expires: Number(msg.expires) || 0 });
         break;
       case 'error':
         this.#onError(msg);

@@ -3,11 +3,14 @@
 // server URL, whether it works.
 
 import { describeIceServer, el, fmtExpiry, parseCandidate, parseRestUsername } from './util.js';
-import { judge } from './verdict.js';
+import { checkTesterURL, judge } from './verdict.js';
 
 const $ = (id) => document.getElementById(id);
-const DEFAULT_GIVE_UP_S = 45; // Chrome reports an unanswered UDP server (701) after about 40 s
-
+// How long a server gets to answer. Chrome itself reports an unanswered UDP
+// server (701) only after about 40 s, and a refused TCP/TLS one not at all;
+// a server on the internet answers within a second or two.
+const DEFAULT_ANSWER_S = 5;
+const TICK_MS = 200; // countdown refresh
 const servers = []; // {urls: [...], username, credential}; credentials stay in memory, never rendered
 const params = new URLSearchParams(location.search);
 const token = params.get('token') || '';
@@ -21,7 +24,19 @@ $('username').addEventListener('input', () => {
   $('username-expiry').textContent = rest ? `REST credential: ${fmtExpiry(rest.expiry)}` : '';
 });
 
+// Verdicts belong to the servers they were made for: a changed list
+// clears them (unless a run is still going, which keeps its own copy).
+function clearResults() {
+  if (run && !run.finished) return;
+  run = null;
+  $('verdicts').replaceChildren();
+  $('cand-rows').replaceChildren();
+  $('error-rows').replaceChildren();
+  setStatus('idle', 'Not started.');
+}
+
 function renderServers() {
+  clearResults();
   const list = $('server-list');
   list.replaceChildren();
   servers.forEach((s, i) => {
@@ -50,6 +65,13 @@ $('server-form').addEventListener('submit', (e) => {
     note('Enter at least one stun:, turn: or turns: URL.');
     return;
   }
+  const bad = urls.map((u) => [u, checkTesterURL(u)]).filter(([, why]) => why);
+  if (bad.length) {
+    note(`Not added: ${bad.map(([u, why]) => `${u}: ${why}`).join('; ')}.`);
+    $('form-note').dataset.state = 'rejected';
+    return;
+  }
+  $('form-note').dataset.state = 'ok';
   const s = { urls };
   if ($('username').value) s.username = $('username').value;
   if ($('credential').value) s.credential = $('credential').value;
@@ -83,7 +105,7 @@ $('fetch-ice').addEventListener('click', async () => {
     const list = Array.isArray(body) ? body : body.iceServers;
     if (!Array.isArray(list)) throw new Error('unexpected answer from /ice');
     for (const s of list) {
-      const urls = [].concat(s.urls || []);
+      const urls = [].concat(s.urls || []).filter((u) => !checkTesterURL(u));
       if (!urls.length) continue;
       servers.push({ urls, username: s.username, credential: s.credential });
     }
@@ -109,26 +131,32 @@ function renderVerdicts() {
   const urls = run.servers.flatMap((s) => s.urls);
   const list = $('verdicts');
   list.replaceChildren();
-  for (const v of judge(urls, run.cands, run.errors, run)) {
-    list.append(el('li', { 'data-testid': 'verdict', 'data-verdict': v.verdict, 'data-url': v.url },
+  if (!run.finished) run.elapsedMs = performance.now() - run.t0;
+  const verdicts = judge(urls, run.cands, run.errors, run);
+  for (const v of verdicts) {
+    list.append(el('li', { 'data-testid': 'verdict', 'data-verdict': v.verdict, 'data-url': v.url, 'data-left': v.final ? null : String(Math.ceil(v.leftMs / 1000)) },
       el('b', { text: label(v.verdict) }), ' ', el('span', { class: 'mono', text: v.url }), el('br'), el('span', { text: v.text })));
   }
   if (!urls.length) list.append(el('li', { class: 'note', text: 'No servers: host candidates only.' }));
+  // Every server has its verdict: nothing more to wait for.
+  if (!run.finished && urls.length && verdicts.every((v) => v.final)) finish(false, 'every server has a verdict');
 }
 
 function label(verdict) {
-  return { works: 'works', 'auth-failed': 'authentication failed?', unreachable: 'unreachable?', error: 'error', 'no-candidates': 'no candidates', pending: '…' }[verdict] || verdict;
+  return { works: 'works', 'auth-failed': 'authentication failed?', unreachable: 'unreachable', 'no-answer': 'no answer', error: 'error', 'no-candidates': 'no candidates', pending: '…' }[verdict] || verdict;
 }
 
-function finish(timedOut) {
+function finish(timedOut, why = '') {
   if (!run || run.finished) return;
+  run.elapsedMs = performance.now() - run.t0;
   run.finished = true;
   run.timedOut = timedOut;
-  clearTimeout(run.timer);
+  clearInterval(run.ticker);
   const took = ((performance.now() - run.t0) / 1000).toFixed(2);
   run.pc.close();
   if (!run.errors.length) $('error-rows').append(el('tr', {}, el('td', { colspan: '5', class: 'note', text: 'none' })));
-  setStatus('done', timedOut ? `Stopped after ${took} s without the browser finishing.` : `Gathering complete in ${took} s: ${run.cands.length} candidate(s), ${run.errors.length} error(s).`);
+  setStatus('done', timedOut ? `Stopped after ${took} s without the browser finishing.`
+    : `${why ? `Done in ${took} s (${why})` : `Gathering complete in ${took} s`}: ${run.cands.length} candidate(s), ${run.errors.length} error(s).`);
   $('gather').disabled = false;
   $('stop').disabled = true;
   renderVerdicts();
@@ -140,6 +168,7 @@ $('gather').addEventListener('click', async () => {
   if (run && !run.finished) return;
   $('cand-rows').replaceChildren();
   $('error-rows').replaceChildren();
+  $('verdicts').replaceChildren();
   const policy = $('relay-only').checked ? 'relay' : 'all';
   let pc;
   try {
@@ -148,11 +177,12 @@ $('gather').addEventListener('click', async () => {
     setStatus('failed', `The browser rejected the server list: ${err.message}`);
     return;
   }
-  const giveUp = Number($('give-up').value);
-  const timeoutMs = 1000 * (Number.isFinite(giveUp) && giveUp >= 1 && giveUp <= 300 ? giveUp : DEFAULT_GIVE_UP_S);
-  run = { pc, servers: servers.map((s) => ({ ...s })), cands: [], errors: [], t0: performance.now(), finished: false, timedOut: false, timeoutMs };
+  const answer = Number($('give-up').value);
+  const deadlineMs = 1000 * (Number.isFinite(answer) && answer >= 1 && answer <= 60 ? answer : DEFAULT_ANSWER_S);
+  run = { pc, servers: servers.map((s) => ({ ...s })), cands: [], errors: [], t0: performance.now(), elapsedMs: 0, finished: false, timedOut: false, timeoutMs: deadlineMs, deadlineMs };
   const r = run;
-  r.timer = setTimeout(() => { if (run === r) finish(true); }, timeoutMs);
+  // The countdown: re-judge until every server has a verdict.
+  r.ticker = setInterval(() => { if (run === r && !r.finished) renderVerdicts(); }, TICK_MS);
   $('gather').disabled = true;
   $('stop').disabled = false;
   setStatus('running', `Gathering (${policy === 'relay' ? 'relay only' : 'all candidate types'})…`);

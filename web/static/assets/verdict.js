@@ -2,6 +2,22 @@
 // candidates gathered and the icecandidateerror events seen, say per URL
 // whether the server works. Kept free of DOM so it can be tested alone.
 
+/** The URL schemes browsers gather with (no browser implements stuns:). */
+export const SCHEMES = ['stun', 'turn', 'turns'];
+
+/**
+ * Checks a URL typed into the tester: returns '' when it is a stun:, turn:
+ * or turns: URL the browser can use, else why not.
+ */
+export function checkTesterURL(url) {
+  const p = parseIceURL(url);
+  if (!p) return 'not a stun:, turn: or turns: URL (like turn:turn.example.com:3478?transport=udp)';
+  if (!SCHEMES.includes(p.scheme)) return `${p.scheme}: is not supported by browsers; use stun:, turn: or turns:`;
+  if (p.scheme === 'stun' && p.transport) return 'stun: URLs take no ?transport';
+  if (p.port < 1 || p.port > 65535) return 'port out of range';
+  return '';
+}
+
 /** Splits a STUN/TURN URL (RFC 7064/7065) into {scheme, host, port, transport}. */
 export function parseIceURL(url) {
   const m = /^(stuns?|turns?):(\[[^\]]+\]|[^:?\s]+)(?::(\d{1,5}))?(?:\?transport=(udp|tcp))?$/i.exec(String(url).trim());
@@ -35,13 +51,32 @@ export function sameHostPort(a, b) {
 const AUTH_CODES = new Set([401, 431, 437, 441]);
 
 /**
- * Returns [{url, verdict, text}] where verdict is one of
- *   works | auth-failed | unreachable | error | no-candidates | pending.
+ * Returns [{url, verdict, text, final, leftMs}] where verdict is one of
+ *   works | auth-failed | unreachable | no-answer | error | no-candidates | pending.
  * cands: [{type, url, address, port, protocol, relayProtocol, t}] (t in ms since start)
  * errors: [{url, errorCode, errorText}]
- * state: {finished: bool, timedOut: bool, timeoutMs: number}
+ * state: {finished: bool, timedOut: bool, timeoutMs: number, elapsedMs: number, deadlineMs: number}
+ *
+ * A server gets deadlineMs (default 5 s) to answer. Past it, a TCP or TLS
+ * TURN URL is "unreachable" (a TCP or TLS handshake with a live server takes
+ * one or two round trips; Chrome reports a refused or failed one with no
+ * error at all) and any other URL has "no answer" (Chrome itself would wait
+ * about 40 s before reporting 701 for UDP). Before it, a pending verdict says
+ * how long is left (leftMs).
  */
 export function judge(urls, cands, errors, state) {
+  const out = judgeEach(urls, cands, errors, state);
+  for (const v of out) v.final = v.verdict !== 'pending';
+  return out;
+}
+
+const DEFAULT_DEADLINE_MS = 5000;
+
+function judgeEach(urls, cands, errors, state) {
+  const deadline = state.deadlineMs || DEFAULT_DEADLINE_MS;
+  const elapsed = Number.isFinite(state.elapsedMs) ? state.elapsedMs : 0;
+  const overdue = elapsed >= deadline;
+  const secs = `${Math.round(deadline / 1000)} s`;
   const out = [];
   const singleServer = urls.length === 1;
   for (const url of urls) {
@@ -83,6 +118,13 @@ export function judge(urls, cands, errors, state) {
       out.push({ url, verdict: 'unreachable', text: `unreachable? no answer within ${Math.round(state.timeoutMs / 1000)} s` });
       continue;
     }
+    const streamed = isTurn && (p.transport === 'tcp' || p.scheme === 'turns');
+    if (overdue) {
+      out.push(streamed
+        ? { url, verdict: 'unreachable', text: `unreachable: no relay candidate after ${secs} over ${p.scheme === 'turns' ? 'TLS' : 'TCP'} (refused, filtered, or a failed TLS handshake; the browser reports none of these as an error)` }
+        : { url, verdict: 'no-answer', text: `no answer after ${secs}: nothing came back from ${p.host}:${p.port} over UDP (wrong address or port, a firewall dropping UDP, or no server there)` });
+      continue;
+    }
     if (state.finished && isTurn && (p.transport === 'tcp' || p.scheme === 'turns')) {
       // Chrome reports no icecandidateerror when a TCP/TLS connection to the
       // server is refused or fails: gathering just ends without a relay.
@@ -103,7 +145,8 @@ export function judge(urls, cands, errors, state) {
       });
       continue;
     }
-    out.push({ url, verdict: 'pending', text: unreach ? 'no answer yet (701 so far)…' : 'gathering…' });
+    const leftMs = Math.max(deadline - elapsed, 0);
+    out.push({ url, verdict: 'pending', leftMs, text: `${unreach ? 'no answer yet (701 so far)' : 'waiting for an answer'}: ${Math.ceil(leftMs / 1000)} s left` });
   }
   return out;
 }
