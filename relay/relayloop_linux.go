@@ -374,3 +374,36 @@ func (fp *fastPath) attachLoop(rf *relayFast) error {
 	l := fp.loops[fp.loopNext.Add(1)%uint32(len(fp.loops))]
 	return l.add(rf)
 }
+
+// SyscallConn gives raw access to the socket for senders that take a
+// syscall.RawConn. It never waits for readiness: a callback that asks to
+// wait (returns false) ends the call with errSendFull.
+func (c *rawUDP) SyscallConn() (syscall.RawConn, error) { return rawConnOf{c}, nil }
+
+type rawConnOf struct{ c *rawUDP }
+
+func (r rawConnOf) Control(f func(fd uintptr)) error {
+	r.c.mu.RLock()
+	defer r.c.mu.RUnlock()
+	if r.c.closed {
+		return errRawClosed
+	}
+	f(uintptr(r.c.fd))
+	return nil
+}
+
+func (r rawConnOf) Read(f func(fd uintptr) bool) error { return r.once(f) }
+
+func (r rawConnOf) Write(f func(fd uintptr) bool) error { return r.once(f) }
+
+func (r rawConnOf) once(f func(fd uintptr) bool) error {
+	r.c.mu.RLock()
+	defer r.c.mu.RUnlock()
+	if r.c.closed {
+		return errRawClosed
+	}
+	if !f(uintptr(r.c.fd)) {
+		return errSendFull
+	}
+	return nil
+}
