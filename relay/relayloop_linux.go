@@ -248,7 +248,7 @@ func (l *relayLoop) run() {
 
 func (l *relayLoop) close() error { return l.file.Close() }
 
-// poll takes every ready socket until none is left, then parks.
+// poll takes every ready socket, then parks.
 func (l *relayLoop) poll(fd uintptr) bool {
 	for {
 		n, _, e := unix.Syscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&l.events[0])),
@@ -272,6 +272,12 @@ func (l *relayLoop) poll(fd uintptr) bool {
 			if rf != nil {
 				l.drain(rf)
 			}
+		}
+		if int(n) < len(l.events) {
+			// Every ready socket was drained; any datagram that arrived
+			// since the wait re-arms the (edge-triggered) poller, so park
+			// without another wait.
+			return false
 		}
 	}
 }
