@@ -341,6 +341,36 @@ func (s *Server) FastPathStats() FastPathStats {
 	return st
 }
 
+// counts are a reader's tallies not yet added to Prometheus.
+type counts struct{ pkts, bytes, sendFull, noPerm, bwDrops uint64 }
+
+// addTallies adds a reader's tallies (dir: dirClientToPeer or
+// dirPeerToClient) to the metrics and zeroes them: one call per burst.
+func (m *metrics) addTallies(c *counts, dir string) {
+	if *c == (counts{}) {
+		return
+	}
+	if c.pkts > 0 {
+		if dir == dirClientToPeer {
+			m.pktsC2P.Add(float64(c.pkts))
+			m.bytesC2P.Add(float64(c.bytes))
+		} else {
+			m.pktsP2C.Add(float64(c.pkts))
+			m.bytesP2C.Add(float64(c.bytes))
+		}
+	}
+	if c.sendFull > 0 {
+		m.dropped.WithLabelValues(dropSendFull).Add(float64(c.sendFull))
+	}
+	if c.noPerm > 0 {
+		m.dropped.WithLabelValues(dropNoPermission).Add(float64(c.noPerm))
+	}
+	if c.bwDrops > 0 {
+		m.dropped.WithLabelValues(dropBandwidth).Add(float64(c.bwDrops))
+	}
+	*c = counts{}
+}
+
 // Drop reasons of the data plane.
 const (
 	dropNoPermission = "no_permission"    // peer data without a live permission

@@ -18,21 +18,27 @@ var timeNow = time.Now
 // serverPacketConn.ReadFrom, which lands here, and gets only what the
 // shortcut did not forward.
 type listenerFast struct {
-	fp    *fastPath
-	conn  *serverPacketConn
-	sock  *udpSock
-	local netip.AddrPort // the listener address as pion reports it
+	snooper
+	conn *serverPacketConn
+	sock *udpSock
 
 	// Owned by the reading goroutine.
 	rd      *batchReader
 	next    int              // next message of the batch to look at
 	toPion  [batchSlots]bool // messages of the batch the shortcut did not take
 	snd     *nbSender
-	req     stun.Message
 	pending counts
+}
 
-	// Requests passed to pion whose success response carries no lifetime
-	// (CreatePermission, ChannelBind), by transaction ID.
+// snooper learns refreshed lifetimes from what pion answers on one
+// listener socket or stream: it remembers the requests passed to pion
+// whose success response carries no lifetime (CreatePermission,
+// ChannelBind) by transaction ID, and applies the matching answers.
+type snooper struct {
+	fp    *fastPath
+	local netip.AddrPort // the listener address as pion reports it
+
+	req     stun.Message // owned by the reading goroutine
 	snoopMu sync.Mutex
 	snoop   map[[stun.TransactionIDSize]byte]pendingRequest
 	resp    stun.Message
@@ -60,8 +66,9 @@ func (fp *fastPath) newListener(c *serverPacketConn) *listenerFast {
 		return nil
 	}
 	l := &listenerFast{
-		fp: fp, conn: c, sock: sock, local: unmapAP(toAddrPort(uc.LocalAddr())),
-		snd: newNBSender(), snoop: map[[stun.TransactionIDSize]byte]pendingRequest{},
+		snooper: snooper{fp: fp, local: unmapAP(toAddrPort(uc.LocalAddr())),
+			snoop: map[[stun.TransactionIDSize]byte]pendingRequest{}},
+		conn: c, sock: sock, snd: newNBSender(),
 	}
 	if fp.enabled {
 		if l.rd, err = newBatchReader(uc); err != nil {
@@ -165,29 +172,12 @@ func (fp *fastPath) forward(local, src netip.AddrPort, b []byte, snd *nbSender, 
 }
 
 // flush adds the batch's tallies to Prometheus.
-func (l *listenerFast) flush() {
-	c := &l.pending
-	if *c == (counts{}) {
-		return
-	}
-	m := l.fp.s.metrics
-	if c.pkts > 0 {
-		m.pktsC2P.Add(float64(c.pkts))
-		m.bytesC2P.Add(float64(c.bytes))
-	}
-	if c.sendFull > 0 {
-		m.dropped.WithLabelValues(dropSendFull).Add(float64(c.sendFull))
-	}
-	if c.bwDrops > 0 {
-		m.dropped.WithLabelValues(dropBandwidth).Add(float64(c.bwDrops))
-	}
-	*c = counts{}
-}
+func (l *listenerFast) flush() { l.fp.s.metrics.addTallies(&l.pending, dirClientToPeer) }
 
 // snoopRequest remembers a CreatePermission or ChannelBind request pion is
 // about to handle, so its success response (which carries no lifetime) can
 // refresh the binding's deadlines.
-func (l *listenerFast) snoopRequest(b []byte, src netip.AddrPort) {
+func (l *snooper) snoopRequest(b []byte, src netip.AddrPort) {
 	if len(b) < 20 || b[0]>>6 != 0 {
 		return
 	}
@@ -242,7 +232,7 @@ func (l *listenerFast) snoopRequest(b []byte, src netip.AddrPort) {
 // response to Allocate or Refresh carries the allocation's new LIFETIME;
 // one to CreatePermission or ChannelBind refreshes what its request named;
 // an error response forgets the request.
-func (l *listenerFast) snoopWrite(b []byte, to net.Addr) {
+func (l *snooper) snoopWrite(b []byte, to net.Addr) {
 	if len(b) < 20 || b[0]>>6 != 0 {
 		return
 	}
@@ -258,7 +248,7 @@ func (l *listenerFast) snoopWrite(b []byte, to net.Addr) {
 	}
 }
 
-func (l *listenerFast) snoopSuccess(b []byte, to net.Addr) {
+func (l *snooper) snoopSuccess(b []byte, to net.Addr) {
 	l.snoopMu.Lock()
 	defer l.snoopMu.Unlock()
 	m := &l.resp

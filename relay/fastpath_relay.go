@@ -42,8 +42,6 @@ type relayFast struct {
 	inGen    uint64
 }
 
-// counts are tallies not yet added to Prometheus.
-type counts struct{ pkts, bytes, sendFull, noPerm, bwDrops uint64 }
 
 func (fp *fastPath) newRelay(c *relayPacketConn, listener *serverPacketConn, adv netip.AddrPort) *relayFast {
 	var sock *udpSock
@@ -435,24 +433,4 @@ func (rf *relayFast) sendDataIndication(src netip.AddrPort, frame []byte) {
 
 // flush adds the reader's tallies to Prometheus: once per burst (before
 // the reader waits for the socket), not per packet.
-func (rf *relayFast) flush() {
-	c := &rf.pending
-	if *c == (counts{}) {
-		return
-	}
-	m := rf.fp.s.metrics
-	if c.pkts > 0 {
-		m.pktsP2C.Add(float64(c.pkts))
-		m.bytesP2C.Add(float64(c.bytes))
-	}
-	if c.sendFull > 0 {
-		m.dropped.WithLabelValues(dropSendFull).Add(float64(c.sendFull))
-	}
-	if c.noPerm > 0 {
-		m.dropped.WithLabelValues(dropNoPermission).Add(float64(c.noPerm))
-	}
-	if c.bwDrops > 0 {
-		m.dropped.WithLabelValues(dropBandwidth).Add(float64(c.bwDrops))
-	}
-	*c = counts{}
-}
+func (rf *relayFast) flush() { rf.fp.s.metrics.addTallies(&rf.pending, dirPeerToClient) }
