@@ -42,7 +42,6 @@ type relayFast struct {
 	inGen    uint64
 }
 
-
 func (fp *fastPath) newRelay(c *relayPacketConn, listener *serverPacketConn, adv netip.AddrPort) *relayFast {
 	var sock *udpSock
 	switch pc := c.PacketConn.(type) {
