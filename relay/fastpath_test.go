@@ -381,7 +381,7 @@ func TestFastPathAllocationClose(t *testing.T) {
 // refreshing more often than the lifetime keeps the binding forwarding
 // past it.
 func TestFastPathRefreshKeepsAlive(t *testing.T) {
-	const life = 2 * time.Second
+	const life = 3 * time.Second
 	r := newFPRig(t, func(c *Config) {
 		c.ChannelLifetime = life
 		c.PermissionLifetime = life
@@ -389,7 +389,7 @@ func TestFastPathRefreshKeepsAlive(t *testing.T) {
 	r.bind(0x4005)
 	first := r.binding(0x4005).snapshot()
 	start := time.Now()
-	tick := time.NewTicker(life / 4)
+	tick := time.NewTicker(life / 6)
 	defer tick.Stop()
 	for time.Since(start) < 2*life {
 		<-tick.C
