@@ -161,9 +161,10 @@ type relayLoop struct {
 	file *os.File // epfd, registered with Go's poller so the loop parks like any reader
 	rc   syscall.RawConn
 
-	mu    sync.Mutex
-	socks map[uint32]*relayFast
-	next  uint32
+	mu     sync.Mutex
+	socks  map[uint32]*relayFast
+	next   uint32
+	closed bool // epfd is closed (its number may be reused): no epoll_ctl
 
 	// Owned by the loop goroutine.
 	events []unix.EpollEvent
@@ -209,6 +210,10 @@ func newRelayLoop(fp *fastPath) (*relayLoop, error) {
 func (l *relayLoop) add(rf *relayFast) error {
 	c := rf.sock.raw
 	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return errNoLoop
+	}
 	l.next++
 	for l.socks[l.next] != nil || l.next == 0 {
 		l.next++
@@ -219,11 +224,13 @@ func (l *relayLoop) add(rf *relayFast) error {
 	c.loop, c.id = l, id
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET}
 	*(*uint32)(unsafe.Pointer(&ev.Fd)) = id
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev); err != nil {
-		l.mu.Lock()
+	err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev)
+	if err != nil {
 		delete(l.socks, id)
-		l.mu.Unlock()
 		c.loop = nil
+	}
+	l.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf("relay loop: %w", err)
 	}
 	return nil
