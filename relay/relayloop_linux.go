@@ -220,7 +220,6 @@ func (l *relayLoop) add(rf *relayFast) error {
 	}
 	id := l.next
 	l.socks[id] = rf
-	l.mu.Unlock()
 	c.loop, c.id = l, id
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET}
 	*(*uint32)(unsafe.Pointer(&ev.Fd)) = id
@@ -238,8 +237,10 @@ func (l *relayLoop) add(rf *relayFast) error {
 
 // remove stops reading c; called by c.Close with c.mu held.
 func (l *relayLoop) remove(c *rawUDP) {
-	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
 	l.mu.Lock()
+	if !l.closed {
+		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	}
 	delete(l.socks, c.id)
 	l.mu.Unlock()
 }
@@ -253,7 +254,17 @@ func (l *relayLoop) run() {
 	}
 }
 
-func (l *relayLoop) close() error { return l.file.Close() }
+func (l *relayLoop) close() error {
+	l.mu.Lock()
+	was := l.closed
+	l.closed = true
+	l.mu.Unlock()
+	if was {
+		return nil
+	}
+	// Not under mu: Close waits for the loop's poll, which takes mu.
+	return l.file.Close()
+}
 
 // poll takes every ready socket, then parks.
 func (l *relayLoop) poll(fd uintptr) bool {
