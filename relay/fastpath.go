@@ -56,7 +56,6 @@ type fastPath struct {
 	c2p      map[c2pKey]*binding
 	relays   map[netip.AddrPort]*relayFast // by relay address as pion reports it
 	byClient map[clientKey]*relayFast      // by (listener address, client address)
-	streams  map[clientKey]net.Conn        // TCP/TLS client connections, by the same key
 	obs      bindingObserver
 
 	loops    []*relayLoop // relay socket readers (Linux); none: a goroutine each
@@ -123,24 +122,6 @@ func newFastPath(s *Server) *fastPath {
 		c2p:      map[c2pKey]*binding{},
 		relays:   map[netip.AddrPort]*relayFast{},
 		byClient: map[clientKey]*relayFast{},
-		streams:  map[clientKey]net.Conn{},
-	}
-}
-
-// registerStream records a TCP/TLS client connection (local and remote
-// address as pion sees them), so peer data for its allocations can be
-// written to it directly. The returned func forgets it.
-func (fp *fastPath) registerStream(c net.Conn) func() {
-	k := clientKey{unmapAP(toAddrPort(c.LocalAddr())), unmapAP(toAddrPort(c.RemoteAddr()))}
-	fp.mu.Lock()
-	fp.streams[k] = c
-	fp.mu.Unlock()
-	return func() {
-		fp.mu.Lock()
-		if fp.streams[k] == c {
-			delete(fp.streams, k)
-		}
-		fp.mu.Unlock()
 	}
 }
 
@@ -293,7 +274,7 @@ type binding struct {
 // recompute sets until from the binding's state. Caller holds rf.mu.
 func (b *binding) recompute() {
 	rf := b.rf
-	if !b.permOK || !b.polOK || rf.closed || (rf.listener == nil && rf.stream == nil) {
+	if !b.permOK || !b.polOK || rf.closed {
 		b.until.Store(0)
 		return
 	}

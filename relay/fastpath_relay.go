@@ -25,7 +25,6 @@ type relayFast struct {
 	listenAddr netip.AddrPort
 	client     netip.AddrPort
 	clientSA   sockaddr // client, in the listener socket's family
-	stream     net.Conn // the client's TCP/TLS connection, when it has one
 	attached   bool
 	byPeer     map[netip.AddrPort]*binding
 	perms      map[netip.Addr]int64 // live permissions → deadline
@@ -97,13 +96,7 @@ func (rf *relayFast) attach(listenAddr, client netip.AddrPort) {
 	fp := rf.fp
 	fp.mu.Lock()
 	fp.byClient[clientKey{listenAddr, client}] = rf
-	stream := fp.streams[clientKey{listenAddr, client}]
 	fp.mu.Unlock()
-	if rf.listener == nil && stream != nil {
-		rf.mu.Lock()
-		rf.stream = stream
-		rf.mu.Unlock()
-	}
 }
 
 func (rf *relayFast) permit(ip netip.Addr, deadline int64) {
@@ -326,7 +319,9 @@ func (rf *relayFast) handle(frame []byte, src netip.AddrPort) bool {
 		rf.pending.noPerm++
 		return false
 	}
-	hit := b != nil && rf.fp.enabled && monoNow() < b.until.Load()
+	// The shortcut answers UDP clients; TCP/TLS clients' streams are
+	// pion's to write (client→peer still takes the shortcut).
+	hit := b != nil && rf.listener != nil && rf.fp.enabled && monoNow() < b.until.Load()
 	if !hit && !rf.allowPeer(src) {
 		return false
 	}
@@ -352,8 +347,9 @@ func (rf *relayFast) handle(frame []byte, src netip.AddrPort) bool {
 // would frame it: ChannelData on a channel, else a Data indication.
 func (rf *relayFast) frameItself(b *binding, src netip.AddrPort, frame []byte) {
 	switch {
-	case rf.listener == nil && rf.stream == nil:
-		// A client whose connection we do not know.
+	case rf.listener == nil:
+		// A TCP/TLS client: its stream is pion's to write, and a relay
+		// reader must never wait on a slow stream.
 		rf.fp.s.metrics.dropped.WithLabelValues(dropOversize).Inc()
 	case b != nil:
 		rf.sendChannelData(b, frame)
@@ -380,24 +376,12 @@ func (rf *relayFast) allowPeer(src netip.AddrPort) bool {
 }
 
 // sendChannelData frames the payload at frame[4:] for b's channel
-// and sends them to the client. No padding over UDP (RFC 8656 12.5);
-// padded to 4 bytes over a stream.
+// and sends it to the (UDP) client. No padding over UDP (RFC 8656 12.5).
 func (rf *relayFast) sendChannelData(b *binding, frame []byte) {
 	n := len(frame) - 4
 	buf := frame
 	binary.BigEndian.PutUint16(buf[0:2], b.channel)
 	binary.BigEndian.PutUint16(buf[2:4], uint16(n))
-	if rf.listener == nil {
-		padded := frame[:4+(n+3)&^3]
-		clear(padded[4+n:])
-		if _, err := rf.stream.Write(padded); err != nil {
-			rf.pending.sendFull++
-			return
-		}
-		b.pktsP2C.Add(1)
-		b.bytesP2C.Add(uint64(n))
-		return
-	}
 	if err := rf.snd.sendTo(rf.listener.fast.sock, buf, &rf.clientSA); err != nil {
 		rf.pending.sendFull++
 		return
@@ -419,13 +403,7 @@ func (rf *relayFast) sendDataIndication(src netip.AddrPort, frame []byte) {
 		return
 	}
 	m.Add(stun.AttrData, frame[4:])
-	var err error
-	if rf.listener == nil {
-		_, err = rf.stream.Write(m.Raw)
-	} else {
-		err = rf.snd.sendTo(rf.listener.fast.sock, m.Raw, &rf.clientSA)
-	}
-	if err != nil {
+	if err := rf.snd.sendTo(rf.listener.fast.sock, m.Raw, &rf.clientSA); err != nil {
 		rf.pending.sendFull++
 	}
 }

@@ -8,21 +8,20 @@ import (
 )
 
 // streamFast is a TCP/TLS client connection's share of the data plane:
-// the stream framer offers it every ChannelData frame (forward), and the
-// relay side writes peer data for this client's bindings straight to the
-// connection (registerStream). It belongs to the connection's reading
+// the stream framer offers it every ChannelData frame (forward) and every
+// request and answer (the snooper). Peer data for a stream client stays on
+// pion's path: its stream is pion's to write, and the shared relay readers
+// must never wait on a slow stream. It belongs to the connection's reading
 // goroutine.
 type streamFast struct {
 	snooper
 	remote  netip.AddrPort
 	snd     *nbSender
 	pending counts
-	forget  func()
 }
 
-// newStream returns the stream's data-plane state, or nil when the fast
-// path is off. c is the connection pion reads through the framer (TLS
-// included); peer data is written to it whole, frame by frame.
+// newStream returns the data-plane state of stream c, or nil when the fast
+// path is off.
 func (fp *fastPath) newStream(c net.Conn) *streamFast {
 	if !fp.enabled {
 		return nil
@@ -32,7 +31,6 @@ func (fp *fastPath) newStream(c net.Conn) *streamFast {
 			snoop: map[[stun.TransactionIDSize]byte]pendingRequest{}},
 		remote: unmapAP(toAddrPort(c.RemoteAddr())),
 		snd:    newNBSender(),
-		forget: fp.registerStream(c),
 	}
 }
 
@@ -47,8 +45,5 @@ func (sf *streamFast) forward(frame []byte) bool {
 // blocks for more bytes, so once per burst.
 func (sf *streamFast) flush() { sf.fp.s.metrics.addTallies(&sf.pending, dirClientToPeer) }
 
-// close flushes and forgets the connection.
-func (sf *streamFast) close() {
-	sf.flush()
-	sf.forget()
-}
+// close flushes the last tallies.
+func (sf *streamFast) close() { sf.flush() }
