@@ -60,7 +60,7 @@ func (fp *fastPath) newRelay(c *relayPacketConn, listener *serverPacketConn, adv
 	}
 	rf := &relayFast{
 		fp: fp, conn: c, sock: sock, key: unmapAP(adv),
-		bound: unmapAP(toAddrPort(c.PacketConn.LocalAddr())), listener: listener, bw: c.bw,
+		bound: unmapAP(toAddrPort(c.LocalAddr())), listener: listener, bw: c.bw,
 		byPeer: map[netip.AddrPort]*binding{}, perms: map[netip.Addr]int64{},
 		allocDL: monoNow() + int64(fp.s.cfg.AllocationLifetime+deadlineSlack),
 		snd:     newNBSender(),

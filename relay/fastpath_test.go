@@ -134,7 +134,7 @@ var errNothing = errors.New("nothing received")
 // recv reads one datagram within wait (a hang guard).
 func recv(c *net.UDPConn, wait time.Duration) ([]byte, error) {
 	buf := make([]byte, 70000)
-	c.SetReadDeadline(time.Now().Add(wait))
+	_ = c.SetReadDeadline(time.Now().Add(wait))
 	n, _, err := c.ReadFromUDPAddrPort(buf)
 	if err != nil {
 		var ne net.Error
@@ -457,8 +457,8 @@ func TestFastPathZeroAllocs(t *testing.T) {
 	payload := frame[4:]
 	buf := make([]byte, 2048)
 	deadline := time.Now().Add(time.Minute)
-	r.peer.SetReadDeadline(deadline)
-	r.client.SetReadDeadline(deadline)
+	_ = r.peer.SetReadDeadline(deadline)
+	_ = r.client.SetReadDeadline(deadline)
 
 	lost := 0
 	c2p := testing.AllocsPerRun(300, func() {
