@@ -300,6 +300,20 @@ func (b *binding) counters() (pktsC2P, bytesC2P, pktsP2C, bytesP2C uint64) {
 	return b.pktsC2P.Load(), b.bytesC2P.Load(), b.pktsP2C.Load(), b.bytesP2C.Load()
 }
 
+// addOffloaded adds what a kernel offload engine forwarded for b (deltas of
+// its per-binding counters, read about once a second) to b's counters and
+// to the relayed totals, so per-binding accounting and metrics see every
+// path.
+func (b *binding) addOffloaded(pktsC2P, bytesC2P, pktsP2C, bytesP2C uint64) {
+	b.pktsC2P.Add(pktsC2P)
+	b.bytesC2P.Add(bytesC2P)
+	b.pktsP2C.Add(pktsP2C)
+	b.bytesP2C.Add(bytesP2C)
+	m := b.rf.fp.s.metrics
+	m.addTallies(&counts{pkts: pktsC2P, bytes: bytesC2P}, dirClientToPeer)
+	m.addTallies(&counts{pkts: pktsP2C, bytes: bytesP2C}, dirPeerToClient)
+}
+
 // FastPathStats counts the bindings the data plane currently knows.
 type FastPathStats struct {
 	Enabled  bool

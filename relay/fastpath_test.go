@@ -514,3 +514,23 @@ func TestFastPathPionClient(t *testing.T) {
 		t.Fatalf("pion client's channel traffic bypassed the fast path (%d/%d)", c2p, p2c)
 	}
 }
+
+// An offload engine's counter deltas land in the binding's counters and in
+// the relayed totals.
+func TestFastPathOffloadedCounters(t *testing.T) {
+	r := newFPRig(t, nil)
+	r.bind(0x4008)
+	b := r.binding(0x4008)
+	before := metricLabel(t, r.srv, "turnd_relayed_packets_total", dirPeerToClient)
+	b.addOffloaded(3, 300, 5, 500)
+	if a, ab, c, cb := b.counters(); a != 3 || ab != 300 || c != 5 || cb != 500 {
+		t.Fatalf("binding counters %d/%d/%d/%d, want 3/300/5/500", a, ab, c, cb)
+	}
+	if got := metricLabel(t, r.srv, "turnd_relayed_packets_total", dirPeerToClient); got != before+5 {
+		t.Fatalf("relayed peer→client %v, want %v", got, before+5)
+	}
+	snap := b.snapshot()
+	if snap.Channel != 0x4008 || snap.Peer != r.peerAP || !snap.Enabled || !snap.ClientUDP || snap.Throttled {
+		t.Fatalf("snapshot %+v", snap)
+	}
+}
