@@ -116,6 +116,10 @@ func browser_startEnv(t testing.TB, cfg browserEnvConfig) *browserEnv {
 		ICEServers:   env.iceServers,
 		RoomCapacity: cfg.roomCapacity,
 		TokenSecret:  cfg.tokenSecret,
+		// The pages come from 127.0.0.1 and, in TestBrowserInsecureContext,
+		// from a name mapped to it: a DNS name counts as same-origin only
+		// when the hub is told it serves under it (DNS-rebinding defence).
+		AllowedHosts: []string{"127.0.0.1", "localhost", "insecure.test"},
 		Logger:       quiet,
 	})
 	if err != nil {

@@ -47,7 +47,13 @@ func natlab_build(t *testing.T, dir, name string) string {
 // server and parses the report with natclass.ParseReport (so the output
 // also has to satisfy the documented schema).
 func natlab_probe(ctx context.Context, lab *natlab.Lab, bin string, server netip.AddrPort) (natclass.Report, []byte, error) {
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", lab.NS(natlab.LAN), bin, "--json", "-4", "-q", "--server", server.String())
+	return natlab_probeArgs(ctx, lab, bin, server)
+}
+
+// natlab_probeArgs is natlab_probe with extra natprobe flags.
+func natlab_probeArgs(ctx context.Context, lab *natlab.Lab, bin string, server netip.AddrPort, extra ...string) (natclass.Report, []byte, error) {
+	args := append([]string{"netns", "exec", lab.NS(natlab.LAN), bin, "--json", "-4", "-q", "--server", server.String()}, extra...)
+	cmd := exec.CommandContext(ctx, "ip", args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()

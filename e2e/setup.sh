@@ -12,6 +12,10 @@ command -v nft               >/dev/null 2>&1 || need+=(nftables)
 command -v ip                >/dev/null 2>&1 || need+=(iproute2)
 command -v openssl           >/dev/null 2>&1 || need+=(openssl)
 command -v conntrack         >/dev/null 2>&1 || need+=(conntrack)
+# The deploy recipe test (e2e TestDeployRecipe): unit checks, users, capabilities.
+command -v systemd-analyze   >/dev/null 2>&1 || need+=(systemd)
+command -v useradd           >/dev/null 2>&1 || need+=(passwd)
+command -v setpriv           >/dev/null 2>&1 || need+=(util-linux)
 # eBPF offload (relay/internal/offload): gen_check.sh rebuilds the program, the
 # netns test turns checksum offload off with ethtool.
 command -v clang             >/dev/null 2>&1 || need+=(clang)

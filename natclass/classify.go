@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 )
 
 // Classify turns observations into a Result. It is pure: the same
@@ -83,13 +84,34 @@ func (c *classifier) udpBlocked() bool {
 	case sent == 0:
 		c.reason("no request could be sent to any server, so nothing was observed")
 		return true
+	case answered == 0 && len(c.refused()) > 0:
+		c.r.ServerPortClosed = true
+		c.reason("server port closed: %s answered a request from a connected socket with ICMP port unreachable, so UDP reaches the server's host but nothing listens on that port; whether UDP is filtered elsewhere is unknown",
+			strings.Join(c.refused(), ", "))
+		return true
 	case answered == 0:
 		c.r.UDPBlocked = true
 		c.reason("none of %d requests to %d server(s) was answered despite retransmissions: UDP to these servers is blocked (or every server is down)",
 			sent, len(c.obs.Servers))
 		return true
 	}
+	for _, name := range c.refused() {
+		c.problem(-1, "%s: server port closed (ICMP port unreachable); the other servers answered", name)
+	}
 	return false
+}
+
+// refused lists the servers whose port answered with ICMP port unreachable.
+func (c *classifier) refused() []string {
+	var out []string
+	for _, e := range c.obs.Exchanges {
+		if e.Test == TestReach && e.Refused && e.Server >= 0 && e.Server < len(c.obs.Servers) {
+			if name := c.obs.Servers[e.Server].Name; !slices.Contains(out, name) {
+				out = append(out, name)
+			}
+		}
+	}
+	return out
 }
 
 // flip returns the other one of a and b.
@@ -558,6 +580,9 @@ func (c *classifier) finish() Result {
 	case r.UDPBlocked:
 		r.Verdict = VerdictUDPBlocked
 		r.Classic = ClassicBlocked
+	case r.ServerPortClosed:
+		r.Verdict = VerdictServerPortClosed
+		r.Classic = ClassicUnknown
 	case misconfigured:
 		r.Verdict = VerdictMisconfigured
 		r.Classic = ClassicUnknown
@@ -603,24 +628,26 @@ func classicName(nat Answer, m, f Behavior) string {
 
 // webrtcMeaning says what r means for peer connections.
 func webrtcMeaning(r Result) string {
-	switch {
-	case r.Verdict == VerdictUDPBlocked:
+	switch r.Verdict {
+	case VerdictUDPBlocked:
 		return "UDP is blocked: WebRTC can only connect through a TURN server over TCP or TLS (turn:...?transport=tcp or turns: on port 443)."
-	case r.Verdict == VerdictMisconfigured:
+	case VerdictServerPortClosed:
+		return "Unknown: the STUN server's port is closed (ICMP port unreachable), so nothing was measured; check the server address and port, or ask another server."
+	case VerdictMisconfigured:
 		return "Unknown: the STUN server gave inconsistent answers, so nothing reliable can be said; fix the server or ask another one."
-	case r.Mapping == EndpointIndependent && r.Filtering == EndpointIndependent:
-		if r.NAT == No {
-			return "Open: peers can reach this host directly; it needs no TURN server itself."
-		}
-		return "Easy NAT: peers can reach this host directly with STUN alone; it needs no TURN server itself."
-	case r.Mapping == EndpointIndependent:
-		return "Hole punching works with most peers using STUN alone; only peers behind symmetric NATs with strict filtering need a TURN relay to reach this host."
-	case r.Mapping == AddressDependent || r.Mapping == AddressAndPortDependent || r.Mapping == EndpointDependent:
-		if r.Filtering == AddressAndPortDependent {
-			return "Hard NAT: direct connections work only with peers whose filtering lets unknown ports in; with most home NATs and other symmetric NATs a TURN relay is needed. Deploy TURN."
-		}
-		return "Symmetric NAT: direct connections work only via peer-reflexive candidates with peers whose filtering lets them in; peers behind port-restricted or symmetric NATs need a TURN relay. Deploy TURN."
-	default:
-		return "Partly unknown: plan for a TURN relay until a full RFC 5780 test says otherwise."
 	}
+	// Everything else comes from the same model as Predict and natprobe
+	// predict (AdviceText), so the three cannot disagree.
+	head := "Partly unknown:"
+	switch {
+	case r.NAT == No && r.Filtering == EndpointIndependent:
+		head = "Open:"
+	case r.NAT == No && r.Filtering != BehaviorUnknown:
+		head = "No NAT, stateful firewall:"
+	case r.Mapping == EndpointIndependent && r.Filtering != BehaviorUnknown:
+		head = "Cone NAT:"
+	case r.Mapping == AddressDependent || r.Mapping == AddressAndPortDependent || r.Mapping == EndpointDependent:
+		head = "Symmetric NAT:"
+	}
+	return head + " " + AdviceText(r)
 }

@@ -27,6 +27,11 @@ const (
 	// mapped port of a lifetime socket (RESPONSE-PORT) from a second socket;
 	// answered means the mapping was still alive.
 	TestLifetime Test = "lifetime"
+	// TestReach is a Binding request to a server's address from a socket
+	// connected to it: the only kind of socket that learns of an ICMP port
+	// unreachable (Refused), so a closed server port is not mistaken for a
+	// network that drops UDP.
+	TestReach Test = "reach"
 )
 
 // Change is the CHANGE-REQUEST a Binding request carried.
@@ -85,6 +90,9 @@ type Exchange struct {
 	// answer, when present.
 	ResponseOrigin netip.AddrPort `json:"response_origin,omitzero"`
 	OtherAddress   netip.AddrPort `json:"other_address,omitzero"`
+	// Refused reports an ICMP port unreachable for a TestReach exchange:
+	// the server host is reachable but nothing listens on the port.
+	Refused bool `json:"refused,omitempty"`
 	// ErrorCode is the STUN error code of an error response (0: success).
 	ErrorCode int    `json:"error_code,omitempty"`
 	Error     string `json:"error,omitempty"`

@@ -27,8 +27,10 @@ type Prediction struct {
 	// Reason explains the outcome in plain words.
 	Reason string `json:"reason"`
 	// Certain is false when unknown behaviours left several outcomes
-	// possible; Outcome is then the worst of them.
+	// possible; Outcome is then the worst of them and BestCase the best.
 	Certain bool `json:"certain"`
+	// BestCase is set only when Certain is false.
+	BestCase Outcome `json:"best_case,omitempty"`
 }
 
 func rank(o Outcome) int {
@@ -80,7 +82,10 @@ func Predict(a, b Result) Prediction {
 		}
 	}
 	p := Prediction{Outcome: worst, Certain: worst == best}
-	p.Reason = explain(worst, natModel{worstCase[0], worstCase[1]}, natModel{worstCase[2], worstCase[3]})
+	if !p.Certain {
+		p.BestCase = best
+	}
+	p.Reason = explain(worst, natModel{worstCase[0], worstCase[1]}, natModel{worstCase[2], worstCase[3]}, describePair(a, b))
 	if !p.Certain {
 		var unknown []string
 		for _, u := range []struct {
@@ -115,18 +120,15 @@ func possible(v Behavior, mapping bool) []Behavior {
 	return []Behavior{EndpointIndependent, AddressDependent, AddressAndPortDependent}
 }
 
-func short(b Behavior) string {
-	switch b {
-	case EndpointIndependent:
-		return "endpoint-independent"
-	case AddressDependent:
-		return "address-dependent"
-	}
-	return "address-and-port-dependent"
+// describePair names both sides' behaviours as measured: an unknown stays
+// "unknown" even where the simulation had to pick a value for it.
+func describePair(a, b Result) string {
+	return fmt.Sprintf("(a: %s mapping, %s filtering; b: %s mapping, %s filtering)", a.Mapping, a.Filtering, b.Mapping, b.Filtering)
 }
 
-func explain(o Outcome, a, b natModel) string {
-	desc := fmt.Sprintf("(a: %s mapping, %s filtering; b: %s mapping, %s filtering)", short(a.m), short(a.f), short(b.m), short(b.f))
+// explain says why the modelled pair a, b has outcome o; desc names the
+// measured behaviours.
+func explain(o Outcome, a, b natModel, desc string) string {
 	switch o {
 	case OutcomeDirect:
 		return "Both sides keep one public address per local port (endpoint-independent mapping), so the server-reflexive candidates they exchange are the addresses the far side sees, and each side's checks open its own filter for the other's: hole punching works from either side " + desc + "."

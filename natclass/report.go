@@ -109,7 +109,7 @@ func (r Result) validate() error {
 		errs = append(errs, fmt.Errorf("%s %q is not one of %q", field, v, allowed))
 	}
 	oneOf("family", r.Family, "ipv4", "ipv6")
-	oneOf("verdict", string(r.Verdict), string(VerdictComplete), string(VerdictPartial), string(VerdictUDPBlocked), string(VerdictMisconfigured))
+	oneOf("verdict", string(r.Verdict), string(VerdictComplete), string(VerdictPartial), string(VerdictUDPBlocked), string(VerdictMisconfigured), string(VerdictServerPortClosed))
 	oneOf("nat", string(r.NAT), string(Yes), string(No), string(Unknown))
 	behaviours := []string{string(EndpointIndependent), string(AddressDependent), string(AddressAndPortDependent), string(BehaviorUnknown)}
 	oneOf("mapping", string(r.Mapping), append(behaviours, string(EndpointDependent))...)

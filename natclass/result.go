@@ -48,6 +48,10 @@ const (
 	// its own attributes (bad OTHER-ADDRESS, wrong RESPONSE-ORIGIN, ignored
 	// CHANGE-REQUEST); Problems say which. What depends on it is unknown.
 	VerdictMisconfigured Verdict = "server-misconfigured"
+	// VerdictServerPortClosed: no server answered, and at least one
+	// refused with ICMP port unreachable: the network carries UDP to it but
+	// nothing listens on the port. Nothing about the NAT is known.
+	VerdictServerPortClosed Verdict = "server-port-closed"
 )
 
 // Classic RFC 3489 names.
@@ -77,6 +81,9 @@ type Result struct {
 	Verdict Verdict `json:"verdict"`
 	// UDPBlocked reports that no server answered any request.
 	UDPBlocked bool `json:"udp_blocked"`
+	// ServerPortClosed reports that no server answered and at least one
+	// refused with ICMP port unreachable (verdict server-port-closed).
+	ServerPortClosed bool `json:"server_port_closed,omitempty"`
 	// NAT is "no" when the mapped address equals a local address.
 	NAT Answer `json:"nat"`
 	// PublicAddr is the first mapped (server-reflexive) address seen.

@@ -73,12 +73,16 @@ func writePrediction(b *strings.Builder, p ReportPrediction, a, bName string) {
 		fmt.Fprintf(b, "Prediction: %s (the two results share no address family)\n", p.Outcome)
 		return
 	}
-	fmt.Fprintf(b, "Prediction: %s\n", strings.ToUpper(string(p.Outcome[:1]))+string(p.Outcome[1:]))
+	head := strings.ToUpper(string(p.Outcome[:1])) + string(p.Outcome[1:])
+	if uncertainOutcome(p) {
+		head = "Depends on behaviour natprobe could not decide: " + string(p.Outcome) + " at worst"
+	}
+	fmt.Fprintf(b, "Prediction: %s\n", head)
 	fmt.Fprintf(b, "  (side a is %s, side b is %s)\n", a, bName)
 	for _, f := range p.Families {
 		certain := ""
 		if !f.Certain {
-			certain = " (worst case; not certain)"
+			certain = fmt.Sprintf(" at worst, %s at best (depends on what is unknown)", f.BestCase)
 		}
 		fmt.Fprintf(b, "  %s: %s%s\n    %s\n", familyName[f.Family], f.Outcome, certain, f.Reason)
 	}
@@ -90,6 +94,18 @@ func writePrediction(b *strings.Builder, p ReportPrediction, a, bName string) {
 	default:
 		b.WriteString("  => STUN is enough for this pair.\n")
 	}
+}
+
+// uncertainOutcome reports whether p's outcome rests on an uncertain family
+// prediction: the family that gives the outcome is not certain and no
+// certain family does as well.
+func uncertainOutcome(p ReportPrediction) bool {
+	for _, f := range p.Families {
+		if f.Certain && rank(f.Outcome) <= rank(p.Outcome) {
+			return false
+		}
+	}
+	return len(p.Families) > 0
 }
 
 func writeResult(b *strings.Builder, r Result) {

@@ -64,6 +64,15 @@ func newMux(listen func(context.Context) (net.PacketConn, error)) *mux {
 	return &mux{listen: listen, waiters: map[[stun.TransactionIDSize]byte]chan arrival{}}
 }
 
+// reserveID numbers a socket the mux does not read (the connected socket of
+// a reach test), so socket numbers stay unique in the observations.
+func (m *mux) reserveID() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.nextID++
+	return m.nextID
+}
+
 // open makes a fresh socket and starts its reader.
 func (m *mux) open(ctx context.Context) (*sock, error) {
 	c, err := m.listen(ctx)

@@ -162,10 +162,6 @@ func (fp *fastPath) hook(h *turn.EventHandler) {
 	}
 }
 
-func unmapAP(ap netip.AddrPort) netip.AddrPort {
-	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-}
-
 func (fp *fastPath) relay(a net.Addr) *relayFast {
 	if a == nil {
 		return nil
@@ -355,7 +351,7 @@ func (m *metrics) addTallies(c *counts, dir string) {
 		}
 	}
 	if c.sendFull > 0 {
-		m.dropped.WithLabelValues(dropSendFull).Add(float64(c.sendFull))
+		m.dropped.WithLabelValues(dropSendBuffer).Add(float64(c.sendFull))
 	}
 	if c.noPerm > 0 {
 		m.dropped.WithLabelValues(dropNoPermission).Add(float64(c.noPerm))
@@ -366,9 +362,7 @@ func (m *metrics) addTallies(c *counts, dir string) {
 	*c = counts{}
 }
 
-// Drop reasons of the data plane.
-const (
-	dropNoPermission = "no_permission"    // peer data without a live permission
-	dropSendFull     = "send_buffer_full" // a non-blocking send found the buffer full
-	dropOversize     = "oversize"         // a datagram too large for the client's transport
-)
+// dropNoPermission counts data without a live permission (both
+// directions, both paths). Full send buffers count as dropSendBuffer, a
+// peer datagram too large for a TCP/TLS client's stream as dropOversize.
+const dropNoPermission = "no_permission"

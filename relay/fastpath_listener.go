@@ -104,11 +104,12 @@ func (l *listenerFast) readFrom(p []byte) (int, net.Addr, error) {
 			continue
 		}
 		addr := net.UDPAddrFromAddrPort(src)
-		if !l.conn.front.pass(b, addr) {
+		n, ok := l.conn.front.pass(b, addr)
+		if !ok {
 			continue
 		}
-		l.snoopRequest(b, src)
-		return copy(p, b), addr, nil
+		l.snoopRequest(b[:n], src)
+		return copy(p, b[:n]), addr, nil
 	}
 }
 
@@ -149,7 +150,7 @@ func (fp *fastPath) forward(local, src netip.AddrPort, b []byte, snd *nbSender, 
 	rf := bd.rf
 	pol, gen := s.policy.Load(), fp.relayGen.Load()
 	if bd.lastPol.Load() != pol || bd.lastGen.Load() != gen {
-		if reason := pol.checkAddrPort(bd.peer); reason != "" {
+		if reason := pol.checkAddrPort(bd.peer, protoUDP); reason != "" {
 			s.metrics.policyDenials.WithLabelValues(reason).Inc()
 			return true
 		}

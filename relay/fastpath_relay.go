@@ -183,7 +183,7 @@ func (rf *relayFast) addBinding(peer netip.AddrPort, ch uint16) {
 	b.key = c2pKey{listener: rf.listenAddr, client: rf.client, channel: ch}
 	b.chanDL = now + int64(fp.chanTTL+deadlineSlack)
 	b.permDL, b.permOK = rf.perms[peer.Addr()]
-	b.polOK = fp.s.policy.Load().checkAddrPort(peer) == ""
+	b.polOK = fp.s.policy.Load().checkAddrPort(peer, protoUDP) == ""
 	b.recompute()
 	rf.byPeer[peer] = b
 	rf.mu.Unlock()
@@ -223,7 +223,7 @@ func (rf *relayFast) revalidate() {
 	var changed []*binding
 	rf.mu.Lock()
 	for _, b := range rf.byPeer {
-		ok := pol.checkAddrPort(b.peer) == ""
+		ok := pol.checkAddrPort(b.peer, protoUDP) == ""
 		if ok != b.polOK {
 			b.polOK = ok
 			b.recompute()
@@ -367,7 +367,7 @@ func (rf *relayFast) allowPeer(src netip.AddrPort) bool {
 	if src == rf.inPeer && pol == rf.inPolicy && gen == rf.inGen {
 		return true
 	}
-	if reason := pol.checkAddrPort(src); reason != "" {
+	if reason := pol.checkAddrPort(src, protoUDP); reason != "" {
 		s.metrics.policyDenials.WithLabelValues(reason).Inc()
 		return false
 	}

@@ -53,7 +53,7 @@ func BenchmarkIdleConnMemory(b *testing.B) {
 // BenchmarkSignalRelay sends b.N signals from one peer to another through
 // the hub and reports messages per second.
 func BenchmarkSignalRelay(b *testing.B) {
-	th := newTestHub(b, Config{MessageRate: 1e9, MessageBurst: 1 << 30, SendQueue: 1 << 16})
+	th := newTestHub(b, Config{MessageRate: 1e9, MessageBurst: 1 << 30, SendQueueBytes: 1 << 30})
 	a, _ := th.join(b, "bench")
 	c, wc := th.join(b, "bench", WithBuffer(1024))
 	expect(b, a, TypePeerJoined)

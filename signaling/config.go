@@ -39,12 +39,35 @@ type Config struct {
 
 	// AllowedOrigins lists the browser origins ("https://app.example.com")
 	// allowed to open /ws and fetch /ice; "*" allows every origin. Empty
-	// means same-origin only. Requests without an Origin header (non-browser
-	// clients) are always allowed: they are authenticated by token.
-	// An entry may end in ":*" for any port of that scheme and host
-	// (LoopbackOrigins); SameOrigin keeps same-origin pages allowed next to
-	// the listed ones.
+	// means same-origin only: the Origin's scheme and host must equal the
+	// request's, and a DNS name in the Host header counts only when it is
+	// listed in AllowedHosts (or is "localhost"), because a DNS-rebinding
+	// page controls the name it is served under but never an IP literal.
+	// Requests without an Origin header (non-browser clients) are always
+	// allowed: they are authenticated by token. An entry may end in ":*"
+	// for any port of that scheme and host (LoopbackOrigins); SameOrigin
+	// keeps same-origin pages (by the rule above) allowed next to the
+	// listed ones.
 	AllowedOrigins []string
+
+	// AllowedHosts lists the host names (the Host header without its port)
+	// this hub is served under, such as "signal.example.com". When set,
+	// /ws and /ice refuse requests for any other Host (421), so a
+	// DNS-rebinding page cannot reach them. Empty: any Host, with the
+	// same-origin rule above. A hub behind a TLS-terminating proxy lists
+	// its public name here: a listed host's https origin is same-origin
+	// even though the request arrived over plain HTTP.
+	AllowedHosts []string
+
+	// MaxTokenLifetime is the longest a join token may still be valid
+	// ("exp" minus now); tokens valid for longer are refused, so a leaked
+	// token cannot admit for ever. Default 24h, or InviteTTL if longer.
+	MaxTokenLifetime time.Duration
+
+	// ICERate and ICEBurst bound GET /ice per client address and per
+	// token (a token bucket each). Defaults 1/s and 10.
+	ICERate  float64
+	ICEBurst int
 
 	// InviteTTL is how long an invite minted for a peer's share link admits
 	// to its room (token mode). Default 1h, at most 168h.
@@ -59,16 +82,27 @@ type Config struct {
 	// is how long after a ping without any answer (pong or message) the
 	// connection counts as dead. Defaults 20s and PingInterval.
 	PingInterval, PongTimeout time.Duration
-	// WriteTimeout bounds each write to a connection. Default 10s.
+	// WriteTimeout is how long one write to a connection may stay blocked
+	// (the client reads nothing) before the hub cuts the connection as a
+	// slow consumer (4001). Default 10s.
 	WriteTimeout time.Duration
+	// SendQueueBytes bounds the bytes queued for one connection; a client
+	// that lets more pile up is cut as a slow consumer (4001, sent after
+	// the write in progress). The queue is never bounded by message count:
+	// a client that keeps reading survives any burst the rate limits allow.
+	// Default 4 MiB.
+	SendQueueBytes int
 
 	// ResumeGrace is how long a peer whose connection broke without a close
 	// frame keeps its id and room membership, waiting for a resume. Default
 	// 30s; negative disables resuming.
 	ResumeGrace time.Duration
-	// HeldMessages bounds the messages held for a peer during its grace
-	// window. Default 256. When it overflows the peer is removed at once.
-	HeldMessages int
+	// HeldBytes bounds the bytes held for one peer during its grace window;
+	// HeldBytesPerIP and HeldBytesTotal bound them for all held sessions of
+	// one client address and of the hub. When a frame does not fit, the
+	// peer is removed at once rather than resumed with a gap. Defaults
+	// 1 MiB, 4 MiB and 256 MiB.
+	HeldBytes, HeldBytesPerIP, HeldBytesTotal int
 
 	// MessageRate and MessageBurst are the per-connection token bucket for
 	// client messages. Defaults 20/s and 100.
@@ -81,16 +115,19 @@ type Config struct {
 	ErrorBurst int
 
 	// MaxConns and MaxConnsPerIP cap WebSocket connections in total and per
-	// client address. Defaults 10000 and 100; negative means unlimited.
+	// client address. A session waiting for a resume keeps its
+	// connection's place. Defaults 10000 and 100; negative means unlimited.
 	MaxConns, MaxConnsPerIP int
+	// MaxPendingPerIP caps the HTTP connections one remote address may hold
+	// open before they become WebSockets (page loads, handshakes in
+	// progress). It works through ConnState, which the server must install;
+	// it counts the TCP peer, so set it negative behind a proxy. Default
+	// 64; negative means unlimited.
+	MaxPendingPerIP int
 	// ClientIP returns the address a request counts against for
 	// MaxConnsPerIP. Default: the host of r.RemoteAddr. Set it when the hub
 	// runs behind a proxy that you trust to set a header.
 	ClientIP func(r *http.Request) netip.Addr
-
-	// SendQueue is each connection's queue of outgoing messages. A client
-	// that lets it fill is disconnected (4001). Default 256.
-	SendQueue int
 
 	// Store keeps room membership and delivers messages. Default: an
 	// in-memory store (one hub instance).
@@ -123,11 +160,32 @@ func (c *Config) setDefaults() {
 	if c.WriteTimeout == 0 {
 		c.WriteTimeout = 10 * time.Second
 	}
+	if c.SendQueueBytes == 0 {
+		c.SendQueueBytes = 4 << 20
+	}
 	if c.ResumeGrace == 0 {
 		c.ResumeGrace = 30 * time.Second
 	}
-	if c.HeldMessages == 0 {
-		c.HeldMessages = 256
+	if c.HeldBytes == 0 {
+		c.HeldBytes = 1 << 20
+	}
+	if c.HeldBytesPerIP == 0 {
+		c.HeldBytesPerIP = 4 << 20
+	}
+	if c.HeldBytesTotal == 0 {
+		c.HeldBytesTotal = 256 << 20
+	}
+	if c.MaxTokenLifetime == 0 {
+		c.MaxTokenLifetime = max(24*time.Hour, c.InviteTTL)
+	}
+	if c.ICERate == 0 {
+		c.ICERate = 1
+	}
+	if c.ICEBurst == 0 {
+		c.ICEBurst = 10
+	}
+	if c.MaxPendingPerIP == 0 {
+		c.MaxPendingPerIP = 64
 	}
 	if c.MessageRate == 0 {
 		c.MessageRate = 20
@@ -149,9 +207,6 @@ func (c *Config) setDefaults() {
 	}
 	if c.ClientIP == nil {
 		c.ClientIP = remoteIP
-	}
-	if c.SendQueue == 0 {
-		c.SendQueue = 256
 	}
 	if c.Store == nil {
 		c.Store = NewMemoryStore()
@@ -188,8 +243,19 @@ func (c *Config) validate() error {
 	if c.PingInterval < 0 || c.PongTimeout < 0 || c.WriteTimeout < 0 {
 		bad("PingInterval, PongTimeout and WriteTimeout must be positive")
 	}
-	if c.HeldMessages < 1 {
-		bad("HeldMessages %d: must be at least 1", c.HeldMessages)
+	if c.HeldBytes < 1 || c.HeldBytesPerIP < 1 || c.HeldBytesTotal < 1 {
+		bad("HeldBytes %d, HeldBytesPerIP %d, HeldBytesTotal %d: must be positive", c.HeldBytes, c.HeldBytesPerIP, c.HeldBytesTotal)
+	}
+	if c.MaxTokenLifetime < c.InviteTTL {
+		bad("MaxTokenLifetime %v: must be at least InviteTTL (%v): the hub's own invites must pass", c.MaxTokenLifetime, c.InviteTTL)
+	}
+	if c.ICERate < 0 || c.ICEBurst < 1 {
+		bad("ICERate %v / ICEBurst %d: need a rate >= 0 and a burst >= 1", c.ICERate, c.ICEBurst)
+	}
+	for _, h := range c.AllowedHosts {
+		if h == "" || strings.ContainsAny(h, "/:@ ") && !isIPv6Literal(h) {
+			bad("AllowedHosts: %q is not a host name (no scheme, no port)", h)
+		}
 	}
 	if c.MessageRate < 0 || c.MessageBurst < 1 {
 		bad("MessageRate %v / MessageBurst %d: need a rate >= 0 and a burst >= 1", c.MessageRate, c.MessageBurst)
@@ -197,8 +263,8 @@ func (c *Config) validate() error {
 	if c.ErrorRate < 0 || c.ErrorBurst < 1 {
 		bad("ErrorRate %v / ErrorBurst %d: need a rate >= 0 and a burst >= 1", c.ErrorRate, c.ErrorBurst)
 	}
-	if c.SendQueue < 1 {
-		bad("SendQueue %d: must be at least 1", c.SendQueue)
+	if c.SendQueueBytes < 2*c.MaxMessageBytes {
+		bad("SendQueueBytes %d: must be at least twice MaxMessageBytes (%d)", c.SendQueueBytes, c.MaxMessageBytes)
 	}
 	return errors.Join(errs...)
 }
@@ -215,4 +281,9 @@ func remoteIP(r *http.Request) netip.Addr {
 	}
 	a, _ := netip.ParseAddr(strings.Trim(host, "[]"))
 	return a.Unmap()
+}
+
+func isIPv6Literal(h string) bool {
+	a, err := netip.ParseAddr(strings.Trim(h, "[]"))
+	return err == nil && a.Is6()
 }

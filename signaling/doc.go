@@ -17,9 +17,15 @@
 //   - authentication: HS256 join tokens (MintToken) with room, expiry and
 //     display name, minted by an application backend without calling the
 //     hub; an Origin allow-list; GET /ice guarded exactly like a join;
-//   - limits: message size, per-connection rate, connection caps in total
-//     and per address, and a bounded send queue per connection so a slow
-//     reader is disconnected instead of slowing anyone else;
+//   - limits: message size, per-connection rate (WebSocket pings
+//     included), connection caps in total, per address and before the
+//     upgrade (ConnState), a Host allow-list against DNS rebinding, /ice
+//     rate limits, and a send queue bounded by bytes and by how long a
+//     write may block, so a reader that stops is disconnected (4001)
+//     while one that keeps reading survives any legal burst;
+//   - lean idle connections: one parked reader goroutine on a small stack
+//     (a fresh goroutine after each message), a writer only while there is
+//     something to write, pings and blocked-write checks from one sweeper;
 //   - operations: Prometheus metrics and health on AdminHandler, drain with
 //     close code 1012 on Shutdown.
 //

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,10 +33,24 @@ type Hub struct {
 
 	mu       sync.Mutex
 	closed   bool
-	nconns   int
+	nconns   int // connections plus sessions waiting for a resume
 	conns    map[*conn]struct{}
-	perIP    map[netip.Addr]int
+	perIP    map[netip.Addr]int  // ditto, per client address
 	sessions map[string]*session // by resume token
+	sweeping bool
+	stop     chan struct{} // closed by Shutdown; ends the sweeper and handlers
+	msgs     chan message  // client messages from readers to handlers
+
+	pendMu  sync.Mutex
+	pending map[string]int // pre-upgrade HTTP connections by remote address
+
+	heldMu    sync.Mutex
+	heldTotal int
+	heldByIP  map[netip.Addr]int
+
+	iceByIP, iceByToken *keyedLimiter
+	originLog           *logLimiter
+	recentlyLeft        *recentSet // peer ids that left a moment ago
 
 	// onDetach, when set (tests), is called after a peer's connection broke
 	// and its session started waiting for a resume.
@@ -43,6 +58,9 @@ type Hub struct {
 	// onClosed, when set (tests), is called after a connection ended and
 	// its session was settled, with the disconnect reason.
 	onClosed func(reason string)
+	// onCut, when set (tests), is called when the hub cuts a slow consumer,
+	// with the bytes that would have been queued (-1: a blocked write).
+	onCut func(queued int)
 }
 
 // NewHub validates cfg and returns a hub. It starts no goroutines until
@@ -59,12 +77,24 @@ func NewHub(cfg Config) (*Hub, error) {
 		conns:    make(map[*conn]struct{}),
 		perIP:    make(map[netip.Addr]int),
 		sessions: make(map[string]*session),
+		stop:     make(chan struct{}),
+		msgs:     make(chan message),
+		pending:  make(map[string]int),
+		heldByIP: make(map[netip.Addr]int),
+		iceByIP:  newKeyedLimiter(cfg.ICERate, cfg.ICEBurst, 1<<16),
+		// Tokens are long-lived compared with the bucket: one table entry
+		// per token seen recently.
+		iceByToken:   newKeyedLimiter(cfg.ICERate, cfg.ICEBurst, 1<<16),
+		originLog:    newLogLimiter(),
+		recentlyLeft: newRecentSet(1<<14, max(time.Minute, cfg.ResumeGrace)),
 	}
 	h.m = newMetrics(cfg.Store)
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
-		// Idle connections should cost little: reads reuse the HTTP
-		// server's buffer, and write buffers are pooled between writes.
+		// Idle connections should cost little: a small read buffer of the
+		// connection's own (the HTTP server's 4 KiB one is released), and
+		// write buffers pooled between writes.
+		ReadBufferSize:  256,
 		WriteBufferSize: 4096,
 		WriteBufferPool: &sync.Pool{},
 		// The origin is checked before the upgrade (serveWS), so the
@@ -129,6 +159,9 @@ func (h *Hub) draining() bool {
 // more than once.
 func (h *Hub) Shutdown(ctx context.Context) error {
 	h.mu.Lock()
+	if !h.closed {
+		close(h.stop)
+	}
 	h.closed = true
 	conns := make([]*conn, 0, len(h.conns))
 	for c := range h.conns {
@@ -165,12 +198,41 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	}
 }
 
-// serveWS upgrades GET /ws after the origin and connection-cap checks.
-func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
-	if !originAllowed(h.cfg.AllowedOrigins, r) {
-		h.m.rejected.WithLabelValues("origin").Inc()
-		h.log.Info("websocket refused", "reason", "origin not allowed", "origin", r.Header.Get("Origin"))
+// refuseBrowser answers a request whose Host or Origin the hub does not
+// serve, logging at a bounded rate and never more than a prefix of what
+// the client sent.
+func (h *Hub) refuseBrowser(w http.ResponseWriter, r *http.Request, what string) bool {
+	reason, status := "", 0
+	switch {
+	case !hostAllowed(h.cfg.AllowedHosts, r):
+		reason, status = "host", http.StatusMisdirectedRequest
+	case !originAllowed(h.cfg.AllowedOrigins, h.cfg.AllowedHosts, r):
+		reason, status = "origin", http.StatusForbidden
+	default:
+		return false
+	}
+	if what == "websocket" {
+		h.m.rejected.WithLabelValues(reason).Inc()
+	} else {
+		h.m.iceRequests.WithLabelValues(reason).Inc()
+	}
+	if ok, suppressed := h.originLog.allow(h.cfg.now()); ok {
+		h.log.Info(what+" refused", "reason", reason+" not allowed",
+			"origin", truncate(r.Header.Get("Origin"), 64), "host", truncate(r.Host, 64),
+			"suppressed", suppressed)
+	}
+	if reason == "origin" {
 		refuseOrigin(w, r)
+	} else {
+		http.Error(w, "host not allowed: start the hub with --public-host <this name>", status)
+	}
+	return true
+}
+
+// serveWS upgrades GET /ws after the host, origin and connection-cap
+// checks.
+func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
+	if h.refuseBrowser(w, r, "websocket") {
 		return
 	}
 	ip := h.cfg.ClientIP(r)
@@ -194,28 +256,27 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "too many connections from your address", http.StatusTooManyRequests)
 		return
 	}
-	h.nconns++
-	h.perIP[ip]++
+	h.takeSlotLocked(ip)
 	h.wg.Add(1)
-	h.mu.Unlock()
-	release := func() {
-		h.mu.Lock()
-		h.nconns--
-		if h.perIP[ip]--; h.perIP[ip] <= 0 {
-			delete(h.perIP, ip)
+	if !h.sweeping {
+		h.sweeping = true
+		h.wg.Add(1)
+		go h.sweeper()
+		for range handlers() {
+			h.wg.Add(1)
+			go h.handler()
 		}
-		h.mu.Unlock()
-		h.wg.Done()
 	}
-
+	h.mu.Unlock()
 	ws, err := h.upgrader.Upgrade(w, r, nil)
 	if err != nil {
 		// The upgrader has answered with an HTTP error.
 		h.m.rejected.WithLabelValues("handshake").Inc()
-		release()
+		h.releaseConn(ip)
 		return
 	}
 	c := newConn(h, ws, ip)
+	c.lastPing = h.cfg.now()
 	h.mu.Lock()
 	h.conns[c] = struct{}{}
 	closed := h.closed
@@ -228,14 +289,24 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	// returns: net/http then drops its per-request buffers, request and
 	// context, which a handler blocked for the connection's lifetime would
 	// keep reachable (measured: 29 -> 24 KiB per idle connection).
-	go func() {
-		defer release()
-		c.serve()
-		h.m.conns.Dec()
-		h.mu.Lock()
-		delete(h.conns, c)
-		h.mu.Unlock()
-	}()
+	c.start()
+}
+
+// connEnded forgets c once it is over and its session settled.
+func (h *Hub) connEnded(c *conn) {
+	h.m.conns.Dec()
+	h.mu.Lock()
+	delete(h.conns, c)
+	h.mu.Unlock()
+	h.releaseConn(c.ip)
+}
+
+// releaseConn gives back what serveWS took for a connection.
+func (h *Hub) releaseConn(ip netip.Addr) {
+	h.mu.Lock()
+	h.releaseSlotLocked(ip)
+	h.mu.Unlock()
+	h.wg.Done()
 }
 
 // iceResponse is the body of GET /ice.
@@ -249,9 +320,7 @@ func (h *Hub) serveICE(w http.ResponseWriter, r *http.Request) {
 	hdr := w.Header()
 	hdr.Set("Cache-Control", "no-store")
 	hdr.Add("Vary", "Origin")
-	if !originAllowed(h.cfg.AllowedOrigins, r) {
-		h.m.iceRequests.WithLabelValues("origin").Inc()
-		refuseOrigin(w, r)
+	if h.refuseBrowser(w, r, "ice") {
 		return
 	}
 	if o := r.Header.Get("Origin"); o != "" {
@@ -263,13 +332,25 @@ func (h *Hub) serveICE(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNoContent)
 		return
 	}
+	now := h.cfg.now()
+	if !h.iceByIP.allow(h.cfg.ClientIP(r).String(), now) {
+		h.tooManyICE(w)
+		return
+	}
 	if h.cfg.TokenSecret != nil {
-		if _, err := verifyToken(h.cfg.TokenSecret, bearerToken(r), "", h.cfg.now()); err != nil {
+		tok := bearerToken(r)
+		if _, err := verifyToken(h.cfg.TokenSecret, tok, "", now, h.cfg.MaxTokenLifetime); err != nil {
 			h.m.iceRequests.WithLabelValues("unauthorized").Inc()
 			h.log.Debug("ice refused", "err", err)
 			hdr.Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusUnauthorized)
 			_, _ = w.Write(encode(ServerMessage{Type: TypeError, Code: CodeUnauthorized, Message: "a valid token is required"}))
+			return
+		}
+		// Keyed by the signature: the token's own identity, not a secret
+		// the table could leak.
+		if !h.iceByToken.allow(tok[strings.LastIndexByte(tok, '.')+1:], now) {
+			h.tooManyICE(w)
 			return
 		}
 	}
@@ -281,6 +362,14 @@ func (h *Hub) serveICE(w http.ResponseWriter, r *http.Request) {
 	h.m.iceRequests.WithLabelValues("ok").Inc()
 	hdr.Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(resp) // client went away
+}
+
+func (h *Hub) tooManyICE(w http.ResponseWriter) {
+	h.m.iceRequests.WithLabelValues("rate-limited").Inc()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Retry-After", "1")
+	w.WriteHeader(http.StatusTooManyRequests)
+	_, _ = w.Write(encode(ServerMessage{Type: TypeError, Code: CodeRateLimited, Message: "too many /ice requests"}))
 }
 
 // iceServers calls Config.ICEServers, never returning nil.

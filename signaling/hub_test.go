@@ -21,12 +21,12 @@ func TestNewHubValidates(t *testing.T) {
 		TokenSecret:     []byte("short"),
 		AllowedOrigins:  []string{"example.com", "https://ok.example", "https://x.example/path"},
 		MaxMessageBytes: 10,
-		SendQueue:       -1,
+		SendQueueBytes:  -1,
 	})
 	if err == nil {
 		t.Fatal("NewHub accepted a bad config")
 	}
-	for _, want := range []string{"RoomCapacity", "TokenSecret", `"example.com"`, `"https://x.example/path"`, "MaxMessageBytes", "SendQueue"} {
+	for _, want := range []string{"RoomCapacity", "TokenSecret", `"example.com"`, `"https://x.example/path"`, "MaxMessageBytes", "SendQueueBytes"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q does not mention %s", err, want)
 		}

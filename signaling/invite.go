@@ -37,13 +37,13 @@ func (h *Hub) invite(c *conn) {
 		tok, err := MintToken(h.cfg.TokenSecret, TokenClaims{Room: s.room, Expires: exp})
 		if err != nil {
 			// The room was validated at join and the secret at NewHub.
-			c.log.Error("minting an invite", "err", err)
+			c.log().Error("minting an invite", "err", err)
 			c.sendError(CodeBadMessage, "cannot mint an invite", "")
 			return
 		}
 		answer.Token, answer.Expires = tok, exp.Unix()
 	}
-	c.log.Info("invite minted", "peer", s.id, "room", s.room, "ttl", h.cfg.InviteTTL, "token_mode", h.cfg.TokenSecret != nil)
+	c.log().Info("invite minted", "peer", s.id, "room", s.room, "ttl", h.cfg.InviteTTL, "token_mode", h.cfg.TokenSecret != nil)
 	c.reply(answer)
 }
 

@@ -30,7 +30,7 @@ func TestInvite(t *testing.T) {
 	if inv.Room != "team" || inv.Token == "" || inv.Token == ownToken {
 		t.Fatalf("invite = %+v: want a fresh token for room team", inv)
 	}
-	claims, err := verifyToken(testSecret, inv.Token, "team", time.Now())
+	claims, err := verifyToken(testSecret, inv.Token, "team", time.Now(), 0)
 	if err != nil {
 		t.Fatalf("the invite does not verify: %v", err)
 	}
@@ -40,7 +40,7 @@ func TestInvite(t *testing.T) {
 	if got := time.Unix(inv.Expires, 0); !got.Equal(claims.Expires) || got.Before(before.Add(10*time.Minute-time.Second)) || got.After(time.Now().Add(10*time.Minute)) {
 		t.Fatalf("invite expires %v (claims %v), want 10 min from now", got, claims.Expires)
 	}
-	if _, err := verifyToken(testSecret, inv.Token, "team", claims.Expires.Add(time.Minute)); err == nil {
+	if _, err := verifyToken(testSecret, inv.Token, "team", claims.Expires.Add(time.Minute), 0); err == nil {
 		t.Fatalf("the invite still admits after its expiry")
 	}
 
@@ -64,7 +64,7 @@ func TestInvite(t *testing.T) {
 	if err != nil || inv2.Token == "" {
 		t.Fatalf("second invite = %+v, %v", inv2, err)
 	}
-	if c, err := verifyToken(testSecret, inv2.Token, "team", time.Now()); err != nil || c.Room != "team" {
+	if c, err := verifyToken(testSecret, inv2.Token, "team", time.Now(), 0); err != nil || c.Room != "team" {
 		t.Fatalf("second invite claims %+v, %v", c, err)
 	}
 	if v := th.metric(t, `signal_messages_received_total{type="invite"}`); v != "3" {

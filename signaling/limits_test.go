@@ -13,7 +13,7 @@ import (
 
 func TestSlowConsumerDisconnectedWithoutSlowingOthers(t *testing.T) {
 	th := newTestHub(t, Config{
-		SendQueue: 128, HeldMessages: 4, MessageRate: 1e6, MessageBurst: 1 << 20, ErrorBurst: 1 << 20,
+		SendQueueBytes: 256 << 10, HeldBytes: 1024, MessageRate: 1e6, MessageBurst: 1 << 20, ErrorBurst: 1 << 20,
 		PingInterval: time.Hour, // the slow reader must not be dropped as dead first
 	})
 	sender, _ := th.join(t, "slow")

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"unicode"
+	"unicode/utf8"
 )
 
 // ProtocolVersion is the wire protocol version this package speaks
@@ -126,6 +128,12 @@ func DecodeClientMessage(b []byte) (ClientMessage, error) {
 	if len(b) == 0 || b[0] != '{' {
 		return m, badf("not a JSON object")
 	}
+	// encoding/json passes invalid UTF-8 through json.RawMessage (signal
+	// data) untouched, and browsers drop a connection that receives it:
+	// such a frame must never be forwarded.
+	if !utf8.Valid(b) {
+		return m, badf("invalid UTF-8")
+	}
 	if err := json.Unmarshal(b, &m); err != nil {
 		return ClientMessage{}, badf("invalid JSON: %s", jsonErrText(err))
 	}
@@ -195,15 +203,19 @@ func ValidRoomName(s string) bool {
 	return true
 }
 
-// validName accepts display names of printable characters (no control
-// characters), at most maxNameLen runes and 4*maxNameLen bytes.
+// validName accepts display names of at most maxNameLen runes and
+// 4*maxNameLen bytes of valid UTF-8 without control characters (Cc),
+// format characters (Cf: bidi overrides and isolates, zero-width space and
+// joiners, the BOM), line and paragraph separators, surrogates,
+// private-use characters or U+FFFD: nothing that renders invisibly or
+// reorders the text around it.
 func validName(s string) bool {
-	if len(s) > 4*maxNameLen {
+	if len(s) > 4*maxNameLen || !utf8.ValidString(s) {
 		return false
 	}
 	n := 0
 	for _, r := range s {
-		if r < 0x20 || r == 0x7f || r == 0xfffd {
+		if r == utf8.RuneError || unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp, unicode.Cs, unicode.Co) {
 			return false
 		}
 		n++

@@ -137,7 +137,8 @@ func TestResumeAfterGrace(t *testing.T) {
 }
 
 func TestHeldMessagesBounded(t *testing.T) {
-	th := newTestHub(t, Config{ResumeGrace: time.Hour, HeldMessages: 4})
+	// A held signal here is 60 bytes: four fit, the fifth does not.
+	th := newTestHub(t, Config{ResumeGrace: time.Hour, HeldBytes: 4*60 + 30})
 	detached := detachEvents(th)
 	a, _ := th.join(t, "held")
 	b, wb := th.join(t, "held")

@@ -1,7 +1,10 @@
 package signaling
 
 import (
+	"encoding/json"
 	"errors"
+	"fmt"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -21,8 +24,11 @@ type session struct {
 	token string // resume token
 
 	mu         sync.Mutex
-	conn       *conn    // nil before welcome and while waiting for a resume
-	held       [][]byte // frames waiting for a connection, oldest first
+	conn       *conn      // nil before welcome and while waiting for a resume
+	ip         netip.Addr // client address of the latest connection
+	held       [][]byte   // frames waiting for a connection, oldest first
+	heldBytes  int        // their size, reserved with Hub.reserveHeld
+	slot       bool       // while waiting: holds a place under the connection caps
 	ended      bool
 	overflowed bool
 	gen        int // bumped on every attach and detach; stale timers check it
@@ -30,13 +36,17 @@ type session struct {
 	iceTimer   *time.Timer
 }
 
+// errPeerGone is what Deliver returns for a peer on its way out: the
+// sender did nothing wrong, so it costs no error budget.
+var errPeerGone = fmt.Errorf("%w: leaving", ErrUnknownPeer)
+
 // Deliver implements Inbox. It runs under the store's lock: no blocking,
 // no calls into the store.
 func (s *session) Deliver(frame []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.ended || s.overflowed {
-		return ErrUnknownPeer
+		return errPeerGone
 	}
 	if s.conn != nil {
 		switch s.conn.enqueue(outFrame{b: frame, fromSession: true}) {
@@ -50,20 +60,39 @@ func (s *session) Deliver(frame []byte) error {
 		// enqClosing: the connection is going; hold until we know whether
 		// the peer may resume.
 	}
-	if len(s.held) >= s.h.cfg.HeldMessages {
-		// Too much to hold: the peer is removed now rather than resumed with
-		// a gap in its signaling.
-		s.overflowed = true
-		s.held = nil
-		if s.conn == nil {
-			s.h.stopTimer(s.graceTimer)
-			gen := s.gen
-			s.graceTimer = s.h.afterFunc(0, func() { s.h.graceExpired(s, gen) })
-		}
-		return ErrUnknownPeer
+	if !s.holdLocked(frame) {
+		s.overflowLocked()
+		return errPeerGone
+	}
+	return nil
+}
+
+// holdLocked keeps frame for a resume if it fits the held-bytes bounds.
+func (s *session) holdLocked(frame []byte) bool {
+	if s.heldBytes+len(frame) > s.h.cfg.HeldBytes || !s.h.reserveHeld(s.ip, len(frame)) {
+		return false
 	}
 	s.held = append(s.held, frame)
-	return nil
+	s.heldBytes += len(frame)
+	return true
+}
+
+// dropHeldLocked forgets the held frames and their reservation.
+func (s *session) dropHeldLocked() {
+	s.h.releaseHeld(s.ip, s.heldBytes)
+	s.held, s.heldBytes = nil, 0
+}
+
+// overflowLocked removes a peer with more to hold than fits: now, rather
+// than resumed with a gap in its signaling.
+func (s *session) overflowLocked() {
+	s.overflowed = true
+	s.dropHeldLocked()
+	if s.conn == nil {
+		s.h.stopTimer(s.graceTimer)
+		gen := s.gen
+		s.graceTimer = s.h.afterFunc(0, func() { s.h.graceExpired(s, gen) })
+	}
 }
 
 // attachLocked makes c the session's connection and flushes the held
@@ -72,12 +101,26 @@ func (s *session) attachLocked(c *conn) {
 	s.conn = c
 	s.gen++
 	held := s.held
-	s.held = nil
+	s.dropHeldLocked()
+	s.releaseSlotLocked()
+	s.ip = c.ip
 	for _, f := range held {
 		if c.enqueue(outFrame{b: f, fromSession: true}) != enqOK {
 			break
 		}
 	}
+}
+
+// releaseSlotLocked gives back the place a waiting session held under the
+// connection caps.
+func (s *session) releaseSlotLocked() {
+	if !s.slot {
+		return
+	}
+	s.slot = false
+	s.h.mu.Lock()
+	s.h.releaseSlotLocked(s.ip)
+	s.h.mu.Unlock()
 }
 
 // scheduleICELocked arranges for fresh ICE servers before exp.
@@ -96,9 +139,9 @@ func (s *session) scheduleICELocked(issued, exp time.Time) {
 func (h *Hub) join(c *conn, msg ClientMessage) {
 	name := msg.Name
 	if h.cfg.TokenSecret != nil {
-		claims, err := verifyToken(h.cfg.TokenSecret, msg.Token, msg.Room, h.cfg.now())
+		claims, err := verifyToken(h.cfg.TokenSecret, msg.Token, msg.Room, h.cfg.now(), h.cfg.MaxTokenLifetime)
 		if err != nil {
-			c.log.Info("join refused", "reason", "unauthorized", "err", err)
+			c.log().Info("join refused", "reason", "unauthorized", "err", err)
 			c.sendError(CodeUnauthorized, badToken(err), "")
 			return
 		}
@@ -106,7 +149,7 @@ func (h *Hub) join(c *conn, msg ClientMessage) {
 			name = claims.Name // a token's name wins over the one the client asks for
 		}
 	}
-	s := &session{h: h, id: newPeerID(), room: msg.Room, name: name, token: newResumeToken()}
+	s := &session{h: h, id: newPeerID(), room: msg.Room, name: name, token: newResumeToken(), ip: c.ip}
 	announce := encode(ServerMessage{Type: TypePeerJoined, ID: s.id, Name: name})
 	others, err := h.store.Join(msg.Room, Member{ID: s.id, Name: name}, h.cfg.RoomCapacity, s, announce)
 	if err != nil {
@@ -114,7 +157,7 @@ func (h *Hub) join(c *conn, msg ClientMessage) {
 			c.sendError(CodeRoomFull, "the room is full", "")
 			return
 		}
-		c.log.Error("join failed", "err", err)
+		c.log().Error("join failed", "err", err)
 		c.sendError(CodeBadMessage, "join failed", "")
 		return
 	}
@@ -152,7 +195,7 @@ func (h *Hub) join(c *conn, msg ClientMessage) {
 	}
 	s.mu.Unlock()
 	c.sess = s
-	c.log.Info("joined", "peer", s.id, "room", s.room, "peers", len(others)+1)
+	c.log().Info("joined", "peer", s.id, "room", s.room, "peers", len(others)+1)
 }
 
 // resume handles a resume message on a connection without a session.
@@ -177,6 +220,8 @@ func (h *Hub) resume(c *conn, token string) {
 		// what the old connection has not sent yet, then retire it.
 		old.fail(CloseReplaced, "session resumed elsewhere", reasonReplaced)
 		// Its reader finds s.conn != old when it exits and leaves s alone.
+		// attachLocked moves these frames to the new connection straight
+		// away: they are not held, so they take no reservation.
 		s.held = append(drainSession(old), s.held...)
 	}
 	h.stopTimer(s.graceTimer)
@@ -193,15 +238,15 @@ func (h *Hub) resume(c *conn, token string) {
 	s.scheduleICELocked(issued, exp)
 	s.mu.Unlock()
 	c.sess = s
-	c.log.Info("resumed", "peer", s.id, "room", s.room)
+	c.log().Info("resumed", "peer", s.id, "room", s.room)
 }
 
 // drainSession takes the session frames c has not written yet.
 func drainSession(c *conn) [][]byte {
-	c.qmu.Lock()
+	c.mu.Lock()
 	q := c.queue
-	c.queue = nil
-	c.qmu.Unlock()
+	c.queue, c.qbytes = nil, 0
+	c.mu.Unlock()
 	var out [][]byte
 	for _, f := range q {
 		if f.fromSession {
@@ -224,7 +269,7 @@ func (h *Hub) detach(s *session, c *conn, reason string) {
 		return
 	}
 	pending := drainSession(c)
-	if terminal(reason) || h.cfg.ResumeGrace < 0 || s.overflowed || len(pending)+len(s.held) > h.cfg.HeldMessages {
+	if terminal(reason) || h.cfg.ResumeGrace < 0 || s.overflowed || !s.holdPendingLocked(pending) {
 		s.mu.Unlock()
 		h.endSession(s, reason)
 		return
@@ -234,7 +279,10 @@ func (h *Hub) detach(s *session, c *conn, reason string) {
 	if !closed {
 		s.conn = nil
 		s.gen++
-		s.held = append(pending, s.held...)
+		// The waiting session keeps its connection's place under the caps
+		// (even past them: it had the place already).
+		s.slot = true
+		h.takeSlotLocked(s.ip)
 		h.stopTimer(s.iceTimer)
 		s.iceTimer = nil
 		gen := s.gen
@@ -246,10 +294,26 @@ func (h *Hub) detach(s *session, c *conn, reason string) {
 		h.endSession(s, reasonDrain)
 		return
 	}
-	c.log.Info("peer disconnected, waiting for resume", "peer", s.id, "reason", reason, "grace", h.cfg.ResumeGrace)
+	c.log().Info("peer disconnected, waiting for resume", "peer", s.id, "reason", reason, "grace", h.cfg.ResumeGrace)
 	if h.onDetach != nil {
 		h.onDetach(s.id)
 	}
+}
+
+// holdPendingLocked puts the frames a broken connection had not sent in
+// front of the held ones, within the held-bytes bounds.
+func (s *session) holdPendingLocked(pending [][]byte) bool {
+	later, laterBytes := s.held, s.heldBytes
+	s.held, s.heldBytes = nil, 0
+	for _, f := range append(pending, later...) {
+		if !s.holdLocked(f) {
+			s.dropHeldLocked()
+			s.h.releaseHeld(s.ip, laterBytes)
+			return false
+		}
+	}
+	s.h.releaseHeld(s.ip, laterBytes)
+	return true
 }
 
 func (h *Hub) graceExpired(s *session, gen int) {
@@ -289,8 +353,10 @@ func (h *Hub) endSession(s *session, reason string) {
 	h.stopTimer(s.graceTimer)
 	h.stopTimer(s.iceTimer)
 	s.graceTimer, s.iceTimer = nil, nil
-	s.held = nil
+	s.dropHeldLocked()
+	s.releaseSlotLocked()
 	s.mu.Unlock()
+	h.recentlyLeft.add(s.id, h.cfg.now())
 	h.mu.Lock()
 	delete(h.sessions, s.token)
 	h.mu.Unlock()
@@ -331,8 +397,14 @@ func (h *Hub) handle(c *conn, data []byte) {
 			c.sendError(CodeBadMessage, "cannot signal yourself", "")
 			return
 		}
-		frame := encode(ServerMessage{Type: TypeSignal, From: s.id, Data: msg.Data})
+		frame := signalFrame(s.id, msg.Data)
 		if err := h.store.Send(s.room, msg.To, frame); err != nil {
+			if errors.Is(err, errPeerGone) || h.recentlyLeft.has(msg.To) {
+				// The peer left while this signal was on its way: the
+				// sender's peer-left is in flight, no fault of its own.
+				c.notify(CodeUnknownPeer, "the peer has left the room", msg.To)
+				return
+			}
 			c.sendError(CodeUnknownPeer, "no such peer in the room", msg.To)
 		}
 	case TypeLeave:
@@ -353,6 +425,12 @@ func (h *Hub) handle(c *conn, data []byte) {
 	case TypeInvite:
 		h.invite(c)
 	}
+}
+
+// signalFrame is the frame a signal with data from peer from becomes: the
+// data as the client sent it (validated JSON and UTF-8), compacted.
+func signalFrame(from string, data json.RawMessage) []byte {
+	return encode(ServerMessage{Type: TypeSignal, From: from, Data: data})
 }
 
 // badToken is the client-facing text of a token failure: specific enough

@@ -78,6 +78,17 @@ func runReport(args []string, stdout io.Writer) error {
 		return (v[len(v)/2-1] + v[len(v)/2]) / 2
 	}
 	w := func(format string, a ...any) { fmt.Fprintf(stdout, format, a...) }
+	// spread is the median with the range of the runs: "9.4 (9.1-9.8)".
+	spread := func(g *group, prec int, f func(result) float64) string {
+		lo, hi := f(g.runs[0]), f(g.runs[0])
+		for _, r := range g.runs {
+			lo, hi = min(lo, f(r)), max(hi, f(r))
+		}
+		if len(g.runs) == 1 {
+			return fmt.Sprintf("%.*f", prec, med(g, f))
+		}
+		return fmt.Sprintf("%.*f (%.*f-%.*f)", prec, med(g, f), prec, lo, prec, hi)
+	}
 
 	w("Idle connections (rooms of 2; PeerJS: registered ids). Medians of %s.\n\n", "the runs listed")
 	w("| server | connections | runs | alive at end | RSS before -> after (MiB) | RSS per connection (KiB) | Go live heap / stack per conn (KiB) | idle server CPU (%% of a core) | connect time (s) | load avg |\n")
@@ -92,11 +103,11 @@ func runReport(args []string, stdout io.Writer) error {
 			gostr = fmt.Sprintf("%.1f / %.1f", med(g, func(r result) float64 { return r.GoLiveHeapPerConn })/1024,
 				med(g, func(r result) float64 { return r.GoStackPerConn })/1024)
 		}
-		w("| %s | %d | %d | %.0f | %.0f -> %.0f | %.1f | %s | %.1f | %.1f | %.1f |\n", name(r0.Target), r0.Conns, len(g.runs),
+		w("| %s | %d | %d | %.0f | %.0f -> %.0f | %s | %s | %.1f | %.1f | %.1f |\n", name(r0.Target), r0.Conns, len(g.runs),
 			med(g, func(r result) float64 { return float64(r.Alive) }),
 			med(g, func(r result) float64 { return mib(r.RSSBefore) }),
 			med(g, func(r result) float64 { return mib(r.RSSAfter) }),
-			med(g, func(r result) float64 { return r.BytesPerConn })/1024, gostr,
+			spread(g, 1, func(r result) float64 { return r.BytesPerConn / 1024 }), gostr,
 			med(g, func(r result) float64 { return r.IdleCPUPct }),
 			med(g, func(r result) float64 { return r.ConnectSec }),
 			med(g, func(r result) float64 { return r.Load1 }))
@@ -126,12 +137,12 @@ func runReport(args []string, stdout io.Writer) error {
 		if r0.Target == targetPeerJS {
 			room = "pairs"
 		}
-		w("| %s | %s | %s | %d | %d | %.0f | %.0f / %.0f | %s | %.0f | %.1f | %d | %.1f |\n", name(r0.Target), room, mode, r0.Conns, len(g.runs),
+		w("| %s | %s | %s | %d | %d | %.0f | %s / %s | %s | %.0f | %s | %d | %.1f |\n", name(r0.Target), room, mode, r0.Conns, len(g.runs),
 			med(g, func(r result) float64 { return r.MsgsPerSec }),
-			med(g, func(r result) float64 { return r.P50us }),
-			med(g, func(r result) float64 { return r.P99us }), rtt,
+			spread(g, 0, func(r result) float64 { return r.P50us }),
+			spread(g, 0, func(r result) float64 { return r.P99us }), rtt,
 			med(g, func(r result) float64 { return r.ServerCPUPct }),
-			med(g, func(r result) float64 { return r.CPUusPerMsg }), errs,
+			spread(g, 1, func(r result) float64 { return r.CPUusPerMsg }), errs,
 			med(g, func(r result) float64 { return r.Load1 }))
 	}
 	return nil

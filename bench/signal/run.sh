@@ -7,22 +7,23 @@
 #   bench/signal/run.sh                        # everything
 #   PHASES=relay REPS=1 bench/signal/run.sh    # only the relay runs, once
 #
-# Knobs (environment): OUT, PHASES ("mem relay"), REPS (2), MEM_COUNTS
-# ("10000 50000", capped by the open-file limit), HOLD (25s), DURATION (10s),
-# ROOMS ("2 4 8 16"), CONNS (256), RATE (5000), WINDOW (4), HUB_PORT (28801),
-# ADMIN_PORT (28802), PEERJS_PORT (29000).
+# Knobs (environment): OUT, PHASES ("mem relay"), REPS (3), MEM_COUNTS
+# ("10000", capped by the open-file limit), HOLD (25s), DURATION (10s),
+# RATES ("1000 5000": fixed offered loads), ROOMS ("2 8": hub room sizes, each
+# against PeerJS pairs at the same rate), CONNS (256), WINDOW (4), HUB_PORT
+# (28801), ADMIN_PORT (28802), PEERJS_PORT (29000).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 OUT=${OUT:-$(mktemp -d /tmp/bench-signal.XXXXXX)}
 PHASES=${PHASES:-"mem relay"}
-REPS=${REPS:-2}
-MEM_COUNTS=${MEM_COUNTS:-"10000 50000"}
+REPS=${REPS:-3}
+MEM_COUNTS=${MEM_COUNTS:-"10000"}
 HOLD=${HOLD:-25s}
 DURATION=${DURATION:-10s}
-ROOMS=${ROOMS:-"2 4 8 16"}
+ROOMS=${ROOMS:-"2 8"}
 CONNS=${CONNS:-256}
-RATE=${RATE:-5000}
+RATES=${RATES:-"1000 5000"}
 WINDOW=${WINDOW:-4}
 # Ports below the ephemeral range (32768-60999), so no outgoing socket of
 # another program on the machine can hold them.
@@ -147,28 +148,27 @@ if [[ " $PHASES " == *" relay "* ]]; then
 	HUB_PID=$SERVER_PID HUB_ADDR=$ADDR
 	start_server peerjs || exit 1
 	PJ_PID=$SERVER_PID PJ_ADDR=$ADDR
-	relay() { # target room mode
+	relay() { # target room mode rate
 		local pid=$HUB_PID addr=$HUB_ADDR
 		[[ $1 == peerjs ]] && pid=$PJ_PID addr=$PJ_ADDR
 		next_src
-		log "relay: $1, room $2, $3"
+		log "relay: $1, room $2, $3 ${4:-}"
 		"$BIN" relay -target "$1" -addr "$addr" -pid "$pid" -conns "$CONNS" -room "$2" -mode "$3" \
-			-window "$WINDOW" -rate "$RATE" -duration "$DURATION" -src "$SRC" >>"$RESULTS" ||
+			-window "$WINDOW" -rate "${4:-1000}" -duration "$DURATION" -src "$SRC" >>"$RESULTS" ||
 			log "relay: $1 room $2 $3 failed (see above)"
 	}
-	# One-to-one: the comparable load, alternating.
+	# Fixed rates, alternating hub and PeerJS; each hub room size is
+	# compared with PeerJS pairs at the same rate (PeerJS has no rooms).
+	# The closed loop (saturation) is reported, not targeted.
 	for rep in $(seq "$REPS"); do
-		for mode in sat rate; do
-			relay hub 2 "$mode"
-			relay peerjs 2 "$mode"
+		for rate in $RATES; do
+			for room in $ROOMS; do
+				relay hub "$room" rate "$rate"
+				relay peerjs 2 rate "$rate"
+			done
 		done
-	done
-	# Larger rooms: the hub only (PeerJS has no rooms).
-	for room in $ROOMS; do
-		[[ $room == 2 ]] && continue
-		for rep in $(seq "$REPS"); do
-			for mode in sat rate; do relay hub "$room" "$mode"; done
-		done
+		relay hub 2 sat
+		relay peerjs 2 sat
 	done
 	stop_server "$HUB_PID"
 	stop_server "$PJ_PID"

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/rtcsuite/rtcsuite/internal/buildinfo"
+	"github.com/rtcsuite/rtcsuite/internal/conf"
 	"github.com/rtcsuite/rtcsuite/natclass"
 )
 
@@ -26,6 +28,7 @@ const (
 	exitMisconfig    = 5 // probe: the server's answers contradict themselves
 	exitPeerReflex   = 6 // predict: direct only via peer-reflexive candidates
 	exitRelayNeeded  = 7 // predict: a TURN relay is needed
+	exitPortClosed   = 8 // probe: the server port is closed (ICMP port unreachable)
 	envServers       = "NATPROBE_SERVER"
 	defaultLifetimeM = 5 * time.Minute
 )
@@ -54,6 +57,7 @@ Exit codes:
   5  server misconfigured: its RFC 5780 answers contradict themselves
   6  predict: direct only via peer-reflexive candidates
   7  predict: relay (TURN) needed
+  8  the server port is closed (ICMP port unreachable: wrong address or port, or the server is down)
 With several address families the exit code follows the first one (IPv4).
 `
 
@@ -93,17 +97,18 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.SetOutput(stderr)
 	fs.Var(&servers, "server", "STUN server `host:port` (repeatable, or comma-separated; env "+envServers+"); port default 3478")
 	fs.BoolVar(&cfg.json, "json", false, "write the report as JSON (schema "+natclass.SchemaVersion+") to stdout")
-	fs.BoolVar(&cfg.patient, "patient", false, "wait longer for answers (10s per test instead of 1.6s) on slow or lossy paths")
+	fs.BoolVar(&cfg.patient, "patient", false, "wait longer for answers (10s per test, no adaptive waits) on slow or very lossy paths")
 	fs.BoolVar(&cfg.lifetime, "lifetime", false, "also measure the mapping lifetime (idle times up to --lifetime-max; slow)")
 	fs.DurationVar(&cfg.lifetimeMax, "lifetime-max", defaultLifetimeM, "longest idle time tried by --lifetime")
-	fs.DurationVar(&cfg.timeout, "timeout", 0, "how long each test waits for an answer, retransmitting (default 1.6s, 10s with --patient)")
+	fs.DurationVar(&cfg.timeout, "timeout", 0, "how long each test waits for an answer, retransmitting (default: adaptive, 12 copies spaced by about twice the measured round trip; 1.6s until it is measured)")
 	fs.BoolVar(&cfg.only4, "4", false, "probe IPv4 only")
 	fs.BoolVar(&cfg.only6, "6", false, "probe IPv6 only")
 	fs.StringVar(&cfg.peer, "peer", "", "after probing, predict connectivity with the host of this saved --json `file`")
 	fs.BoolVar(&cfg.quiet, "q", false, "no progress lines on stderr")
+	version := fs.Bool("version", false, "print the version and VCS revision, then exit")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, usageText)
-		fs.PrintDefaults()
+		conf.PrintDefaults(stderr, fs)
 		fmt.Fprint(stderr, exitText)
 	}
 	if err := fs.Parse(args); err != nil {
@@ -111,6 +116,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return exitOK
 		}
 		return exitUsage
+	}
+	if *version {
+		fmt.Fprintln(stdout, buildinfo.Line("natprobe"))
+		return exitOK
 	}
 	cfg.servers = servers
 	if len(cfg.servers) == 0 {
@@ -209,6 +218,8 @@ func resultCode(r natclass.Result) int {
 		return exitBlocked
 	case natclass.VerdictMisconfigured:
 		return exitMisconfig
+	case natclass.VerdictServerPortClosed:
+		return exitPortClosed
 	}
 	return exitPartial
 }
@@ -337,7 +348,7 @@ func runPredict(args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "write the prediction as JSON")
 	fs.Usage = func() {
 		fmt.Fprint(stderr, "Usage: natprobe predict [--json] MINE.json THEIRS.json\n\nPredicts whether the two hosts whose natprobe --json reports are given can connect directly.\n\n")
-		fs.PrintDefaults()
+		conf.PrintDefaults(stderr, fs)
 		fmt.Fprint(stderr, exitText)
 	}
 	// Allow flags after the file names too.

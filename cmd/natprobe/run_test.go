@@ -143,6 +143,22 @@ func TestProbeBlocked(t *testing.T) {
 	}
 }
 
+// A closed port (ICMP port unreachable on loopback) is "server port
+// closed", exit 8, never "UDP is blocked".
+func TestProbeServerPortClosed(t *testing.T) {
+	t.Parallel()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := c.LocalAddr().String()
+	c.Close()
+	code, stdout, _ := runCLI(t, nil, "--server", closed, "-4", "-q")
+	if code != exitPortClosed || !strings.Contains(stdout, "port is closed") || strings.Contains(stdout, "UDP is blocked") {
+		t.Fatalf("exit %d\n%s", code, stdout)
+	}
+}
+
 func writeReport(t *testing.T, dir, name string, m, f natclass.Behavior) string {
 	t.Helper()
 	rep := natclass.Report{Schema: natclass.SchemaVersion, Results: []natclass.Result{{

@@ -1,18 +1,18 @@
 // Command signal is the WebSocket signaling hub with the browser demo page:
 // rooms, trickle ICE, short-lived TURN credentials (shared secret with
-// turnd). `signal -dev` runs everything on this machine, with an embedded
-// relay. See `signal -h` and docs/protocol.md.
+// turnd). `signal --dev` runs everything on this machine, with an embedded
+// relay. See `signal --help` and docs/protocol.md.
 package main
 
 import (
-	"context"
 	"os"
-	"os/signal"
-	"syscall"
+
+	"github.com/rtcsuite/rtcsuite/internal/sigctx"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	os.Exit(run(ctx, os.Args[1:], runEnv{getenv: os.Getenv, stdout: os.Stdout, stderr: os.Stderr}))
+	ctx, stop := sigctx.Notify("signal", os.Stderr) // a second SIGINT/SIGTERM exits at once
+	code := run(ctx, os.Args[1:], runEnv{getenv: os.Getenv, stdout: os.Stdout, stderr: os.Stderr})
+	stop()
+	os.Exit(code)
 }

@@ -11,10 +11,12 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/rtcsuite/rtcsuite/internal/buildinfo"
 	"github.com/rtcsuite/rtcsuite/internal/conf"
 	"github.com/rtcsuite/rtcsuite/signaling"
 	"github.com/rtcsuite/rtcsuite/web"
@@ -49,6 +51,10 @@ func run(ctx context.Context, args []string, env runEnv) int {
 		}
 		fmt.Fprintf(env.stderr, "signal: configuration:\n%s\n", indent(err))
 		return exitConfig
+	}
+	if o.version {
+		fmt.Fprintln(env.stdout, buildinfo.Line("signal"))
+		return exitOK
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(env.stderr, "signal: unexpected arguments %q (flags only; or `signal token`)\n", fs.Args())
@@ -119,6 +125,9 @@ func run(ctx context.Context, args []string, env runEnv) int {
 		}
 	}
 	l.hub.ICEServers = iceServersFunc(l.turnURLs, l.turnSecret, o.iceTTL, time.Now)
+	if o.dev && !slices.Contains(l.hub.AllowedHosts, host) {
+		l.hub.AllowedHosts = append(l.hub.AllowedHosts, host) // -listen 127.0.0.2:8080, or the LAN address
+	}
 
 	hub, err := signaling.NewHub(l.hub)
 	if err != nil {
@@ -139,7 +148,8 @@ func run(ctx context.Context, args []string, env runEnv) int {
 		publicLn = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{*l.tls}, MinVersion: tls.VersionTLS12})
 	}
 	errLog := slog.NewLogLogger(log.Handler(), slog.LevelWarn)
-	public := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog}
+	public := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute, ErrorLog: errLog,
+		ConnState: hub.ConnState}
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- public.Serve(publicLn) }()
 	var admin *http.Server
@@ -161,7 +171,7 @@ func run(ctx context.Context, args []string, env runEnv) int {
 		"ping_interval", l.hub.PingInterval, "resume_grace", l.hub.ResumeGrace)
 	pageURL := scheme + "://" + net.JoinHostPort(host, strconv.Itoa(portOf(ln.Addr()))) + "/"
 	if o.dev {
-		fmt.Fprintf(env.stdout, "signal -dev: open %s, then open the share link it shows in a second tab or browser\n", pageURL)
+		fmt.Fprintf(env.stdout, "signal --dev: open %s, then open the share link it shows in a second tab or browser\n", pageURL)
 	} else {
 		fmt.Fprintf(env.stdout, "signal: serving %s\n", pageURL)
 	}
@@ -216,26 +226,25 @@ func indent(err error) string {
 
 func usage(fs *flag.FlagSet, w io.Writer) {
 	fmt.Fprintf(w, `Usage: signal [flags]
-       signal token -jwt-secret S -room R [-name N] [-ttl 1h]
+       signal token --jwt-secret S --room R [--name N] [--ttl 1h]
 
 The signaling hub and web page. Every flag can also be set as an environment
-variable (SIGNAL_TURN_SECRET for -turn-secret) or a line in -config
+variable (SIGNAL_TURN_SECRET for --turn-secret) or a line in --config
 ("turn-url = turn:host:3478"); flags win over the environment, which wins over
 the file.
 
-  signal -dev                      hub + embedded relay + page on 127.0.0.1
-  signal -jwt-secret "$JWT" -turn-secret "$TURN" -turn-url turn:turn.example.com:3478
+  signal --dev                      hub + embedded relay + page on 127.0.0.1
+  signal --jwt-secret "$JWT" --turn-secret "$TURN" --turn-url turn:turn.example.com:3478
 
 Flags:
 `)
-	fs.SetOutput(w)
-	fs.PrintDefaults()
+	conf.PrintDefaults(w, fs)
 }
 
 // runToken mints a join token, as a customer's backend would.
 func runToken(args []string, env runEnv) int {
 	fs := flag.NewFlagSet("signal token", flag.ContinueOnError)
-	secret := fs.String("jwt-secret", "", "the hub's -jwt-secret (or SIGNAL_JWT_SECRET)")
+	secret := fs.String("jwt-secret", "", "the hub's --jwt-secret (or SIGNAL_JWT_SECRET)")
 	room := fs.String("room", "", "room the token admits to (* = any)")
 	name := fs.String("name", "", "display name other peers see")
 	ttl := fs.Duration("ttl", time.Hour, "validity")
@@ -249,7 +258,7 @@ func runToken(args []string, env runEnv) int {
 		return exitConfig
 	}
 	if *secret == "" || *room == "" || *ttl <= 0 {
-		fmt.Fprintln(env.stderr, "signal token: -jwt-secret, -room and a positive -ttl are required")
+		fmt.Fprintln(env.stderr, "signal token: --jwt-secret, --room and a positive --ttl are required")
 		return exitConfig
 	}
 	tok, err := signaling.MintToken([]byte(*secret), signaling.TokenClaims{Room: *room, Name: *name, Expires: time.Now().Add(*ttl)})

@@ -317,7 +317,7 @@ func TestRunConfigErrors(t *testing.T) {
 			"-invite-ttl", "10s",
 		}, nil, []string{"invite-ttl 10s",
 			`turn-url "http://x"`, `turn-url "turn:h:99999"`, "ice-ttl", "jwt-secret: 5 bytes", "room-capacity 0",
-			"need -dev", "log-format", "max-conns", "tls-cert and tls-key",
+			"need --dev", "log-format", "max-conns", "tls-cert and tls-key",
 		}},
 		{"turn url without secret", []string{"-allow-open", "-turn-url", "turns:t.example:5349?transport=tcp"}, nil, []string{"need turn-secret"}},
 		{"secret without turn url", []string{"-allow-open", "-turn-secret", "s"}, nil, []string{"no turn:/turns: turn-url"}},
@@ -448,4 +448,85 @@ func FuzzCheckICEURL(f *testing.F) {
 			t.Fatalf("checkICEURL(%q) accepted with scheme %q", s, scheme)
 		}
 	})
+}
+
+// A DNS-rebinding page (a name the attacker controls, now resolving to
+// 127.0.0.1) must not get /ice credentials for the dev relay, which allows
+// loopback and private peers; the page on 127.0.0.1 itself still works.
+func TestRunDevRefusesRebinding(t *testing.T) {
+	r := start(t, []string{"-dev", "-listen", "127.0.0.1:0", "-admin-listen", ""}, nil)
+	_, port, _ := net.SplitHostPort(r.public.String())
+	ice := func(host string) int {
+		req, _ := http.NewRequest("GET", "http://"+r.public.String()+"/ice", nil)
+		req.Host = host
+		req.Header.Set("Origin", "http://"+host)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if got := ice("rebind.attacker.example:" + port); got != http.StatusMisdirectedRequest {
+		t.Fatalf("/ice from a rebinding page: HTTP %d, want 421", got)
+	}
+	for _, h := range []string{"127.0.0.1:" + port, "localhost:" + port} {
+		if got := ice(h); got != http.StatusOK {
+			t.Fatalf("/ice from the page at %s: HTTP %d, want 200", h, got)
+		}
+	}
+	// The pre-upgrade cap is wired into the public server.
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range 64 {
+		c, err := net.Dial("tcp", r.public.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	extra, err := net.Dial("tcp", r.public.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	_ = extra.SetReadDeadline(time.Now().Add(waitFor)) // safety net only
+	if _, err := extra.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the 65th idle connection from one address was served")
+	}
+}
+
+func TestHubLimitFlags(t *testing.T) {
+	var o options
+	fs := newFlagSet(&o)
+	if err := fs.Parse([]string{"-jwt-secret", strings.Repeat("s", 32), "-public-host", "signal.example.com",
+		"-send-queue-kib", "8192", "-write-timeout", "5s", "-held-bytes", "1000", "-max-token-ttl", "2h",
+		"-ice-rate", "2", "-ice-burst", "4", "-real-ip-header", "X-Forwarded-For"}); err != nil {
+		t.Fatal(err)
+	}
+	l, err := o.build(io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := l.hub
+	if strings.Join(h.AllowedHosts, ",") != "signal.example.com" || h.SendQueueBytes != 8<<20 || h.WriteTimeout != 5*time.Second ||
+		h.HeldBytes != 1000 || h.MaxTokenLifetime != 2*time.Hour || h.ICERate != 2 || h.ICEBurst != 4 || h.MaxPendingPerIP != -1 {
+		t.Fatalf("flags not applied: %+v", h)
+	}
+	o = options{}
+	fs = newFlagSet(&o)
+	if err := fs.Parse([]string{"-dev", "-public-host", "x.example", "-send-queue-kib", "1", "-write-timeout", "1ms"}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = o.build(io.Discard)
+	for _, want := range []string{"public-host", "send-queue-kib", "write-timeout"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("build error %v does not mention %s", err, want)
+		}
+	}
 }

@@ -22,8 +22,7 @@ func runCreds(args []string, env runEnv) int {
 	fs.Var(&urls, "url", "ICE server URL to include (repeatable), e.g. turn:turn.example.com:3478?transport=udp")
 	if _, err := conf.Load(fs, args, env.getenv, "TURND_CREDS", ""); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.SetOutput(env.stdout)
-			fs.PrintDefaults()
+			conf.PrintDefaults(env.stdout, fs)
 			return exitOK
 		}
 		fmt.Fprintf(env.stderr, "turnd creds: %v\n", err)
@@ -32,6 +31,10 @@ func runCreds(args []string, env runEnv) int {
 	var problems []error
 	if *secret == "" {
 		problems = append(problems, errors.New("--secret is required"))
+	} else if w, err := conf.CheckSecret("--secret", []byte(*secret)); err != nil {
+		problems = append(problems, err)
+	} else if w != "" {
+		fmt.Fprintf(env.stderr, "turnd creds: warning: %s\n", w)
 	}
 	if *ttl <= 0 {
 		problems = append(problems, errors.New("--ttl must be positive"))

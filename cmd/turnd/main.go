@@ -1,18 +1,20 @@
 // Command turnd is a STUN/TURN relay: a self-hostable replacement for coturn
-// with safe defaults. See `turnd -h` and docs/turnd.md.
+// with safe defaults. See `turnd --help` and docs/turnd.md.
 package main
 
 import (
-	"context"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/rtcsuite/rtcsuite/internal/sigctx"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	ctx, stop := sigctx.Notify("turnd", os.Stderr) // a second SIGINT/SIGTERM exits at once
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	os.Exit(run(ctx, os.Args[1:], runEnv{getenv: os.Getenv, stdout: os.Stdout, stderr: os.Stderr, reload: hup}))
+	code := run(ctx, os.Args[1:], runEnv{getenv: os.Getenv, stdout: os.Stdout, stderr: os.Stderr, reload: hup})
+	stop()
+	os.Exit(code)
 }

@@ -65,6 +65,13 @@ type options struct {
 	logFormat    string
 	logLevel     string
 	drain        time.Duration
+	idleTimeout  time.Duration
+	maxConns     int
+	maxConnsIP   int
+	maxPerms     int
+	maxChannels  int
+	v6Prefix     int
+	ext          extOptions // coturn drop-in settings (extflags.go)
 	noFastPath   bool
 }
 
@@ -107,19 +114,27 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.altPort, "alt-listening-port", 0, "second port for RFC 5780 (0 = listening-port + 1)")
 	fs.StringVar(&o.altExternal, "alt-external-ip", "", "public address advertised for alt-listening-ip behind 1:1 NAT")
 	fs.Float64Var(&o.rfc5780Rate, "rfc5780-rate", 20, "RFC 5780 answers per second per client IP on the extra sockets")
-	fs.StringVar(&o.adminListen, "admin-listen", "127.0.0.1:9641", "admin HTTP address for /metrics, /healthz, /readyz (empty = off)")
+	fs.StringVar(&o.adminListen, "admin-listen", "127.0.0.1:9643", "admin HTTP address for /metrics, /healthz, /readyz (empty = off)")
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.DurationVar(&o.drain, "drain-timeout", 30*time.Second, "on SIGTERM, how long live allocations may continue")
+	fs.DurationVar(&o.idleTimeout, "stream-idle-timeout", 60*time.Second, "close a TCP/TLS connection this long without an allocation")
+	fs.IntVar(&o.maxConns, "max-stream-conns", 10000, "simultaneous TCP/TLS connections in total (negative = unlimited)")
+	fs.IntVar(&o.maxConnsIP, "max-stream-conns-per-ip", 64, "simultaneous TCP/TLS connections per client IP or IPv6 prefix (negative = unlimited)")
+	fs.IntVar(&o.maxPerms, "max-permissions", 256, "live permissions (peer IPs) per allocation; more get 508 (negative = unlimited)")
+	fs.IntVar(&o.maxChannels, "max-channels", 256, "live channel bindings per allocation; more get 508 (negative = unlimited)")
+	fs.IntVar(&o.v6Prefix, "ipv6-source-prefix", 64, "IPv6 prefix length counted as one client for rate limits, quotas and connection caps")
+	addExtFlags(fs, o)
 	fs.BoolVar(&o.noFastPath, "no-fastpath", false, "let pion carry every packet instead of turnd's ChannelData fast path (A/B tests)")
 	return fs
 }
 
 // loaded is everything a parsed configuration yields.
 type loaded struct {
-	relay  relay.Config
-	logger *slog.Logger
-	admin  string
+	relay    relay.Config
+	logger   *slog.Logger
+	admin    string
+	warnings []string // one log line each once the logger is final
 }
 
 // build turns options into a relay.Config, reporting every problem at once.
@@ -128,22 +143,28 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 	var errs []error
 	add := func(err error) { errs = append(errs, err) }
 	cfg := relay.Config{
-		Realm:              o.realm,
-		MinPort:            o.minPort,
-		MaxPort:            o.maxPort,
-		MaxSessionLength:   o.maxSession,
-		UserQuota:          o.userQuota,
-		SourceQuota:        o.sourceQuota,
-		TotalQuota:         o.totalQuota,
-		MaxBPS:             o.maxBPS,
-		UserMaxBPS:         o.userMaxBPS,
-		UnauthRate:         o.unauthRate,
-		AuthFailRate:       o.authFailRate,
-		UDPSockets:         o.udpSockets,
-		AllocationLifetime: o.lifetime,
-		DrainTimeout:       o.drain,
-		DisableFastPath:    o.noFastPath,
-		Peers:              relay.PeerPolicy{AllowLoopback: o.allowLoop, AllowPrivate: o.allowPrivate},
+		Realm:                   o.realm,
+		MinPort:                 o.minPort,
+		MaxPort:                 o.maxPort,
+		MaxSessionLength:        o.maxSession,
+		UserQuota:               o.userQuota,
+		SourceQuota:             o.sourceQuota,
+		TotalQuota:              o.totalQuota,
+		MaxBPS:                  o.maxBPS,
+		UserMaxBPS:              o.userMaxBPS,
+		UnauthRate:              o.unauthRate,
+		AuthFailRate:            o.authFailRate,
+		UDPSockets:              o.udpSockets,
+		AllocationLifetime:      o.lifetime,
+		StreamIdleTimeout:       o.idleTimeout,
+		MaxStreamConns:          o.maxConns,
+		MaxStreamConnsPerSource: o.maxConnsIP,
+		MaxPermissions:          o.maxPerms,
+		MaxChannels:             o.maxChannels,
+		IPv6SourcePrefix:        o.v6Prefix,
+		DrainTimeout:            o.drain,
+		DisableFastPath:         o.noFastPath,
+		Peers:                   relay.PeerPolicy{AllowLoopback: o.allowLoop, AllowPrivate: o.allowPrivate},
 	}
 
 	// Logger.
@@ -245,15 +266,7 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 			cfg.Secrets = append(cfg.Secrets, []byte(l))
 		}
 	}
-	userLines := []string(o.users)
-	if o.userDB != "" {
-		lines, err := readLines(o.userDB)
-		if err != nil {
-			add(fmt.Errorf("userdb: %w", err))
-		}
-		userLines = append(userLines, lines...)
-	}
-	for _, l := range userLines {
+	for _, l := range o.users {
 		u, err := parseUser(l, o.realm)
 		if err != nil {
 			add(err)
@@ -261,6 +274,21 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 		}
 		cfg.Users = append(cfg.Users, u)
 	}
+	if o.userDB != "" {
+		db, err := readUserDB(o.userDB, o.realm, o.ext)
+		if err != nil {
+			add(fmt.Errorf("userdb: %w", err))
+		}
+		cfg.Users = append(cfg.Users, db.users...)
+		cfg.Secrets = append(cfg.Secrets, db.secrets...)
+		o.allowedPeers = append(o.allowedPeers, db.allowed...)
+		o.deniedPeers = append(o.deniedPeers, db.denied...)
+	}
+	if o.ext.useAuthSecret && len(cfg.Secrets) == 0 {
+		add(errors.New("use-auth-secret needs a static-auth-secret or turn_secret rows in the SQLite userdb"))
+	}
+	warnings := vetSecrets(cfg.Secrets, add)
+	o.ext.validate(&cfg, o.noUDP, o.noTCP, add)
 
 	// Peer policy.
 	for _, s := range o.allowedPeers {
@@ -316,7 +344,7 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 	if o.udpSockets < 0 {
 		add(fmt.Errorf("udp-sockets %d is negative", o.udpSockets))
 	}
-	return loaded{relay: cfg, logger: logger, admin: o.adminListen}, errors.Join(errs...)
+	return loaded{relay: cfg, logger: logger, admin: o.adminListen, warnings: warnings}, errors.Join(errs...)
 }
 
 // parseUser reads NAME:PASSWORD or NAME:0xHEXKEY (the 16-byte long-term key

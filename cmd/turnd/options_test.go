@@ -15,15 +15,22 @@ func load(t *testing.T, args []string, env map[string]string) (loaded, error) {
 	t.Helper()
 	var o options
 	fs := newFlagSet(&o)
-	if _, err := conf.Load(fs, args, func(k string) string { return env[k] }, envPrefix, "config"); err != nil {
+	warnings, err := loadOptions(fs, args, func(k string) string { return env[k] })
+	if err != nil {
 		return loaded{}, err
 	}
+	defer func() { t.Logf("warnings: %q", warnings) }()
 	l, err := o.build(io.Discard)
 	return l, errors.Join(err, l.relay.Validate())
 }
 
 func TestExampleConfigParses(t *testing.T) {
-	l, err := load(t, []string{"--config", "../../deploy/turnd.conf.example"}, nil)
+	_, err := load(t, []string{"--config", "../../deploy/turnd.conf.example"}, nil)
+	if !errors.Is(err, conf.ErrPlaceholderSecret) {
+		t.Fatalf("the example's placeholder secret must be refused, got %v", err)
+	}
+	l, err := load(t, []string{"--config", "../../deploy/turnd.conf.example"},
+		map[string]string{"TURND_STATIC_AUTH_SECRET": "9c1185a5c5e9fc54612808977ee8f548b2258d31"})
 	if err != nil {
 		t.Fatalf("deploy/turnd.conf.example: %v", err)
 	}

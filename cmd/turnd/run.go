@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rtcsuite/rtcsuite/internal/buildinfo"
 	"github.com/rtcsuite/rtcsuite/internal/conf"
 	"github.com/rtcsuite/rtcsuite/relay"
 )
@@ -40,7 +41,8 @@ func run(ctx context.Context, args []string, env runEnv) int {
 	}
 	var o options
 	fs := newFlagSet(&o)
-	if _, err := conf.Load(fs, args, env.getenv, envPrefix, "config"); err != nil {
+	warnings, err := loadOptions(fs, args, env.getenv)
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			usage(fs, env.stdout)
 			return exitOK
@@ -48,7 +50,17 @@ func run(ctx context.Context, args []string, env runEnv) int {
 		fmt.Fprintf(env.stderr, "turnd: configuration:\n%s\n", indent(err))
 		return exitConfig
 	}
-	l, err := o.build(env.stderr)
+	if o.ext.version {
+		fmt.Fprintln(env.stdout, buildinfo.Line("turnd"))
+		return exitOK
+	}
+	logOut, err := openLogOutput(o.ext, env.stderr)
+	if err != nil {
+		fmt.Fprintf(env.stderr, "turnd: configuration:\n  %v\n", err)
+		return exitConfig
+	}
+	defer logOut.Close()
+	l, err := o.build(logOut)
 	if rerr := l.relay.Validate(); rerr != nil {
 		err = errors.Join(err, rerr)
 	}
@@ -57,20 +69,29 @@ func run(ctx context.Context, args []string, env runEnv) int {
 		return exitConfig
 	}
 	log := l.logger
+	logWarnings(log, append(warnings, l.warnings...))
 
 	srv, err := relay.New(l.relay)
 	if err != nil {
 		log.Error("start failed", "err", err)
 		return exitFail
 	}
-	logEffective(log, l, srv)
+	removePID, err := writePIDFile(o.ext.pidFile)
+	if err != nil {
+		log.Error("start failed", "err", err)
+		srv.Close()
+		return exitFail
+	}
+	defer removePID()
+	logEffective(log, l, srv, o.ext.serverName)
 
 	var adminAddr net.Addr
 	var admin *http.Server
 	if l.admin != "" {
 		ln, err := new(net.ListenConfig).Listen(ctx, "tcp", l.admin)
 		if err != nil {
-			log.Error("admin listener", "err", err)
+			log.Error("start failed: the admin listener (--admin-listen, /metrics) cannot bind; choose another address with --admin-listen, or turn it off with --admin-listen ''",
+				"addr", l.admin, "err", err)
 			srv.Close()
 			return exitFail
 		}
@@ -88,6 +109,9 @@ func run(ctx context.Context, args []string, env runEnv) int {
 	for {
 		select {
 		case <-env.reload:
+			if err := logOut.Reopen(); err != nil {
+				log.Error("reload: log file", "err", err)
+			}
 			reload(args, env, srv, log)
 		case err := <-done:
 			if admin != nil {
@@ -110,7 +134,7 @@ func run(ctx context.Context, args []string, env runEnv) int {
 func reload(args []string, env runEnv, srv *relay.Server, log *slog.Logger) {
 	var o options
 	fs := newFlagSet(&o)
-	if _, err := conf.Load(fs, args, env.getenv, envPrefix, "config"); err != nil {
+	if _, err := loadOptions(fs, args, env.getenv); err != nil {
 		log.Error("reload: configuration rejected, keeping the running one", "err", err)
 		return
 	}
@@ -119,6 +143,7 @@ func reload(args []string, env runEnv, srv *relay.Server, log *slog.Logger) {
 		log.Error("reload: configuration rejected, keeping the running one", "err", err)
 		return
 	}
+	logWarnings(log, l.warnings)
 	l.relay.Logger = log
 	if err := srv.Reload(l.relay); err != nil {
 		if errors.Is(err, relay.ErrNeedsRestart) {
@@ -131,7 +156,7 @@ func reload(args []string, env runEnv, srv *relay.Server, log *slog.Logger) {
 
 // logEffective prints the configuration in force (secrets redacted) and
 // the ICE server entry clients should use.
-func logEffective(log *slog.Logger, l loaded, srv *relay.Server) {
+func logEffective(log *slog.Logger, l loaded, srv *relay.Server, serverName string) {
 	c := l.relay
 	var listeners []string
 	for _, a := range srv.Addrs() {
@@ -157,6 +182,9 @@ func logEffective(log *slog.Logger, l loaded, srv *relay.Server) {
 	if c.ExternalIPv4.IsValid() {
 		host = c.ExternalIPv4.String()
 	}
+	if serverName != "" {
+		host = serverName
+	}
 	entry := map[string]any{
 		"urls":       srv.ICEServerURLs(host),
 		"username":   "<from `turnd creds`, or a static user>",
@@ -170,11 +198,11 @@ func logEffective(log *slog.Logger, l loaded, srv *relay.Server) {
 }
 
 func usage(fs *flag.FlagSet, w io.Writer) {
-	fmt.Fprintf(w, "turnd: a STUN/TURN relay.\n\nUsage:\n  turnd [flags]\n  turnd creds --secret S --user U [--ttl 1h] [--url turn:host:3478]\n\n"+
+	fmt.Fprintf(w, "turnd: a STUN/TURN relay.\n\nUsage:\n  turnd [flags]\n  turnd -c /etc/turnserver.conf   (coturn config files load: docs/turnd.md)\n"+
+		"  turnd creds --secret S --user U [--ttl 1h] [--url turn:host:3478]\n\n"+
 		"Every flag can also be set as an environment variable (TURND_MAX_PORT for --max-port)\n"+
 		"or in the --config file (max-port=65535). Precedence: flag > environment > file > default.\n\nFlags:\n")
-	fs.SetOutput(w)
-	fs.PrintDefaults()
+	conf.PrintDefaults(w, fs)
 }
 
 func indent(err error) string {

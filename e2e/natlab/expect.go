@@ -59,3 +59,18 @@ func (c Case) Want() Want {
 	}
 	return w
 }
+
+// Want6 is what natprobe -6 must say on a Pair side with case c: IPv6 is
+// not translated, so "no NAT" with the firewall's filtering (the case's),
+// or UDP blocked.
+func (c Case) Want6() Want {
+	if c.UDPBlocked {
+		return c.Want()
+	}
+	w := Want{Verdict: "complete", NAT: "no", Mapping: string(EndpointIndependent), Filtering: string(c.Filtering),
+		Hairpinning: "yes", PortPreservation: "yes", Classic: "symmetric UDP firewall"}
+	if c.Filtering == EndpointIndependent {
+		w.Classic = "open internet"
+	}
+	return w
+}

@@ -242,24 +242,33 @@ func (p *Proc) Err() error { <-p.done; return p.err }
 // Start runs name with args in the namespace of role in the background. The
 // lab stops it (SIGTERM, then SIGKILL after 5 s) by its pid on Close.
 func (l *Lab) Start(r Role, name string, args ...string) (*Proc, error) {
-	buf := &syncBuffer{}
-	cmd := exec.Command("ip", append([]string{"netns", "exec", l.NS(r), name}, args...)...)
-	cmd.Stdout, cmd.Stderr = buf, buf
-	// ip netns exec execs the program, so the pid is the program's, and
-	// the death signal survives the exec: if this process dies without
-	// cleaning up, the kernel kills the child (Sweep removes the rest).
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
 		return nil, errors.New("natlab: lab closed")
 	}
+	p, err := startIn(l.NS(r), name, args...)
+	if err != nil {
+		return nil, err
+	}
+	l.procs = append(l.procs, p)
+	return p, nil
+}
+
+// startIn runs name with args in namespace ns in the background.
+func startIn(ns, name string, args ...string) (*Proc, error) {
+	buf := &syncBuffer{}
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	cmd.Stdout, cmd.Stderr = buf, buf
+	// ip netns exec execs the program, so the pid is the program's, and
+	// the death signal survives the exec: if this process dies without
+	// cleaning up, the kernel kills the child (Sweep removes the rest).
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s in %s: %w", name, r, err)
+		return nil, fmt.Errorf("start %s in %s: %w", name, ns, err)
 	}
 	p := &Proc{Cmd: cmd, Name: name, out: buf, done: make(chan struct{})}
 	go func() { p.err = cmd.Wait(); close(p.done) }()
-	l.procs = append(l.procs, p)
 	return p, nil
 }
 
@@ -338,7 +347,10 @@ func deleteNS(ns string) error {
 // Sweep deletes lab namespaces left behind by processes that no longer run
 // (a crashed or killed test binary), with whatever runs inside them. It
 // returns the names it removed.
-func Sweep() []string {
+func Sweep() []string { return sweep(Prefix) }
+
+// sweep is Sweep for the namespaces named prefix + "<pid>-...".
+func sweep(prefix string) []string {
 	out, err := exec.Command("ip", "netns", "list").Output()
 	if err != nil {
 		return nil
@@ -346,11 +358,11 @@ func Sweep() []string {
 	var removed []string
 	for _, line := range strings.Split(string(out), "\n") {
 		fields := strings.Fields(line)
-		if len(fields) == 0 || !strings.HasPrefix(fields[0], Prefix) {
+		if len(fields) == 0 || !strings.HasPrefix(fields[0], prefix) {
 			continue
 		}
 		name := fields[0]
-		pidStr, _, ok := strings.Cut(strings.TrimPrefix(name, Prefix), "-")
+		pidStr, _, ok := strings.Cut(strings.TrimPrefix(name, prefix), "-")
 		pid, err := strconv.Atoi(pidStr)
 		if !ok || err != nil || pid <= 0 {
 			continue // not ours in the expected shape: leave it alone

@@ -34,7 +34,10 @@ func (l *Lab) ListenUDP(r Role, addr netip.AddrPort) (*net.UDPConn, error) {
 // inNS runs f on an OS thread switched into the namespace of role. The
 // thread goes back to its own namespace afterwards; if that fails it is
 // left locked, and the runtime discards it when the goroutine ends.
-func (l *Lab) inNS(r Role, f func() error) error {
+func (l *Lab) inNS(r Role, f func() error) error { return inNamespace(l.NS(r), f) }
+
+// inNamespace runs f on an OS thread switched into the named namespace.
+func inNamespace(ns string, f func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
@@ -45,16 +48,16 @@ func (l *Lab) inNS(r Role, f func() error) error {
 			return
 		}
 		defer self.Close()
-		target, err := os.Open("/run/netns/" + l.NS(r))
+		target, err := os.Open("/run/netns/" + ns)
 		if err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open namespace %s: %w", r, err)
+			errc <- fmt.Errorf("open namespace %s: %w", ns, err)
 			return
 		}
 		defer target.Close()
 		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter namespace %s: %w", r, err)
+			errc <- fmt.Errorf("enter namespace %s: %w", ns, err)
 			return
 		}
 		ferr := f()

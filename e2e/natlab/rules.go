@@ -2,6 +2,7 @@ package natlab
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 )
 
@@ -59,11 +60,14 @@ const mapTimeout = "300s"
 //     through the port map and source-NATed with the case's mapping rules,
 //     so the receiver sees the sender's external address.
 //   - UDP blocked and loss: rules in the forward chain.
-func Ruleset(c Case) string {
+func Ruleset(c Case) string { return ruleset(c, ExternalIP, "natlab") }
+
+// ruleset is Ruleset for a router whose outside address is ext, in an
+// nftables table of that name.
+func ruleset(c Case, ext netip.Addr, table string) string {
 	var b strings.Builder
 	w := func(format string, args ...any) { fmt.Fprintf(&b, format+"\n", args...) }
-	ext := ExternalIP
-	w("table ip natlab {")
+	w("table ip %s {", table)
 	w("\tmap byport { type inet_service : ipv4_addr . inet_service; flags dynamic, timeout; timeout %s; }", mapTimeout)
 	w("\tmap byaddr { type ipv4_addr . inet_service : ipv4_addr . inet_service; flags dynamic, timeout; timeout %s; }", mapTimeout)
 
@@ -86,9 +90,9 @@ func Ruleset(c Case) string {
 	w("\t\ttype nat hook postrouting priority srcnat; policy accept;")
 	if !c.NoNAT {
 		if c.Hairpin {
-			mappingRules(w, c, fmt.Sprintf("iifname %q oifname %q ct status dnat", lanIf, lanIf))
+			mappingRules(w, c, ext, fmt.Sprintf("iifname %q oifname %q ct status dnat", lanIf, lanIf))
 		}
-		mappingRules(w, c, fmt.Sprintf("oifname %q", wanIf))
+		mappingRules(w, c, ext, fmt.Sprintf("oifname %q", wanIf))
 		w("\t\toifname %q snat ip to %s", wanIf, ext) // anything not UDP
 	}
 	w("\t}")
@@ -124,8 +128,7 @@ func Ruleset(c Case) string {
 }
 
 // mappingRules writes the source NAT rules of c's mapping behind match.
-func mappingRules(w func(string, ...any), c Case, match string) {
-	ext := ExternalIP
+func mappingRules(w func(string, ...any), c Case, ext netip.Addr, match string) {
 	switch {
 	case c.Mapping == EndpointIndependent && c.PortPreserve:
 		w("\t\t%s meta l4proto udp snat ip to %s", match, ext)

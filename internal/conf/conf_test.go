@@ -1,6 +1,7 @@
 package conf
 
 import (
+	"errors"
 	"flag"
 	"os"
 	"path/filepath"
@@ -79,7 +80,7 @@ func FuzzParseFile(f *testing.F) {
 	f.Add("realm=x\nno-tls\nstatic-auth-secret a\n")
 	f.Fuzz(func(t *testing.T, s string) {
 		fs, _, _, _, _, _ := newFS()
-		_ = parseFile(fs, strings.NewReader(s), "fuzz", map[string]Source{})
+		_ = parseFile(fs, strings.NewReader(s), "fuzz", map[string]Source{}, nil)
 	})
 }
 
@@ -99,5 +100,67 @@ func TestLogger(t *testing.T) {
 	}
 	if l == nil {
 		t.Fatal("no fallback logger")
+	}
+}
+
+func TestTranslatorAndInlineComments(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.conf")
+	text := "realm=a.example   # inline comment\nfoo-alias=4000\nimplied-realm\nrealm2 \"x # y\"\nrefuse-me\n"
+	if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fs, realm, port, _, _, _ := newFS()
+	tr := func(name, value string, hasValue bool) ([]Setting, bool, error) {
+		switch name {
+		case "foo-alias":
+			return []Setting{{"listening-port", value}}, true, nil
+		case "implied-realm": // implies another name: loses to the explicit realm line
+			return []Setting{{"realm", "implied"}}, true, nil
+		case "realm2":
+			if value != "x # y" { // quoted: not a comment
+				return nil, true, errors.New("value " + value)
+			}
+			return nil, true, nil
+		case "refuse-me":
+			return nil, true, errors.New("refused: because")
+		}
+		return nil, false, nil
+	}
+	_, err := LoadWith(fs, []string{"--config", path}, func(string) string { return "" }, "X", "config", tr)
+	if err == nil || !strings.Contains(err.Error(), path+":5: refuse-me: refused: because") || strings.Count(err.Error(), "\n") != 0 {
+		t.Fatalf("want exactly the refusal, got %v", err)
+	}
+	if *realm != "a.example" || *port != 4000 {
+		t.Errorf("realm %q port %d", *realm, *port)
+	}
+}
+
+func TestPrintDefaultsDoubleDash(t *testing.T) {
+	fs, _, _, _, _, _ := newFS()
+	var b strings.Builder
+	PrintDefaults(&b, fs)
+	if !strings.Contains(b.String(), "  --realm string\n") || !strings.Contains(b.String(), `(default "def")`) ||
+		!strings.Contains(b.String(), "  --listening-port int\n") || !strings.Contains(b.String(), "(default 3478)") {
+		t.Errorf("%s", b.String())
+	}
+	for _, l := range strings.Split(b.String(), "\n") {
+		if strings.HasPrefix(l, "  -") && !strings.HasPrefix(l, "  --") {
+			t.Errorf("single dash: %q", l)
+		}
+	}
+}
+
+func TestCheckSecret(t *testing.T) {
+	if _, err := CheckSecret("s", []byte("change-me-to-a-long-random-string")); !errors.Is(err, ErrPlaceholderSecret) {
+		t.Errorf("placeholder: %v", err)
+	}
+	if w, err := CheckSecret("s", []byte("short")); err != nil || !strings.Contains(w, "5 bytes") || strings.Contains(w, "short") {
+		t.Errorf("short: %q %v", w, err)
+	}
+	if w, err := CheckSecret("s", []byte("0123456789abcdef")); err != nil || w != "" {
+		t.Errorf("16 bytes: %q %v", w, err)
+	}
+	if _, err := CheckSecret("s", nil); err == nil {
+		t.Error("empty secret accepted")
 	}
 }

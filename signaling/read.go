@@ -1,0 +1,150 @@
+package signaling
+
+import (
+	"errors"
+	"io"
+	"net"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// start begins reading in a goroutine of the connection's own.
+func (c *conn) start() {
+	c.ws.SetReadLimit(4 * int64(c.h.cfg.MaxMessageBytes))
+	_ = c.ws.SetReadDeadline(c.readDeadline()) // errors surface on read
+	c.ws.SetPongHandler(func(s string) error { return c.control(false, s) })
+	c.ws.SetPingHandler(func(s string) error { return c.control(true, s) })
+	go c.read()
+}
+
+// read reads one message and hands it to one of the hub's handler
+// goroutines, which handles it and then starts a fresh reader for the
+// next. Handling a message (JSON, the store, encoding) needs an 8 KiB
+// stack: on the handlers, which keep theirs, it costs no stack growth per
+// message, and the readers, one parked per idle connection, stay at 2 KiB.
+func (c *conn) read() {
+	// While the connection is idle this frame and NextReader's are all
+	// the stack holds: together under the 2 KiB a goroutine starts with.
+	typ, r, err := c.ws.NextReader()
+	c.received(typ, r, err)
+}
+
+// received passes the message NextReader returned to a handler, or ends
+// the connection.
+//
+//go:noinline
+func (c *conn) received(typ int, r io.Reader, err error) {
+	if err == nil {
+		var m message
+		if m, err = c.readMessage(typ, r); err == nil {
+			c.h.handleLater(m)
+			return
+		}
+	}
+	c.end(err)
+}
+
+// message is one client message on its way to a handler goroutine.
+type message struct {
+	c        *conn
+	typ      int
+	data     []byte
+	tooLarge bool
+}
+
+// process handles m, then reads the connection's next message.
+func (m message) process() {
+	m.c.dispatch(m)
+	go m.c.read()
+}
+
+// classify names why a read failed, when the hub did not close the
+// connection itself. Only a close frame saying the client meant to go
+// (1000, 1001) is a clean leave: a browser that fails the connection
+// (1002 protocol error, 1007 invalid data, ...) did not choose to leave,
+// so its peer may resume.
+func classify(err error) string {
+	var ce *websocket.CloseError
+	if errors.As(err, &ce) {
+		switch ce.Code {
+		case websocket.CloseNormalClosure, websocket.CloseGoingAway:
+			return reasonClientClose
+		}
+		return reasonNetwork
+	}
+	if errors.Is(err, websocket.ErrReadLimit) {
+		return reasonTooLarge
+	}
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return reasonTimeout
+	}
+	return reasonNetwork
+}
+
+func (c *conn) readDeadline() time.Time {
+	return time.Now().Add(c.h.cfg.PingInterval + c.h.cfg.PongTimeout)
+}
+
+// control handles a ping or pong frame from the client. Control frames
+// take tokens from the same bucket as messages: a ping flood gets no pongs
+// beyond the budget, costs the error budget, and ends in 1008.
+func (c *conn) control(ping bool, data string) error {
+	if !c.allow(&c.limiter) {
+		c.h.m.errors.WithLabelValues(CodeRateLimited).Inc()
+		c.chargeError(CodeRateLimited)
+		return nil
+	}
+	if err := c.ws.SetReadDeadline(c.readDeadline()); err != nil {
+		return err
+	}
+	if ping {
+		c.enqueue(outFrame{b: []byte(data), kind: framePong})
+	}
+	return nil
+}
+
+// readMessage reads the message r.
+//
+//go:noinline
+func (c *conn) readMessage(typ int, r io.Reader) (message, error) {
+	maxBytes := int64(c.h.cfg.MaxMessageBytes)
+	_ = c.ws.SetReadDeadline(c.readDeadline())
+	data, err := io.ReadAll(io.LimitReader(r, maxBytes+1))
+	if err != nil {
+		return message{}, err
+	}
+	tooLarge := int64(len(data)) > maxBytes
+	if tooLarge {
+		// Discard the rest; beyond the hard limit this fails and gorilla
+		// closes with 1009.
+		if _, err := io.Copy(io.Discard, r); err != nil {
+			return message{}, err
+		}
+		data = nil
+	}
+	return message{c: c, typ: typ, data: data, tooLarge: tooLarge}, nil
+}
+
+// dispatch checks the limits on m and handles it.
+func (c *conn) dispatch(m message) {
+	if c.isClosing() {
+		return // drain until the writer closes the socket
+	}
+	if !c.allow(&c.limiter) {
+		c.h.m.receivedType("")
+		c.sendError(CodeRateLimited, "too many messages; this one was dropped", "")
+		return
+	}
+	switch {
+	case m.tooLarge:
+		c.h.m.receivedType("")
+		c.sendError(CodeTooLarge, "message larger than the limit; dropped", "")
+	case m.typ != websocket.TextMessage:
+		c.h.m.receivedType("")
+		c.sendError(CodeBadMessage, "only text frames carry messages", "")
+	default:
+		c.h.handle(c, m.data)
+	}
+}
