@@ -58,7 +58,7 @@ const snoopLimit = 4096
 
 func (fp *fastPath) newListener(c *serverPacketConn) *listenerFast {
 	uc, ok := c.PacketConn.(*net.UDPConn)
-	if !ok || !fastPathSupported {
+	if fp == nil || !ok || !fastPathSupported {
 		return nil
 	}
 	sock, err := newUDPSock(uc)

@@ -21,9 +21,9 @@ type streamFast struct {
 }
 
 // newStream returns the data-plane state of stream c, or nil when the fast
-// path is off.
+// path is off (or absent: servers assembled by tests).
 func (fp *fastPath) newStream(c net.Conn) *streamFast {
-	if !fp.enabled {
+	if fp == nil || !fp.enabled {
 		return nil
 	}
 	return &streamFast{

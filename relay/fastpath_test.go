@@ -548,3 +548,40 @@ func TestFastPathOffloadedCounters(t *testing.T) {
 		t.Fatalf("snapshot %+v", snap)
 	}
 }
+
+// TCP and TLS clients' ChannelData frames take the shortcut to the peer;
+// peer data for them stays with pion (their stream is pion's to write).
+func TestFastPathStreamClients(t *testing.T) {
+	srv := newTestServer(t, func(c *Config) {
+		c.Listeners = append(c.Listeners, Listener{Network: "tls", Addr: "127.0.0.1:0"})
+		c.Certificate = selfSigned(t)
+	})
+	for _, network := range []string{"tcp", "tls"} {
+		t.Run(network, func(t *testing.T) {
+			cl := pionClient(t, srv, network, "alice", "wonderland")
+			relayConn, err := cl.Allocate()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer relayConn.Close()
+			peer := echoPeer(t, "127.0.0.1:0")
+			relayRoundTrips(t, relayConn, peer.LocalAddr(), 20)
+			relayAP := unmapAP(toAddrPort(relayConn.LocalAddr()))
+			var c2p, p2c uint64
+			srv.fast.mu.RLock()
+			for _, b := range srv.fast.c2p {
+				if b.rf.key == relayAP {
+					a, _, c, _ := b.counters()
+					c2p, p2c = c2p+a, p2c+c
+				}
+			}
+			srv.fast.mu.RUnlock()
+			if c2p == 0 {
+				t.Fatalf("%s client's ChannelData bypassed the fast path", network)
+			}
+			if p2c != 0 {
+				t.Fatalf("%s client got %d datagrams from the shortcut; its stream is pion's", network, p2c)
+			}
+		})
+	}
+}

@@ -119,7 +119,9 @@ func (c *relayPacketConn) Close() error {
 		for _, ap := range c.addrs {
 			c.s.policy.Load().removeRelay(protoUDP, ap)
 		}
-		c.s.fast.relayGen.Add(1) // cached relay-to-relay verdicts are stale
+		if c.s.fast != nil {
+			c.s.fast.relayGen.Add(1) // cached relay-to-relay verdicts are stale
+		}
 		c.bw.release()
 	})
 	return c.PacketConn.Close()
