@@ -46,7 +46,7 @@ var (
 func uclientLoad(bin string, srv *server, peer *net.UDPAddr, flows, pps, size, seconds int, extra ...string) (loadResult, error) {
 	n := pps * seconds
 	args := append(extra, "-c", "-m", strconv.Itoa(flows), "-n", strconv.Itoa(n),
-		"-l", strconv.Itoa(size), "-z", strconv.Itoa(1000 / pps),
+		"-l", strconv.Itoa(size), "-z", strconv.Itoa(1000/pps),
 		"-u", benchUser, "-w", benchPass,
 		"-e", peer.IP.String(), "-r", strconv.Itoa(peer.Port),
 		"-p", strconv.Itoa(srv.addr.Port), srv.addr.IP.String())
