@@ -90,6 +90,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.stash.checkGoroutine = cfg.checkHookGoroutine
 	s.fast = newFastPath(s)
+	s.allocs.permTTL, s.allocs.chanTTL = cfg.PermissionLifetime, cfg.ChannelLifetime
 	s.creds.Store(newCredentials(cfg))
 	if cfg.Certificate != nil {
 		s.cert.Store(cfg.Certificate)
