@@ -66,7 +66,10 @@ func newMetrics(store Store) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
-	for _, c := range []string{CodeBadMessage, CodeUnauthorized, CodeRoomFull, CodeUnknownPeer, CodeRateLimited, CodeTooLarge, CodeResumeFailed} {
+	if cs, ok := store.(interface{ Collectors() []prometheus.Collector }); ok {
+		m.reg.MustRegister(cs.Collectors()...) // the cluster store's own series
+	}
+	for _, c := range []string{CodeBadMessage, CodeUnauthorized, CodeRoomFull, CodeUnknownPeer, CodeRateLimited, CodeTooLarge, CodeResumeFailed, CodeUnavailable} {
 		m.errors.WithLabelValues(c)
 	}
 	return m

@@ -71,7 +71,8 @@ type options struct {
 	maxPerms     int
 	maxChannels  int
 	v6Prefix     int
-	ext          extOptions // coturn drop-in settings (extflags.go)
+	ext          extOptions   // coturn drop-in settings (extflags.go)
+	fleet        fleetOptions // fleet.go
 	noFastPath   bool
 }
 
@@ -125,6 +126,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.maxChannels, "max-channels", 256, "live channel bindings per allocation; more get 508 (negative = unlimited)")
 	fs.IntVar(&o.v6Prefix, "ipv6-source-prefix", 64, "IPv6 prefix length counted as one client for rate limits, quotas and connection caps")
 	addExtFlags(fs, o)
+	addFleetFlags(fs, &o.fleet)
 	fs.BoolVar(&o.noFastPath, "no-fastpath", false, "let pion carry every packet instead of turnd's ChannelData fast path (A/B tests)")
 	return fs
 }
@@ -343,6 +345,9 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 	}
 	if o.udpSockets < 0 {
 		add(fmt.Errorf("udp-sockets %d is negative", o.udpSockets))
+	}
+	if err := o.fleet.validate(); err != nil {
+		add(err)
 	}
 	return loaded{relay: cfg, logger: logger, admin: o.adminListen, warnings: warnings}, errors.Join(errs...)
 }
