@@ -29,6 +29,9 @@ type allocTable struct {
 	total    int
 	created  int64
 	changed  chan struct{} // closed and replaced on every change, for drain waits
+	// permTTL and chanTTL are the lifetimes pion applies (set once by New;
+	// zero means the RFC defaults).
+	permTTL, chanTTL time.Duration
 }
 
 // tupleKey names an allocation: the client's address and the server
@@ -223,12 +226,25 @@ func (t *allocTable) has(k tupleKey) bool {
 	return ok
 }
 
-// Permission and channel lifetimes pion applies (set explicitly in its
-// config so this mirror stays exact).
+// Default permission and channel lifetimes (RFC 8656); the server sets
+// Config.PermissionLifetime and ChannelLifetime in pion's config and in
+// allocTable.permTTL/chanTTL, so this mirror stays exact.
 const (
 	permissionLifetime = 5 * time.Minute
 	channelLifetime    = 10 * time.Minute
 )
+
+// ttls returns the permission and channel lifetimes pion applies.
+func (t *allocTable) ttls() (perm, ch time.Duration) {
+	perm, ch = t.permTTL, t.chanTTL
+	if perm <= 0 {
+		perm = permissionLifetime
+	}
+	if ch <= 0 {
+		ch = channelLifetime
+	}
+	return perm, ch
+}
 
 // admitPeers records that k's client asks for permissions to ips and, for
 // a ChannelBind, channel ch (0: none). It refuses, changing nothing, when
@@ -266,11 +282,12 @@ func (t *allocTable) admitPeers(k tupleKey, ips []netip.Addr, ch uint16, maxPerm
 	if (maxPerms > 0 && len(info.perms)+newPerms > maxPerms) || (newChan && maxChans > 0 && len(info.chans)+1 > maxChans) {
 		return false
 	}
+	permTTL, chanTTL := t.ttls()
 	for _, ip := range ips {
-		info.perms[ip] = now.Add(permissionLifetime)
+		info.perms[ip] = now.Add(permTTL)
 	}
 	if ch != 0 {
-		info.chans[ch] = now.Add(channelLifetime)
+		info.chans[ch] = now.Add(chanTTL)
 	}
 	return true
 }

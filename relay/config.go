@@ -105,6 +105,15 @@ type Config struct {
 
 	// AllocationLifetime is the default allocation lifetime. Default 10m.
 	AllocationLifetime time.Duration
+	// ChannelLifetime and PermissionLifetime are how long a channel binding
+	// and a permission live without a refresh. Defaults 10m and 5m (RFC
+	// 8656); tests use short ones.
+	ChannelLifetime, PermissionLifetime time.Duration
+
+	// DisableFastPath turns off the user-space data plane: pion then
+	// carries every packet (for A/B measurements and as an escape hatch).
+	// Permissions, policy and limits apply either way.
+	DisableFastPath bool
 
 	// RFC5780 enables NAT behaviour discovery answers (off by default since
 	// it raises the amplification factor). Without it a Binding request

@@ -25,6 +25,9 @@ const relayTries = 64
 // new allocations and wraps them so policy, limits and counters apply.
 type generator struct {
 	s *Server
+	// listener is the UDP listener socket whose allocations this generator
+	// makes (nil for TCP/TLS listeners): the data plane answers from it.
+	listener *serverPacketConn
 }
 
 var _ turn.RelayAddressGenerator = generator{}
@@ -80,7 +83,7 @@ func (g generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pac
 		return nil, nil, err
 	}
 	for _, port := range g.ports(conf.RequestedPort) {
-		c, err := new(net.ListenConfig).ListenPacket(context.Background(), conf.Network, net.JoinHostPort(bind.String(), strconv.Itoa(port)))
+		c, err := g.s.fast.listenRelay(conf.Network, netip.AddrPortFrom(bind, uint16(port)))
 		if err != nil {
 			continue
 		}
@@ -90,6 +93,7 @@ func (g generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pac
 			c.Close()
 			return nil, nil, err
 		}
+		rc.fast = g.s.fast.newRelay(rc, g.listener, netip.AddrPortFrom(adv, uint16(port)))
 		return rc, &net.UDPAddr{IP: adv.AsSlice(), Port: port}, nil
 	}
 	return nil, nil, errNoRelayPort

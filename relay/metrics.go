@@ -22,6 +22,7 @@ type metrics struct {
 	bindingAnswers     prometheus.Counter
 	acceptErrors       prometheus.Counter
 	draining           prometheus.Gauge
+	fastBindings       prometheus.Gauge
 
 	// Hot-path children, resolved once.
 	bytesC2P, bytesP2C, pktsC2P, pktsP2C prometheus.Counter
@@ -82,9 +83,12 @@ func newMetrics() *metrics {
 		draining: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "turnd_draining", Help: "1 while the server drains before shutdown.",
 		}),
+		fastBindings: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "turnd_fastpath_bindings", Help: "Channel bindings the user-space data plane knows.",
+		}),
 	}
 	reg.MustRegister(m.allocationsActive, m.allocationsCreated, m.authFailures, m.quotaRejections,
-		m.policyDenials, m.relayedBytes, m.relayedPackets, m.dropped, m.pionEvents, m.bindingAnswers, m.acceptErrors, m.draining,
+		m.policyDenials, m.relayedBytes, m.relayedPackets, m.dropped, m.pionEvents, m.bindingAnswers, m.acceptErrors, m.draining, m.fastBindings,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.bytesC2P = m.relayedBytes.WithLabelValues(dirClientToPeer)
 	m.bytesP2C = m.relayedBytes.WithLabelValues(dirPeerToClient)
@@ -107,7 +111,8 @@ func newMetrics() *metrics {
 	for _, l := range []string{"info", "warn", "error"} {
 		m.pionEvents.WithLabelValues(l)
 	}
-	for _, r := range []string{dropMalformed, dropRateLimited, dropBandwidth, dropAuthLimited, dropOversize, dropConnLimit, dropSendBuffer, dropForbiddenPeer} {
+	for _, r := range []string{dropMalformed, dropRateLimited, dropBandwidth, dropAuthLimited, dropOversize, dropConnLimit,
+		dropSendBuffer, dropNoPermission, dropForbiddenPeer} {
 		m.dropped.WithLabelValues(r)
 	}
 	return m

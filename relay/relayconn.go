@@ -27,6 +27,10 @@ type relayPacketConn struct {
 	lastPeer   netip.AddrPort
 	lastPolicy *peerPolicy
 
+	// fast is the allocation's share of the data plane
+	// (fastpath_relay.go): bindings, live permissions, the read loop.
+	fast *relayFast
+
 	closeOnce sync.Once
 }
 
@@ -56,6 +60,12 @@ func toAddrPort(a net.Addr) netip.AddrPort {
 // WriteTo sends client data to a peer.
 func (c *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	ap := toAddrPort(addr)
+	if c.fast != nil && !c.fast.permitted(ap.Addr()) {
+		// pion sends channel data on channel existence alone; RFC 8656
+		// needs a live permission.
+		c.s.metrics.dropped.WithLabelValues(dropNoPermission).Inc()
+		return len(p), nil
+	}
 	pol := c.s.policy.Load()
 	if ap != c.lastPeer || pol != c.lastPolicy {
 		if reason := pol.checkAddrPort(ap, protoUDP); reason != "" {
@@ -83,6 +93,9 @@ func (c *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 
 // ReadFrom receives peer data for the client.
 func (c *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if c.fast != nil {
+		return c.fast.readFrom(p)
+	}
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(p)
 		if err != nil {
@@ -100,8 +113,14 @@ func (c *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 
 func (c *relayPacketConn) Close() error {
 	c.closeOnce.Do(func() {
+		if c.fast != nil {
+			c.fast.close() // bindings go before the socket does
+		}
 		for _, ap := range c.addrs {
 			c.s.policy.Load().removeRelay(protoUDP, ap)
+		}
+		if c.s.fast != nil {
+			c.s.fast.relayGen.Add(1) // cached relay-to-relay verdicts are stale
 		}
 		c.bw.release()
 	})

@@ -26,6 +26,7 @@ func (s *Server) Reload(cfg Config) error {
 	s.creds.Store(newCredentials(cfg))
 	s.policy.Store(s.policy.Load().withConfig(cfg.Peers))
 	s.refreshSelf()
+	s.fast.revalidate()
 	if cfg.Certificate != nil {
 		s.cert.Store(cfg.Certificate)
 	}

@@ -42,6 +42,7 @@ type Server struct {
 	userBW      *userLimits
 	behavior    *behaviorResponder
 	draining    atomic.Bool
+	fast        *fastPath // the user-space data plane (fastpath.go)
 	// now is the clock credential expiry is judged by (Config.now).
 	now func() time.Time
 	// acceptFailing counts listeners whose Accept keeps failing.
@@ -91,6 +92,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MetricNames == MetricNamesCoturn {
 		s.metrics.reg.MustRegister(newCoturnCollector(s.metrics, cfg.Realm))
 	}
+	s.fast = newFastPath(s)
+	s.allocs.permTTL, s.allocs.chanTTL = cfg.PermissionLifetime, cfg.ChannelLifetime
 	s.creds.Store(newCredentials(cfg))
 	if cfg.Certificate != nil {
 		s.cert.Store(cfg.Certificate)
@@ -148,8 +151,8 @@ func New(cfg Config) (*Server, error) {
 		QuotaHandler:       s.quotaHandler,
 		AllocationLifetime: cfg.AllocationLifetime,
 		InboundMTU:         inboundMTU,
-		PermissionTimeout:  permissionLifetime,
-		ChannelBindTimeout: channelLifetime,
+		PermissionTimeout:  cfg.PermissionLifetime,
+		ChannelBindTimeout: cfg.ChannelLifetime,
 		EventHandler: turn.EventHandler{
 			OnAllocationCreated: func(src, dst net.Addr, _, userID, _ string, relayAddr net.Addr, _ int) {
 				_, tcp := relayAddr.(*net.TCPAddr)
@@ -163,6 +166,7 @@ func New(cfg Config) (*Server, error) {
 			},
 		},
 	}
+	s.fast.hook(&tc.EventHandler)
 	for _, pc := range pcs {
 		spc, err := newServerPacketConn(s, pc)
 		if err != nil {
@@ -173,7 +177,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("relay: %w", err)
 		}
 		tc.PacketConnConfigs = append(tc.PacketConnConfigs, turn.PacketConnConfig{
-			PacketConn: spc, RelayAddressGenerator: gen, PermissionHandler: perm,
+			PacketConn: spc, RelayAddressGenerator: generator{s: s, listener: spc}, PermissionHandler: perm,
 		})
 	}
 	for _, l := range lns {
@@ -181,8 +185,12 @@ func New(cfg Config) (*Server, error) {
 			Listener: l, RelayAddressGenerator: gen, PermissionHandler: perm,
 		})
 	}
+	if s.fast.enabled {
+		s.fast.startLoops(cfg.UDPSockets)
+	}
 	s.turn, err = turn.NewServer(tc)
 	if err != nil {
+		s.fast.stopLoops()
 		closeAll()
 		if s.behavior != nil {
 			s.behavior.close()
@@ -543,6 +551,7 @@ func (s *Server) Close() error {
 			s.netlink.Close()
 		}
 		s.closeErr = s.turn.Close()
+		s.fast.stopLoops()
 		if s.behavior != nil {
 			if err := s.behavior.close(); err != nil && s.closeErr == nil {
 				s.closeErr = err

@@ -88,6 +88,7 @@ type serverPacketConn struct {
 	net.PacketConn
 	front *front
 	send  *udpSender
+	fast  *listenerFast // the data plane's share (fastpath_listener.go); nil off Linux
 }
 
 func newServerPacketConn(s *Server, c net.PacketConn) (*serverPacketConn, error) {
@@ -102,11 +103,15 @@ func newServerPacketConn(s *Server, c net.PacketConn) (*serverPacketConn, error)
 		return err
 	}
 	sc.front = f
+	sc.fast = s.fast.newListener(sc)
 	return sc, nil
 }
 
 // ReadFrom returns the next datagram pion should handle.
 func (c *serverPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if c.fast != nil && c.fast.rd != nil {
+		return c.fast.readFrom(p) // batched, forwarding known ChannelData itself
+	}
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(p)
 		if err != nil {
@@ -126,6 +131,9 @@ func (c *serverPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 // WriteTo sends pion's answers and relayed data to a client.
 func (c *serverPacketConn) WriteTo(b []byte, to net.Addr) (int, error) {
 	c.front.observe(b, to)
+	if c.fast != nil && c.fast.rd != nil {
+		c.fast.snoopWrite(b, to) // refreshed lifetimes for the data plane
+	}
 	return c.write(b, to)
 }
 

@@ -99,6 +99,7 @@ func newFramedConn(s *Server, transport string, c, raw net.Conn, release func())
 		_, err := c.Write(b)
 		return err
 	}
+	fc.fast = s.fast.newStream(c) // ChannelData shortcut (fastpath_stream.go)
 	return fc
 }
 
@@ -119,6 +120,7 @@ type framedConn struct {
 	remote net.Addr
 	tuple  tupleKey
 	front  *front
+	fast   *streamFast // nil with the fast path off
 
 	buf  []byte // reusable; unframed bytes are buf[r:w]
 	r, w int
@@ -136,6 +138,9 @@ func (c *framedConn) Close() error {
 	c.closeOnce.Do(func() {
 		if c.release != nil {
 			c.release()
+		}
+		if c.fast != nil {
+			c.fast.close()
 		}
 	})
 	return c.Conn.Close()
@@ -159,6 +164,9 @@ func (c *framedConn) Write(b []byte) (int, error) {
 	}
 	if !c.passThru {
 		c.front.observe(b, c.remote)
+		if c.fast != nil {
+			c.fast.snoopWrite(b, c.remote) // refreshed lifetimes for the data plane
+		}
 	}
 	return c.Conn.Write(b)
 }
@@ -204,6 +212,9 @@ func (c *framedConn) Read(p []byte) (int, error) {
 			c.front.s.metrics.dropped.WithLabelValues(dropOversize).Inc()
 			return 0, errFrameTooLarge
 		case size == 0 || c.w-c.r < size:
+			if c.fast != nil {
+				c.fast.flush() // tallies once per burst, before waiting
+			}
 			if err := c.fill(size); err != nil {
 				return 0, err
 			}
@@ -218,11 +229,17 @@ func (c *framedConn) Read(p []byte) (int, error) {
 			c.front.s.metrics.dropped.WithLabelValues(dropMalformed).Inc()
 			continue
 		}
+		if c.fast != nil && isChannelData(frame) && c.fast.forward(frame) {
+			continue
+		}
 		n, ok := c.front.pass(frame, c.remote)
 		if !ok {
 			continue
 		}
 		frame = frame[:n]
+		if c.fast != nil {
+			c.fast.snoopRequest(frame, c.fast.remote)
+		}
 		if !c.started {
 			// The first-frame deadline gives way to the idle timeout.
 			c.started = true

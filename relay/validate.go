@@ -47,6 +47,12 @@ func (cfg Config) withDefaults() Config {
 	if cfg.AllocationLifetime == 0 {
 		cfg.AllocationLifetime = 10 * time.Minute
 	}
+	if cfg.ChannelLifetime == 0 {
+		cfg.ChannelLifetime = 10 * time.Minute
+	}
+	if cfg.PermissionLifetime == 0 {
+		cfg.PermissionLifetime = 5 * time.Minute
+	}
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = 30 * time.Second
 	}
@@ -165,7 +171,8 @@ func (cfg Config) validate() error {
 	if cfg.IPv6SourcePrefix < 1 || cfg.IPv6SourcePrefix > 128 {
 		add("IPv6 source prefix /%d is not between /1 and /128", cfg.IPv6SourcePrefix)
 	}
-	if cfg.MaxSessionLength < 0 || cfg.AllocationLifetime < 0 || cfg.DrainTimeout < 0 || cfg.StreamIdleTimeout < 0 {
+	if cfg.MaxSessionLength < 0 || cfg.AllocationLifetime < 0 || cfg.DrainTimeout < 0 || cfg.StreamIdleTimeout < 0 ||
+		cfg.ChannelLifetime < 0 || cfg.PermissionLifetime < 0 {
 		add("durations must not be negative")
 	}
 	if r := cfg.RFC5780; r != nil {

@@ -74,6 +74,7 @@ type options struct {
 	ext          extOptions      // coturn drop-in settings (extflags.go)
 	relayExt     relayExtOptions // coturn drop-in relay settings (relayflags.go)
 	fleet        fleetOptions    // fleet.go
+	noFastPath   bool
 }
 
 func newFlagSet(o *options) *flag.FlagSet {
@@ -128,6 +129,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	addExtFlags(fs, o)
 	addRelayExtFlags(fs, &o.relayExt)
 	addFleetFlags(fs, &o.fleet)
+	fs.BoolVar(&o.noFastPath, "no-fastpath", false, "let pion carry every packet instead of turnd's ChannelData fast path (A/B tests)")
 	return fs
 }
 
@@ -165,6 +167,7 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 		MaxChannels:             o.maxChannels,
 		IPv6SourcePrefix:        o.v6Prefix,
 		DrainTimeout:            o.drain,
+		DisableFastPath:         o.noFastPath,
 		Peers:                   relay.PeerPolicy{AllowLoopback: o.allowLoop, AllowPrivate: o.allowPrivate},
 	}
 
