@@ -2,6 +2,7 @@ package relay
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"log/slog"
 	"net/netip"
 	"time"
@@ -150,6 +151,16 @@ type Config struct {
 	// StaleNonce is a whole number of minutes between 1m and 1h; the zero
 	// value means pion's hour.
 	StaleNonce time.Duration
+
+	// TLS settings of the "tls" listeners (coturn no-tlsv1_2,
+	// cipher-list, ec-curve-name, CA-file). TLSMinVersion defaults to TLS
+	// 1.2; TLSCipherSuites (TLS 1.2 only: Go's TLS 1.3 suites are fixed)
+	// and TLSCurves default to Go's choice. TLSClientCAs, when set, makes
+	// every TLS client present a certificate signed by one of them.
+	TLSMinVersion   uint16
+	TLSCipherSuites []uint16
+	TLSCurves       []tls.CurveID
+	TLSClientCAs    *x509.CertPool
 
 	// --- end of coturn drop-in options ---
 

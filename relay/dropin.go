@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -32,6 +33,18 @@ func (cfg Config) validateDropIn() []error {
 	}
 	if d := cfg.StaleNonce; d != 0 && (d < time.Minute || d > time.Hour || d%time.Minute != 0) {
 		errs = append(errs, fmt.Errorf("stale-nonce %v: want whole minutes from 1m to 1h (pion's nonces record their minute and live at most an hour)", d))
+	}
+	if v := cfg.TLSMinVersion; v != tls.VersionTLS12 && v != tls.VersionTLS13 {
+		errs = append(errs, fmt.Errorf("TLS minimum version %#x: want TLS 1.2 or 1.3", v))
+	}
+	secure := map[uint16]bool{}
+	for _, cs := range tls.CipherSuites() {
+		secure[cs.ID] = true
+	}
+	for _, id := range cfg.TLSCipherSuites {
+		if !secure[id] {
+			errs = append(errs, fmt.Errorf("TLS cipher suite %s is not one Go offers as secure", tls.CipherSuiteName(id)))
+		}
 	}
 	return errs
 }

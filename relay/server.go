@@ -228,13 +228,18 @@ func (s *Server) listen() ([]net.PacketConn, []net.Listener, error) {
 		return nil, nil, err
 	}
 	tlsConf := &tls.Config{
-		MinVersion: tls.VersionTLS12,
+		MinVersion:       s.cfg.TLSMinVersion,
+		CipherSuites:     s.cfg.TLSCipherSuites,
+		CurvePreferences: s.cfg.TLSCurves,
 		GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
 			if s.getCert != nil {
 				return s.getCert(hello)
 			}
 			return s.cert.Load(), nil
 		},
+	}
+	if s.cfg.TLSClientCAs != nil {
+		tlsConf.ClientCAs, tlsConf.ClientAuth = s.cfg.TLSClientCAs, tls.RequireAndVerifyClientCert
 	}
 	for _, l := range s.cfg.Listeners {
 		switch l.Network {

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +26,9 @@ func (cfg Config) withDefaults() Config {
 		if cfg.Certificate != nil || cfg.GetCertificate != nil {
 			cfg.Listeners = append(cfg.Listeners, Listener{"tls", "0.0.0.0:5349"})
 		}
+	}
+	if cfg.TLSMinVersion == 0 {
+		cfg.TLSMinVersion = tls.VersionTLS12
 	}
 	if cfg.UDPSockets <= 0 {
 		cfg.UDPSockets = runtime.NumCPU()

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -307,30 +308,47 @@ func TestCoturnProductionConfigLoads(t *testing.T) {
 	}
 }
 
-// TestCoturnProductionRefusals: the lines of a production config turnd
-// cannot honour yet are all reported at once, one line each.
-func TestCoturnProductionRefusals(t *testing.T) {
+// TestCoturnProductionRelayLines: the three lines production configs often
+// carry that turnd once refused now load with coturn's meaning: a 600 s
+// nonce, no TCP relays, and an OpenSSL cipher list (whose name that is no
+// real suite is skipped with a warning, as OpenSSL skips it).
+func TestCoturnProductionRelayLines(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writeTestCert(t, dir)
 	raw, err := os.ReadFile("testdata/production-turnserver.conf")
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "turnserver.conf")
+	text := strings.NewReplacer(
+		"/etc/letsencrypt/live/turn.example.org/fullchain.pem", cert,
+		"/etc/letsencrypt/live/turn.example.org/privkey.pem", key,
+		"/var/log/turnserver/turn.log", filepath.Join(dir, "turn.log"),
+		"/var/run/turnserver.pid", filepath.Join(dir, "turnserver.pid"),
+	).Replace(string(raw))
 	extra := "stale-nonce=600\nno-tcp-relay\ncipher-list=\"ECDHE-RSA-AES256-GCM-SHA512:ECDHE-RSA-AES128-GCM-SHA256\"\n"
-	if err := os.WriteFile(path, append(raw, extra...), 0o600); err != nil {
+	path := filepath.Join(dir, "turnserver.conf")
+	if err := os.WriteFile(path, []byte(text+extra), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, _, _, err = loadCoturn(t, path)
-	if err == nil {
-		t.Fatal("loaded")
+	_, l, warnings, err := loadCoturn(t, path)
+	if err != nil {
+		t.Fatalf("production config with the relay lines: %v", err)
 	}
-	lines := strings.Split(err.Error(), "\n")
-	if len(lines) != 3 {
-		t.Fatalf("want exactly 3 refusals, got:\n%v", err)
+	c := l.relay
+	if c.StaleNonce != 10*time.Minute || !c.NoTCPRelay || c.NoUDPRelay {
+		t.Errorf("stale-nonce %v, no-tcp-relay %v, no-udp-relay %v", c.StaleNonce, c.NoTCPRelay, c.NoUDPRelay)
 	}
-	for i, name := range []string{"stale-nonce", "no-tcp-relay", "cipher-list"} {
-		if !strings.Contains(lines[i], " "+name+": refused: ") {
-			t.Errorf("line %d = %q, want the %s refusal", i, lines[i], name)
+	if len(c.TLSCipherSuites) != 1 || c.TLSCipherSuites[0] != tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 {
+		t.Errorf("cipher suites %v, want only ECDHE-RSA-AES128-GCM-SHA256", c.TLSCipherSuites)
+	}
+	n := 0
+	for _, w := range warnings {
+		if strings.Contains(w, "ECDHE-RSA-AES256-GCM-SHA512") {
+			n++
 		}
+	}
+	if n != 1 {
+		t.Errorf("want one warning for the unknown cipher name, got %q", warnings)
 	}
 }
 

@@ -293,7 +293,7 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 	}
 	warnings := vetSecrets(cfg.Secrets, add)
 	o.ext.validate(&cfg, o.noUDP, o.noTCP, add)
-	o.relayExt.apply(&cfg, add)
+	warnings = append(warnings, o.relayExt.apply(&cfg, add)...)
 
 	// Peer policy.
 	for _, s := range o.allowedPeers {
