@@ -152,6 +152,12 @@ type Config struct {
 	// value means pion's hour.
 	StaleNonce time.Duration
 
+	// MaxAllocationLifetime caps the lifetime a client may ask for in
+	// Allocate and Refresh (coturn max-allocate-lifetime); at most an hour
+	// (pion's maximum). Zero means an hour. AllocationLifetime, the
+	// default, is capped to it.
+	MaxAllocationLifetime time.Duration
+
 	// TLS settings of the "tls" listeners (coturn no-tlsv1_2,
 	// cipher-list, ec-curve-name, CA-file). TLSMinVersion defaults to TLS
 	// 1.2; TLSCipherSuites (TLS 1.2 only: Go's TLS 1.3 suites are fixed)

@@ -1,10 +1,13 @@
 package relay
 
 import (
+	"crypto/hmac"
+	"crypto/sha1" //nolint:gosec // RFC 8489 MESSAGE-INTEGRITY is HMAC-SHA1
 	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"math/big"
 	"strings"
 	"time"
@@ -33,6 +36,9 @@ func (cfg Config) validateDropIn() []error {
 	}
 	if d := cfg.StaleNonce; d != 0 && (d < time.Minute || d > time.Hour || d%time.Minute != 0) {
 		errs = append(errs, fmt.Errorf("stale-nonce %v: want whole minutes from 1m to 1h (pion's nonces record their minute and live at most an hour)", d))
+	}
+	if d := cfg.MaxAllocationLifetime; d < 0 || d > time.Hour || d%time.Second != 0 {
+		errs = append(errs, fmt.Errorf("max-allocate-lifetime %v: want whole seconds up to 1h (pion's maximum)", d))
 	}
 	if v := cfg.TLSMinVersion; v != tls.VersionTLS12 && v != tls.VersionTLS13 {
 		errs = append(errs, fmt.Errorf("TLS minimum version %#x: want TLS 1.2 or 1.3", v))
@@ -127,4 +133,50 @@ func spoilNonce(b []byte) {
 		}
 		off += 4 + (l+3)&^3
 	}
+}
+
+// capLifetime lowers the LIFETIME of the authenticated request b to max
+// when it asks for more, then signs the request again with key (its
+// MESSAGE-INTEGRITY, and FINGERPRINT when present), so pion grants at most
+// max. pion honours any requested lifetime under an hour, and gives the
+// default (capped to max by withDefaults) to anything longer. A request
+// signed with MESSAGE-INTEGRITY-SHA256 only is left alone.
+func capLifetime(b []byte, max time.Duration, key []byte) bool {
+	lifeOff, miOff, fpOff := -1, -1, -1
+	for off := 20; off+4 <= len(b); {
+		t := stun.AttrType(binary.BigEndian.Uint16(b[off:]))
+		l := int(binary.BigEndian.Uint16(b[off+2:]))
+		if off+4+l > len(b) {
+			return false
+		}
+		switch {
+		case t == stun.AttrLifetime && l == 4 && miOff < 0:
+			lifeOff = off + 4
+		case t == stun.AttrMessageIntegrity && l == 20 && miOff < 0:
+			miOff = off
+		case t == stun.AttrFingerprint && l == 4:
+			fpOff = off
+		}
+		off += 4 + (l+3)&^3
+	}
+	if lifeOff < 0 || miOff < 0 {
+		return false
+	}
+	limit := uint32(max / time.Second)
+	if binary.BigEndian.Uint32(b[lifeOff:]) <= limit {
+		return false
+	}
+	binary.BigEndian.PutUint32(b[lifeOff:], limit)
+	// RFC 8489 section 14.5: the HMAC covers the message up to the
+	// attribute, with the header length counting up to its end.
+	total := binary.BigEndian.Uint16(b[2:4])
+	binary.BigEndian.PutUint16(b[2:4], uint16(miOff+24-20))
+	mac := hmac.New(sha1.New, key)
+	mac.Write(b[:miOff])
+	copy(b[miOff+4:miOff+24], mac.Sum(nil))
+	binary.BigEndian.PutUint16(b[2:4], total)
+	if fpOff > miOff {
+		binary.BigEndian.PutUint32(b[fpOff+4:], crc32.ChecksumIEEE(b[:fpOff])^0x5354554e)
+	}
+	return true
 }

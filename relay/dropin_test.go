@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"encoding/binary"
 	"net"
 	"testing"
 	"time"
@@ -138,5 +139,39 @@ func TestSTUNOnlyAndNoSTUN(t *testing.T) {
 	}
 	if err := (Config{STUNOnly: true, NoSTUN: true}).withDefaults().validate(); err == nil {
 		t.Error("stun-only with no-stun accepted")
+	}
+}
+
+// TestMaxAllocationLifetime: a client asking for more than coturn's
+// max-allocate-lifetime gets the maximum, on Allocate and Refresh; the
+// request turnd signs again still authenticates.
+func TestMaxAllocationLifetime(t *testing.T) {
+	srv := newTestServer(t, func(c *Config) { c.MaxAllocationLifetime = 2 * time.Minute })
+	if srv.cfg.AllocationLifetime != 2*time.Minute {
+		t.Errorf("default lifetime %v not capped to 2m", srv.cfg.AllocationLifetime)
+	}
+	granted := func(m *stun.Message) time.Duration {
+		t.Helper()
+		if code := errorCode(t, m); code != 0 {
+			t.Fatalf("error %d", code)
+		}
+		raw, err := m.Get(stun.AttrLifetime)
+		if err != nil || len(raw) != 4 {
+			t.Fatalf("no LIFETIME in %v", m)
+		}
+		return time.Duration(binary.BigEndian.Uint32(raw)) * time.Second
+	}
+	r := newRawClient(t, srv, "alice", "wonderland")
+	if got := granted(r.do(stun.MethodAllocate, udpTransport, lifetime(30*time.Minute))); got != 2*time.Minute {
+		t.Errorf("Allocate asking 30m got %v, want 2m", got)
+	}
+	if got := granted(r.do(stun.MethodRefresh, lifetime(20*time.Minute))); got != 2*time.Minute {
+		t.Errorf("Refresh asking 20m got %v, want 2m", got)
+	}
+	if got := granted(r.do(stun.MethodRefresh, lifetime(time.Minute))); got != time.Minute {
+		t.Errorf("Refresh asking 1m got %v, want 1m", got)
+	}
+	if err := (Config{MaxAllocationLifetime: 2 * time.Hour}).withDefaults().validate(); err == nil {
+		t.Error("a 2h maximum accepted (pion's is 1h)")
 	}
 }

@@ -171,6 +171,10 @@ func (f *front) pass(b []byte, src net.Addr) (int, bool) {
 	if !f.checkAllocation(m, src, v, ip, now) {
 		return 0, false
 	}
+	if max := s.cfg.MaxAllocationLifetime; max > 0 &&
+		(m.Type.Method == stun.MethodAllocate || m.Type.Method == stun.MethodRefresh) {
+		capLifetime(b, max, v.key)
+	}
 	srcAP := unmapAP(toAddrPort(src))
 	if !s.stash.put(srcAP, username.String(), m.TransactionID, v, now) {
 		f.replyError(m, src, stun.CodeInsufficientCapacity, v.key)

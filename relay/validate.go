@@ -91,6 +91,9 @@ func (cfg Config) withDefaults() Config {
 		}
 		cfg.RFC5780 = &rc
 	}
+	if m := cfg.MaxAllocationLifetime; m > 0 && cfg.AllocationLifetime > m {
+		cfg.AllocationLifetime = m
+	}
 	return cfg
 }
 

@@ -124,7 +124,7 @@ var coturnOptions = map[string]coturnOption{
 	"total-quota":                       {outcome: implemented},
 	"max-bps":                           {outcome: implemented},
 	"bps-capacity":                      {outcome: refused, note: "a server-wide bandwidth cap is not implemented" + needsRelay, same: []string{"0"}},
-	"max-allocate-lifetime":             {outcome: refused, note: "the longest allocation lifetime is 3600 s (pion's fixed maximum)" + needsRelay, same: []string{"3600"}},
+	"max-allocate-lifetime":             {outcome: implemented, note: "seconds, up to 3600 (pion's maximum); longer requests get the maximum, and the default lifetime is capped to it"},
 	"channel-lifetime":                  {outcome: implemented, note: "seconds; -1 or 0 means 600 (RFC 8656)"},
 	"permission-lifetime":               {outcome: implemented, note: "seconds; 0 means 300 (RFC 8656)"},
 	"max-allocate-timeout":              {outcome: accepted, note: "turnd keeps no half-made allocation; a TCP/TLS client must send its first frame within 10 s"},

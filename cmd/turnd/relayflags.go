@@ -23,6 +23,7 @@ type relayExtOptions struct {
 	staleNonce             seconds
 	channelLifetime        seconds
 	permissionLifetime     seconds
+	maxAllocLifetime       seconds
 	noTLS12                bool
 	cipherList             string
 	ecCurve                string
@@ -38,6 +39,7 @@ func addRelayExtFlags(fs *flag.FlagSet, r *relayExtOptions) {
 	fs.Var(&r.staleNonce, "stale-nonce", "nonce lifetime, seconds or a duration, whole minutes from 60 s to 1 h (0 = pion's hour)")
 	fs.Var(&r.channelLifetime, "channel-lifetime", "channel binding lifetime without refresh, seconds or a duration (0 = 10m, RFC 8656)")
 	fs.Var(&r.permissionLifetime, "permission-lifetime", "permission lifetime without refresh, seconds or a duration (0 = 5m, RFC 8656)")
+	fs.Var(&r.maxAllocLifetime, "max-allocate-lifetime", "longest allocation lifetime a client may ask for, seconds or a duration, up to 1h (0 = 1h)")
 	fs.BoolVar(&r.noTLS12, "no-tlsv1_2", false, "TLS listeners accept TLS 1.3 only")
 	fs.StringVar(&r.cipherList, "cipher-list", "", "TLS 1.2 cipher suites, OpenSSL names separated by ':' (empty = Go's list)")
 	fs.StringVar(&r.ecCurve, "ec-curve-name", "", "the one ECDH curve TLS offers: prime256v1, secp384r1, secp521r1 or X25519 (empty = Go's choice)")
@@ -54,6 +56,7 @@ func (r *relayExtOptions) apply(cfg *relay.Config, add func(error)) (warnings []
 	cfg.StaleNonce = time.Duration(r.staleNonce)
 	cfg.ChannelLifetime = time.Duration(r.channelLifetime)
 	cfg.PermissionLifetime = time.Duration(r.permissionLifetime)
+	cfg.MaxAllocationLifetime = time.Duration(r.maxAllocLifetime)
 	if r.noTLS12 {
 		cfg.TLSMinVersion = tls.VersionTLS13
 	}

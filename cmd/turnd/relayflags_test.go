@@ -52,7 +52,7 @@ func TestRelayExtOptions(t *testing.T) {
 	dir := t.TempDir()
 	caCert, _ := writeTestCert(t, dir)
 	_, l, _, err := loadCoturn(t, writeCoturnConf(t,
-		"stale-nonce", "no-udp-relay", "stun-only", "channel-lifetime=900", "permission-lifetime=120",
+		"stale-nonce", "no-udp-relay", "stun-only", "channel-lifetime=900", "permission-lifetime=120", "max-allocate-lifetime=1800",
 		"no-tlsv1_2", "ec-curve-name=secp384r1", "CA-file="+caCert, "cipher-list=DEFAULT:!aNULL"))
 	if err != nil {
 		t.Fatal(err)
@@ -67,6 +67,7 @@ func TestRelayExtOptions(t *testing.T) {
 		{"stun-only", c.STUNOnly && !c.NoSTUN},
 		{"channel-lifetime", c.ChannelLifetime == 15*time.Minute},
 		{"permission-lifetime", c.PermissionLifetime == 2*time.Minute},
+		{"max-allocate-lifetime", c.MaxAllocationLifetime == 30*time.Minute},
 		{"no-tlsv1_2", c.TLSMinVersion == tls.VersionTLS13},
 		{"ec-curve-name", len(c.TLSCurves) == 1 && c.TLSCurves[0] == tls.CurveP384},
 		{"CA-file", c.TLSClientCAs != nil},
@@ -87,6 +88,7 @@ func TestRelayExtOptions(t *testing.T) {
 	for _, bad := range [][]string{
 		{"stale-nonce=30"},
 		{"stale-nonce=7200"},
+		{"max-allocate-lifetime=7200"},
 		{"stun-only", "no-stun"},
 		{"no-udp-relay", "no-tcp-relay"},
 		{"ec-curve-name=brainpoolP256r1"},
