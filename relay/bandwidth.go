@@ -11,6 +11,7 @@ import (
 type bandwidth struct {
 	in, out  *byteLimiter
 	user     *userLimit
+	total    *userLimit // the server-wide capacity (Config.BPSCapacity)
 	registry *userLimits
 	released sync.Once
 }
@@ -19,14 +20,16 @@ func (b *bandwidth) allowIn(n int, now time.Time) bool {
 	if b == nil {
 		return true
 	}
-	return b.in.allow(n, now) && (b.user == nil || b.user.in.allow(n, now))
+	return b.in.allow(n, now) && (b.user == nil || b.user.in.allow(n, now)) &&
+		(b.total == nil || b.total.in.allow(n, now))
 }
 
 func (b *bandwidth) allowOut(n int, now time.Time) bool {
 	if b == nil {
 		return true
 	}
-	return b.out.allow(n, now) && (b.user == nil || b.user.out.allow(n, now))
+	return b.out.allow(n, now) && (b.user == nil || b.user.out.allow(n, now)) &&
+		(b.total == nil || b.total.out.allow(n, now))
 }
 
 func (b *bandwidth) waitIn(n int) {
@@ -37,6 +40,9 @@ func (b *bandwidth) waitIn(n int) {
 	if b.user != nil {
 		wait(b.user.in, n)
 	}
+	if b.total != nil {
+		wait(b.total.in, n)
+	}
 }
 
 func (b *bandwidth) waitOut(n int) {
@@ -46,6 +52,9 @@ func (b *bandwidth) waitOut(n int) {
 	wait(b.out, n)
 	if b.user != nil {
 		wait(b.user.out, n)
+	}
+	if b.total != nil {
+		wait(b.total.out, n)
 	}
 }
 
@@ -67,7 +76,7 @@ func (b *bandwidth) share() *bandwidth {
 	if b.user != nil {
 		b.registry.ref(b.user)
 	}
-	return &bandwidth{in: b.in, out: b.out, user: b.user, registry: b.registry}
+	return &bandwidth{in: b.in, out: b.out, user: b.user, total: b.total, registry: b.registry}
 }
 
 func (b *bandwidth) release() {
@@ -79,9 +88,10 @@ func (b *bandwidth) release() {
 
 // userLimits shares one pair of limiters among a user's live sockets.
 type userLimits struct {
-	bps int64
-	mu  sync.Mutex
-	m   map[string]*userLimit
+	bps   int64
+	total *userLimit // nil: no server-wide capacity
+	mu    sync.Mutex
+	m     map[string]*userLimit
 }
 
 type userLimit struct {
@@ -97,10 +107,10 @@ func newUserLimits(bps int64) *userLimits {
 // forAllocation builds the limiters of a new relay socket, or nil when no
 // limit is configured.
 func (u *userLimits) forAllocation(userID string, allocBPS int64) *bandwidth {
-	if allocBPS <= 0 && u.bps <= 0 {
+	if allocBPS <= 0 && u.bps <= 0 && u.total == nil {
 		return nil
 	}
-	b := &bandwidth{in: newByteLimiter(allocBPS), out: newByteLimiter(allocBPS), registry: u}
+	b := &bandwidth{in: newByteLimiter(allocBPS), out: newByteLimiter(allocBPS), total: u.total, registry: u}
 	if u.bps > 0 {
 		u.mu.Lock()
 		ul := u.m[userID]
@@ -127,4 +137,13 @@ func (u *userLimits) unref(ul *userLimit) {
 		delete(u.m, ul.id)
 	}
 	u.mu.Unlock()
+}
+
+// setCapacity caps the bytes per second all relay sockets together carry
+// in each direction (coturn bps-capacity); 0 means no cap. Call it before
+// the first allocation.
+func (u *userLimits) setCapacity(bps int64) {
+	if bps > 0 {
+		u.total = &userLimit{id: "(server)", in: newByteLimiter(bps), out: newByteLimiter(bps)}
+	}
 }

@@ -158,6 +158,11 @@ type Config struct {
 	// default, is capped to it.
 	MaxAllocationLifetime time.Duration
 
+	// BPSCapacity caps the bytes per second all allocations together
+	// relay in each direction (coturn bps-capacity); excess datagrams are
+	// dropped and counted like MaxBPS excess. 0 means no cap.
+	BPSCapacity int64
+
 	// TLS settings of the "tls" listeners (coturn no-tlsv1_2,
 	// cipher-list, ec-curve-name, CA-file). TLSMinVersion defaults to TLS
 	// 1.2; TLSCipherSuites (TLS 1.2 only: Go's TLS 1.3 suites are fixed)

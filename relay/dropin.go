@@ -40,6 +40,9 @@ func (cfg Config) validateDropIn() []error {
 	if d := cfg.MaxAllocationLifetime; d < 0 || d > time.Hour || d%time.Second != 0 {
 		errs = append(errs, fmt.Errorf("max-allocate-lifetime %v: want whole seconds up to 1h (pion's maximum)", d))
 	}
+	if cfg.BPSCapacity < 0 {
+		errs = append(errs, fmt.Errorf("bps-capacity %d is negative", cfg.BPSCapacity))
+	}
 	if v := cfg.TLSMinVersion; v != tls.VersionTLS12 && v != tls.VersionTLS13 {
 		errs = append(errs, fmt.Errorf("TLS minimum version %#x: want TLS 1.2 or 1.3", v))
 	}

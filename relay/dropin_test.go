@@ -175,3 +175,43 @@ func TestMaxAllocationLifetime(t *testing.T) {
 		t.Error("a 2h maximum accepted (pion's is 1h)")
 	}
 }
+
+// TestBPSCapacity: coturn's bps-capacity caps all allocations together:
+// two allocations with no limit of their own share one 70 KB/s budget
+// (64 KiB burst), so 600 KB offered at once cannot all pass.
+func TestBPSCapacity(t *testing.T) {
+	srv := newTestServer(t, func(c *Config) { c.BPSCapacity = 70_000 })
+	peer, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	payload := make([]byte, 1000)
+	const perClient = 300
+	for i := 0; i < 2; i++ {
+		cl := pionClient(t, srv, "udp", "alice", "wonderland")
+		relayConn, err := cl.Allocate()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer relayConn.Close()
+		for j := 0; j < perClient; j++ {
+			if _, err := relayConn.WriteTo(payload, peer.LocalAddr()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for metricValue(t, srv, `turnd_dropped_packets_total{reason="bandwidth"}`) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no datagram dropped by the server-wide capacity")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if relayed := metricValue(t, srv, `turnd_relayed_packets_total{direction="client_to_peer"}`); relayed >= 2*perClient {
+		t.Fatalf("relayed all %v datagrams past the capacity", relayed)
+	}
+	if err := (Config{BPSCapacity: -1}).withDefaults().validate(); err == nil {
+		t.Error("negative capacity accepted")
+	}
+}

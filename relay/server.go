@@ -89,6 +89,7 @@ func New(cfg Config) (*Server, error) {
 		now:         cfg.now,
 	}
 	s.stash.checkGoroutine = cfg.checkHookGoroutine
+	s.userBW.setCapacity(cfg.BPSCapacity)
 	if cfg.MetricNames == MetricNamesCoturn {
 		s.metrics.reg.MustRegister(newCoturnCollector(s.metrics, cfg.Realm))
 	}

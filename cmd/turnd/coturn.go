@@ -123,15 +123,15 @@ var coturnOptions = map[string]coturnOption{
 	"user-quota":                        {outcome: implemented},
 	"total-quota":                       {outcome: implemented},
 	"max-bps":                           {outcome: implemented},
-	"bps-capacity":                      {outcome: refused, note: "a server-wide bandwidth cap is not implemented" + needsRelay, same: []string{"0"}},
+	"bps-capacity":                      {outcome: implemented, note: "bytes per second all allocations together relay, per direction; excess is dropped and counted (coturn instead shares the capacity out among sessions at allocation time)"},
 	"max-allocate-lifetime":             {outcome: implemented, note: "seconds, up to 3600 (pion's maximum); longer requests get the maximum, and the default lifetime is capped to it"},
 	"channel-lifetime":                  {outcome: implemented, note: "seconds; -1 or 0 means 600 (RFC 8656)"},
 	"permission-lifetime":               {outcome: implemented, note: "seconds; 0 means 300 (RFC 8656)"},
 	"max-allocate-timeout":              {outcome: accepted, note: "turnd keeps no half-made allocation; a TCP/TLS client must send its first frame within 10 s"},
 	"no-udp-relay":                      {outcome: implemented, note: "Allocate for a UDP relay gets 442"},
 	"no-tcp-relay":                      {outcome: implemented, note: "Allocate for an RFC 6062 TCP relay gets 442"},
-	"allocation-default-address-family": {outcome: refused, note: "an Allocate without REQUESTED-ADDRESS-FAMILY always gets IPv4" + needsRelay, same: []string{"ipv4"}},
-	"keep-address-family":               {outcome: refused, note: "an Allocate without REQUESTED-ADDRESS-FAMILY always gets IPv4" + needsRelay},
+	"allocation-default-address-family": {outcome: refused, note: "an Allocate without REQUESTED-ADDRESS-FAMILY always gets IPv4: pion takes the relay family from that attribute alone and checks peers against it, and turnd cannot add the attribute to a client's signed request (no room in the receive buffer)", same: []string{"ipv4"}},
+	"keep-address-family":               {outcome: refused, note: "an Allocate without REQUESTED-ADDRESS-FAMILY always gets IPv4: pion takes the relay family from that attribute alone and checks peers against it, so the client connection's family cannot choose it"},
 	"mobility":                          {outcome: refused, note: "RFC 8016 mobility is not implemented"},
 
 	// STUN behaviour.

@@ -24,6 +24,7 @@ type relayExtOptions struct {
 	channelLifetime        seconds
 	permissionLifetime     seconds
 	maxAllocLifetime       seconds
+	bpsCapacity            int64
 	noTLS12                bool
 	cipherList             string
 	ecCurve                string
@@ -40,6 +41,7 @@ func addRelayExtFlags(fs *flag.FlagSet, r *relayExtOptions) {
 	fs.Var(&r.channelLifetime, "channel-lifetime", "channel binding lifetime without refresh, seconds or a duration (0 = 10m, RFC 8656)")
 	fs.Var(&r.permissionLifetime, "permission-lifetime", "permission lifetime without refresh, seconds or a duration (0 = 5m, RFC 8656)")
 	fs.Var(&r.maxAllocLifetime, "max-allocate-lifetime", "longest allocation lifetime a client may ask for, seconds or a duration, up to 1h (0 = 1h)")
+	fs.Int64Var(&r.bpsCapacity, "bps-capacity", 0, "bytes per second all allocations together relay, per direction (0 = unlimited)")
 	fs.BoolVar(&r.noTLS12, "no-tlsv1_2", false, "TLS listeners accept TLS 1.3 only")
 	fs.StringVar(&r.cipherList, "cipher-list", "", "TLS 1.2 cipher suites, OpenSSL names separated by ':' (empty = Go's list)")
 	fs.StringVar(&r.ecCurve, "ec-curve-name", "", "the one ECDH curve TLS offers: prime256v1, secp384r1, secp521r1 or X25519 (empty = Go's choice)")
@@ -57,6 +59,7 @@ func (r *relayExtOptions) apply(cfg *relay.Config, add func(error)) (warnings []
 	cfg.ChannelLifetime = time.Duration(r.channelLifetime)
 	cfg.PermissionLifetime = time.Duration(r.permissionLifetime)
 	cfg.MaxAllocationLifetime = time.Duration(r.maxAllocLifetime)
+	cfg.BPSCapacity = r.bpsCapacity
 	if r.noTLS12 {
 		cfg.TLSMinVersion = tls.VersionTLS13
 	}

@@ -52,7 +52,7 @@ func TestRelayExtOptions(t *testing.T) {
 	dir := t.TempDir()
 	caCert, _ := writeTestCert(t, dir)
 	_, l, _, err := loadCoturn(t, writeCoturnConf(t,
-		"stale-nonce", "no-udp-relay", "stun-only", "channel-lifetime=900", "permission-lifetime=120", "max-allocate-lifetime=1800",
+		"stale-nonce", "no-udp-relay", "stun-only", "channel-lifetime=900", "permission-lifetime=120", "max-allocate-lifetime=1800", "bps-capacity=1250000",
 		"no-tlsv1_2", "ec-curve-name=secp384r1", "CA-file="+caCert, "cipher-list=DEFAULT:!aNULL"))
 	if err != nil {
 		t.Fatal(err)
@@ -68,6 +68,7 @@ func TestRelayExtOptions(t *testing.T) {
 		{"channel-lifetime", c.ChannelLifetime == 15*time.Minute},
 		{"permission-lifetime", c.PermissionLifetime == 2*time.Minute},
 		{"max-allocate-lifetime", c.MaxAllocationLifetime == 30*time.Minute},
+		{"bps-capacity", c.BPSCapacity == 1250000},
 		{"no-tlsv1_2", c.TLSMinVersion == tls.VersionTLS13},
 		{"ec-curve-name", len(c.TLSCurves) == 1 && c.TLSCurves[0] == tls.CurveP384},
 		{"CA-file", c.TLSClientCAs != nil},
