@@ -215,3 +215,31 @@ func TestBPSCapacity(t *testing.T) {
 		t.Error("negative capacity accepted")
 	}
 }
+
+// FuzzDropInParsers: the front door's readers of client bytes (the nonce's
+// minute, the NONCE spoiler and the LIFETIME capper) never panic, and a
+// capped request still decodes with a LIFETIME at most the cap.
+func FuzzDropInParsers(f *testing.F) {
+	key := []byte("0123456789abcdef")
+	req := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodRefresh, stun.ClassRequest),
+		lifetime(time.Hour), stun.NewUsername("u"), stun.NewNonce("ABC"), stun.MessageIntegrity(key), stun.Fingerprint)
+	f.Add(req.Raw, "ABC")
+	f.Add([]byte{0, 1, 0, 0}, "")
+	f.Fuzz(func(t *testing.T, b []byte, nonce string) {
+		nonceMinute(nonce)
+		spoilNonce(append([]byte(nil), b...))
+		c := append([]byte(nil), b...)
+		if capLifetime(c, time.Minute, key) {
+			m := &stun.Message{Raw: c}
+			if m.Decode() != nil {
+				return
+			}
+			if raw, err := m.Get(stun.AttrLifetime); err == nil && len(raw) == 4 && binary.BigEndian.Uint32(raw) > 60 {
+				t.Errorf("LIFETIME %d after capping to 60", binary.BigEndian.Uint32(raw))
+			}
+			if stun.MessageIntegrity(key).Check(m) != nil {
+				t.Error("capped request no longer authenticates")
+			}
+		}
+	})
+}

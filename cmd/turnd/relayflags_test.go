@@ -114,3 +114,20 @@ func TestParseCipherList(t *testing.T) {
 		t.Errorf("unknown %q", unknown)
 	}
 }
+
+func FuzzParseCipherList(f *testing.F) {
+	f.Add("ECDHE-RSA-AES128-GCM-SHA256:!aNULL")
+	f.Add("DEFAULT")
+	f.Add(":::")
+	f.Fuzz(func(t *testing.T, s string) {
+		suites, _, err := parseCipherList(s)
+		if err == nil && suites == nil {
+			return // a keyword: Go's list
+		}
+		for _, id := range suites {
+			if tls.CipherSuiteName(id) == "" {
+				t.Errorf("unknown suite %#x", id)
+			}
+		}
+	})
+}
