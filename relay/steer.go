@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net"
 	"net/netip"
@@ -73,11 +74,11 @@ func steerIndex(ip netip.Addr, n int) int {
 	ip = ip.Unmap()
 	if ip.Is4() {
 		b := ip.As4()
-		a = uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+		a = binary.BigEndian.Uint32(b[:])
 	} else {
 		b := ip.As16()
 		for i := 0; i < 16; i += 4 {
-			a ^= uint32(b[i])<<24 | uint32(b[i+1])<<16 | uint32(b[i+2])<<8 | uint32(b[i+3])
+			a ^= binary.BigEndian.Uint32(b[i : i+4])
 		}
 	}
 	a ^= a >> 16
