@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
@@ -185,4 +186,38 @@ func FuzzDecodeServerMessage(f *testing.F) {
 			t.Fatalf("decoded a message without type from %q", b)
 		}
 	})
+}
+
+// signalFrame splices the data into the frame: for compact data it gives
+// exactly what the encoder gives, and any from is escaped as JSON.
+func TestSignalFrameMatchesEncoder(t *testing.T) {
+	for _, tc := range []struct{ from, data string }{
+		{"AbC-_123xyzAbC-_123xyz12", `{"sdp":"v=0\r\n","type":"offer"}`},
+		{"x", `{"candidate":{"candidate":"a","sdpMid":"0","sdpMLineIndex":0},"n":[1,2.5,null,true]}`},
+		{`q"uo\te<&>` + "\u00e9\u2028\x01", `{}`},
+		{"p", `{"é":"\u00e9"}`},
+	} {
+		got := signalFrame(tc.from, []byte(tc.data))
+		want := encode(ServerMessage{Type: TypeSignal, From: tc.from, Data: []byte(tc.data)})
+		var g, w any
+		if err := json.Unmarshal(got, &g); err != nil {
+			t.Fatalf("signalFrame(%q, %s) = %s: not JSON: %v", tc.from, tc.data, got, err)
+		}
+		_ = json.Unmarshal(want, &w)
+		if gb, wb := mustJSON(t, g), mustJSON(t, w); !bytes.Equal(gb, wb) {
+			t.Errorf("signalFrame(%q, %s) = %s, encoder gives %s", tc.from, tc.data, got, want)
+		}
+		if m, err := DecodeServerMessage(got); err != nil || m.From != tc.from || m.Type != TypeSignal {
+			t.Errorf("signalFrame(%q): decodes to %+v, %v", tc.from, m, err)
+		}
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
