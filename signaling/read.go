@@ -15,6 +15,7 @@ func (c *conn) start() {
 	_ = c.ws.SetReadDeadline(c.readDeadline()) // errors surface on read
 	c.ws.SetPongHandler(func(s string) error { return c.control(false, s) })
 	c.ws.SetPingHandler(func(s string) error { return c.control(true, s) })
+	c.ws.SetCloseHandler(c.closeHandler)
 	go c.read()
 }
 
