@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestDecodeClientMessage(t *testing.T) {
@@ -220,4 +221,52 @@ func mustJSON(t *testing.T, v any) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+// The signal fast path agrees with encoding/json on the messages it takes.
+func TestDecodeSignalFastPath(t *testing.T) {
+	for _, in := range []string{
+		`{"type":"signal","to":"abc","data":{"sdp":"v=0\r\n","n":[1,{"x":null}]}}`,
+		` {"data":{"a":"\u00e9\ud83d\ude00"},"to":"p\u0041","type":"sig\u006eal","extra":[1,2]} `,
+		`{"type":"signal","to":"abc","data":{},"room":"r"}`,
+	} {
+		b := bytes.TrimSpace([]byte(in))
+		fast, ok := decodeSignal(b)
+		if !ok {
+			t.Fatalf("%s: fast path refused", in)
+		}
+		var slow ClientMessage
+		if err := json.Unmarshal(b, &slow); err != nil {
+			t.Fatal(err)
+		}
+		if fast.Type != slow.Type || fast.To != slow.To || !bytes.Equal(mustJSON(t, fast.Data), mustJSON(t, slow.Data)) {
+			t.Errorf("%s: fast %+v, encoding/json %+v", in, fast, slow)
+		}
+	}
+	for _, in := range []string{
+		`{"type":"signal","to":5,"data":{}}`, `{"type":"signal","to":"","data":{}}`,
+		`{"type":"signal","to":"a","data":[1]}`, `{"type":"signal","to":"a"}`, `{"type":"join","room":"r"}`,
+		`{"type":"signal","to":"a","data":{}`, `{"type":"signal","to":"` + strings.Repeat("a", 65) + `","data":{}}`,
+	} {
+		if m, ok := decodeSignal([]byte(in)); ok {
+			t.Errorf("%s: fast path took it: %+v", in, m)
+		}
+	}
+}
+
+func FuzzDecodeSignalFastPath(f *testing.F) {
+	f.Add([]byte(`{"type":"signal","to":"abc","data":{"x":"\u00e9"}}`))
+	f.Add([]byte(`{"type":"signal","to":"a\"b","data":{"x":[{}]},"to":"c"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := DecodeClientMessage(b)
+		if err != nil || m.Type != TypeSignal {
+			return
+		}
+		if !utf8.Valid(m.Data) || !json.Valid(m.Data) || m.To == "" || len(m.To) > maxIDLen {
+			t.Fatalf("%q decoded to %+v", b, m)
+		}
+		if d := bytes.TrimSpace(m.Data); d[0] != '{' {
+			t.Fatalf("%q: data is not an object: %s", b, m.Data)
+		}
+	})
 }
