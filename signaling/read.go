@@ -1,9 +1,11 @@
 package signaling
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -51,12 +53,14 @@ type message struct {
 	c        *conn
 	typ      int
 	data     []byte
+	buf      *bytes.Buffer // holds data; back to readPool once handled
 	tooLarge bool
 }
 
 // process handles m, then reads the connection's next message.
 func (m message) process() {
 	m.c.dispatch(m)
+	putReadBuf(m.buf)
 	go m.c.read()
 }
 
@@ -112,20 +116,35 @@ func (c *conn) control(ping bool, data string) error {
 func (c *conn) readMessage(typ int, r io.Reader) (message, error) {
 	maxBytes := int64(c.h.cfg.MaxMessageBytes)
 	_ = c.ws.SetReadDeadline(c.readDeadline())
-	data, err := io.ReadAll(io.LimitReader(r, maxBytes+1))
+	buf := readPool.Get().(*bytes.Buffer)
+	buf.Reset()
+	_, err := buf.ReadFrom(&io.LimitedReader{R: r, N: maxBytes + 1})
 	if err != nil {
+		putReadBuf(buf)
 		return message{}, err
 	}
-	tooLarge := int64(len(data)) > maxBytes
+	tooLarge := int64(buf.Len()) > maxBytes
 	if tooLarge {
+		putReadBuf(buf)
 		// Discard the rest; beyond the hard limit this fails and gorilla
 		// closes with 1009.
 		if _, err := io.Copy(io.Discard, r); err != nil {
 			return message{}, err
 		}
-		data = nil
+		return message{c: c, typ: typ, tooLarge: true}, nil
 	}
-	return message{c: c, typ: typ, data: data, tooLarge: tooLarge}, nil
+	return message{c: c, typ: typ, data: buf.Bytes(), buf: buf}, nil
+}
+
+// readPool holds the buffers messages are read into. Nothing keeps a
+// reference to a message's bytes once it is handled (decoding copies what
+// it keeps), so the buffer goes back after dispatch.
+var readPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+func putReadBuf(b *bytes.Buffer) {
+	if b != nil && b.Cap() <= maxPooledFrame {
+		readPool.Put(b)
+	}
 }
 
 // dispatch checks the limits on m and handles it.
