@@ -81,7 +81,7 @@ type conn struct {
 	done         chan struct{} // made on demand; closed once the socket is closed
 
 	// The buckets are used by one goroutine at a time: the reader, then the
-	// handler it hands a message to, then the next reader.
+	// next reader.
 	limiter    bucket // client messages and control frames
 	errLimiter bucket // errors the client causes
 
