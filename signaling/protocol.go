@@ -174,6 +174,21 @@ func DecodeClientMessage(b []byte) (ClientMessage, error) {
 	return m, nil
 }
 
+// decodeSignalMessage decodes b when it is a well-formed signal, the
+// message the hub relays most, and reports false for anything else, which
+// DecodeClientMessage then decodes (with its errors). It is the first thing
+// a reader calls: its stack stays smaller than DecodeClientMessage's, which
+// a fresh reader's stack would have to grow for.
+//
+//go:noinline
+func decodeSignalMessage(b []byte) (ClientMessage, bool) {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || b[0] != '{' || !utf8.Valid(b) {
+		return ClientMessage{}, false
+	}
+	return decodeSignal(b)
+}
+
 // decodeSignal is the fast path for the message the hub relays most: a
 // well-formed signal. It validates b as JSON (encoding/json's scanner) and
 // picks out only "type", "to" and "data" (gjson: no reflection, data stays

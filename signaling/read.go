@@ -168,6 +168,11 @@ func (c *conn) dispatch(m message) {
 		c.h.m.receivedType("")
 		c.sendError(CodeBadMessage, "only text frames carry messages", "")
 	default:
+		if msg, ok := decodeSignalMessage(m.data); ok {
+			c.h.m.receivedType(TypeSignal)
+			c.h.relay(c, msg)
+			return
+		}
 		c.h.handle(c, m.data)
 	}
 }

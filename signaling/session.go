@@ -388,25 +388,7 @@ func (h *Hub) handle(c *conn, data []byte) {
 		}
 		h.resume(c, msg.Token)
 	case TypeSignal:
-		s := c.sess
-		if s == nil {
-			c.sendError(CodeBadMessage, "join a room first", "")
-			return
-		}
-		if msg.To == s.id {
-			c.sendError(CodeBadMessage, "cannot signal yourself", "")
-			return
-		}
-		frame := signalFrame(s.id, msg.Data)
-		if err := h.store.Send(s.room, msg.To, frame); err != nil {
-			if errors.Is(err, errPeerGone) || h.recentlyLeft.has(msg.To) {
-				// The peer left while this signal was on its way: the
-				// sender's peer-left is in flight, no fault of its own.
-				c.notify(CodeUnknownPeer, "the peer has left the room", msg.To)
-				return
-			}
-			c.sendError(CodeUnknownPeer, "no such peer in the room", msg.To)
-		}
+		h.relay(c, msg)
 	case TypeLeave:
 		s := c.sess
 		if s == nil {
@@ -424,6 +406,31 @@ func (h *Hub) handle(c *conn, data []byte) {
 		c.reply(ServerMessage{Type: TypePong})
 	case TypeInvite:
 		h.invite(c)
+	}
+}
+
+// relay forwards a signal from c's peer to msg.To.
+//
+//go:noinline
+func (h *Hub) relay(c *conn, msg ClientMessage) {
+	s := c.sess
+	if s == nil {
+		c.sendError(CodeBadMessage, "join a room first", "")
+		return
+	}
+	if msg.To == s.id {
+		c.sendError(CodeBadMessage, "cannot signal yourself", "")
+		return
+	}
+	frame := signalFrame(s.id, msg.Data)
+	if err := h.store.Send(s.room, msg.To, frame); err != nil {
+		if errors.Is(err, errPeerGone) || h.recentlyLeft.has(msg.To) {
+			// The peer left while this signal was on its way: the
+			// sender's peer-left is in flight, no fault of its own.
+			c.notify(CodeUnknownPeer, "the peer has left the room", msg.To)
+			return
+		}
+		c.sendError(CodeUnknownPeer, "no such peer in the room", msg.To)
 	}
 }
 
