@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs from Debian, idempotently: coturn (interop
 # client and reference server), chromium (browser tests), nftables and iproute2
-# (NAT lab). Safe to run again; does nothing when everything is present.
+# (NAT lab), redis-server (cluster tests). Safe to run again; does nothing when everything is present.
 # Needs root to install; without root it only reports what is missing.
 set -euo pipefail
 
@@ -12,6 +12,7 @@ command -v nft               >/dev/null 2>&1 || need+=(nftables)
 command -v ip                >/dev/null 2>&1 || need+=(iproute2)
 command -v openssl           >/dev/null 2>&1 || need+=(openssl)
 command -v conntrack         >/dev/null 2>&1 || need+=(conntrack)
+command -v redis-server      >/dev/null 2>&1 || need+=(redis-server)
 # The deploy recipe test (e2e TestDeployRecipe): unit checks, users, capabilities.
 command -v systemd-analyze   >/dev/null 2>&1 || need+=(systemd)
 command -v useradd           >/dev/null 2>&1 || need+=(passwd)
@@ -62,4 +63,6 @@ for p in "${need[@]}"; do
 		systemctl disable coturn >/dev/null 2>&1 || true
 	fi
 done
+# redis-server: the tests start their own on free loopback ports. A system
+# Redis (installed now or before) is left alone: never stopped or disabled.
 echo "setup: done"

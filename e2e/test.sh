@@ -8,4 +8,6 @@ bash e2e/setup.sh
 bash relay/internal/offload/gen_check.sh
 go vet ./...
 "$(go env GOPATH)/bin/golangci-lint" run ./...
-exec go test -race -count=1 -timeout 20m ./... "$@"
+go test -race -count=1 -timeout 20m ./... "$@"
+# Every fuzz target for 10 s (bench/fuzz.sh runs them for minutes).
+FUZZTIME=10s bash bench/fuzz.sh

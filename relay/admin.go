@@ -11,7 +11,8 @@ import (
 //
 //	/metrics  Prometheus metrics (no per-user or per-address labels)
 //	/healthz  200 while the process serves
-//	/readyz   200 while it accepts new allocations, 503 while draining
+//	/readyz   200 while it accepts new allocations, 503 while draining or
+//	          while a TCP/TLS listener's Accept keeps failing
 func (s *Server) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
@@ -26,6 +27,10 @@ func (s *Server) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if s.draining.Load() {
 			http.Error(w, "draining", http.StatusServiceUnavailable)
+			return
+		}
+		if n := s.acceptFailing.Load(); n > 0 {
+			http.Error(w, "a TCP/TLS listener cannot accept connections (see the log)", http.StatusServiceUnavailable)
 			return
 		}
 		_, _ = w.Write([]byte("ready\n"))

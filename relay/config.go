@@ -84,8 +84,36 @@ type Config struct {
 	// negative disables.
 	UnauthRate, AuthFailRate float64
 
+	// StreamIdleTimeout closes a TCP or TLS connection that has had no
+	// allocation for this long since it opened or lost its allocation,
+	// whatever it sends meanwhile (coturn closes such sessions at 60 s).
+	// Default 60s.
+	StreamIdleTimeout time.Duration
+	// MaxStreamConns and MaxStreamConnsPerSource cap simultaneous TCP and
+	// TLS connections in total and per source (IPv6 per prefix, see
+	// IPv6SourcePrefix); past a cap new connections are closed at once.
+	// Defaults 10000 and 64; negative disables.
+	MaxStreamConns, MaxStreamConnsPerSource int
+	// MaxPermissions and MaxChannels bound the live permissions (peer IPs)
+	// and channel bindings of one allocation; a request past either is
+	// answered 508. Defaults 256 each; negative disables.
+	MaxPermissions, MaxChannels int
+	// IPv6SourcePrefix is the prefix length that identifies one IPv6 client
+	// for rate limits, source quotas and connection caps: a host usually
+	// owns a whole /64. Default 64; 128 counts every address apart.
+	IPv6SourcePrefix int
+
 	// AllocationLifetime is the default allocation lifetime. Default 10m.
 	AllocationLifetime time.Duration
+	// ChannelLifetime and PermissionLifetime are how long a channel binding
+	// and a permission live without a refresh. Defaults 10m and 5m (RFC
+	// 8656); tests use short ones.
+	ChannelLifetime, PermissionLifetime time.Duration
+
+	// DisableFastPath turns off the user-space data plane: pion then
+	// carries every packet (for A/B measurements and as an escape hatch).
+	// Permissions, policy and limits apply either way.
+	DisableFastPath bool
 
 	// RFC5780 enables NAT behaviour discovery answers (off by default since
 	// it raises the amplification factor). Without it a Binding request
@@ -103,6 +131,15 @@ type Config struct {
 
 	// Logger receives structured logs; never credentials. Default slog.Default().
 	Logger *slog.Logger
+
+	// now is the clock credential expiry and rate limits are judged by
+	// (tests inject one). Default time.Now.
+	now func() time.Time
+	// checkHookGoroutine makes the auth hand-off record goroutines, so a
+	// test can prove pion calls the hook on the reading goroutine.
+	checkHookGoroutine bool
+	// onSelfRefresh (tests) runs after every re-read of own addresses.
+	onSelfRefresh func()
 }
 
 // PeerPolicy decides which peer addresses allocations may reach.

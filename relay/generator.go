@@ -25,6 +25,9 @@ const relayTries = 64
 // new allocations and wraps them so policy, limits and counters apply.
 type generator struct {
 	s *Server
+	// listener is the UDP listener socket whose allocations this generator
+	// makes (nil for TCP/TLS listeners): the data plane answers from it.
+	listener *serverPacketConn
 }
 
 var _ turn.RelayAddressGenerator = generator{}
@@ -62,14 +65,14 @@ func (g generator) ports(requested int) []int {
 	return out
 }
 
-func (g generator) register(bind, adv netip.Addr, port int) []netip.AddrPort {
+func (g generator) register(proto uint8, bind, adv netip.Addr, port int) []netip.AddrPort {
 	addrs := []netip.AddrPort{netip.AddrPortFrom(bind, uint16(port))}
 	if adv != bind {
 		addrs = append(addrs, netip.AddrPortFrom(adv, uint16(port)))
 	}
 	pol := g.s.policy.Load()
 	for _, ap := range addrs {
-		pol.addRelay(ap)
+		pol.addRelay(proto, ap)
 	}
 	return addrs
 }
@@ -80,16 +83,17 @@ func (g generator) AllocatePacketConn(conf turn.AllocateListenerConfig) (net.Pac
 		return nil, nil, err
 	}
 	for _, port := range g.ports(conf.RequestedPort) {
-		c, err := new(net.ListenConfig).ListenPacket(context.Background(), conf.Network, net.JoinHostPort(bind.String(), strconv.Itoa(port)))
+		c, err := g.s.fast.listenRelay(conf.Network, netip.AddrPortFrom(bind, uint16(port)))
 		if err != nil {
 			continue
 		}
-		rc := &relayPacketConn{
-			PacketConn: c,
-			s:          g.s,
-			bw:         g.s.userBW.forAllocation(conf.UserID, g.s.cfg.MaxBPS),
-			addrs:      g.register(bind, adv, port),
+		rc, err := newRelayPacketConn(g.s, c, g.s.userBW.forAllocation(conf.UserID, g.s.cfg.MaxBPS),
+			g.register(protoUDP, bind, adv, port))
+		if err != nil {
+			c.Close()
+			return nil, nil, err
 		}
+		rc.fast = g.s.fast.newRelay(rc, g.listener, netip.AddrPortFrom(adv, uint16(port)))
 		return rc, &net.UDPAddr{IP: adv.AsSlice(), Port: port}, nil
 	}
 	return nil, nil, errNoRelayPort
@@ -110,7 +114,7 @@ func (g generator) AllocateListener(conf turn.AllocateListenerConfig) (net.Liste
 			Listener: ln,
 			s:        g.s,
 			bw:       g.s.userBW.forAllocation(conf.UserID, g.s.cfg.MaxBPS),
-			addrs:    g.register(bind, adv, port),
+			addrs:    g.register(protoTCP, bind, adv, port),
 		}
 		return rl, &net.TCPAddr{IP: adv.AsSlice(), Port: port}, nil
 	}
@@ -123,7 +127,7 @@ func (g generator) AllocateListener(conf turn.AllocateListenerConfig) (net.Liste
 // TCP, so this stays even though v5.1.1 checks too).
 func (g generator) AllocateConn(conf turn.AllocateConnConfig) (net.Conn, error) {
 	peer := toAddrPort(conf.RemoteAddr)
-	if reason := g.s.policy.Load().checkAddrPort(peer); reason != "" {
+	if reason := g.s.policy.Load().checkAddrPort(peer, protoTCP); reason != "" {
 		g.s.metrics.policyDenials.WithLabelValues(reason).Inc()
 		return nil, fmt.Errorf("%w: %s", errPeerDenied, reason)
 	}

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -135,13 +136,14 @@ func selfSigned(t *testing.T) *tls.Certificate {
 
 // rawClient speaks TURN by hand over UDP so tests see exact error codes.
 type rawClient struct {
-	t     *testing.T
-	conn  net.PacketConn
-	srv   net.Addr
-	user  string
-	key   []byte
-	realm stun.Realm
-	nonce stun.Nonce
+	t      *testing.T
+	conn   net.PacketConn
+	stream net.Conn // set: speak over this TCP connection instead
+	srv    net.Addr
+	user   string
+	key    []byte
+	realm  stun.Realm
+	nonce  stun.Nonce
 }
 
 func newRawClient(t *testing.T, srv *Server, user, pass string) *rawClient {
@@ -158,6 +160,9 @@ func newRawClient(t *testing.T, srv *Server, user, pass string) *rawClient {
 // roundTrip sends m and returns the answer with the same transaction ID,
 // retransmitting a few times (UDP on loopback can still drop under load).
 func (r *rawClient) roundTrip(m *stun.Message) (*stun.Message, error) {
+	if r.stream != nil {
+		return streamRoundTrip(r.stream, m)
+	}
 	buf := make([]byte, 2048)
 	for try := 0; try < 5; try++ {
 		if _, err := r.conn.WriteTo(m.Raw, r.srv); err != nil {
@@ -231,4 +236,82 @@ func errorCode(t *testing.T, m *stun.Message) stun.ErrorCode {
 
 func restCred(secret []byte, user string, ttl time.Duration) turnrest.Credential {
 	return turnrest.Mint(secret, user, time.Now().Add(ttl))
+}
+
+// testClock is a clock tests move while the server reads it.
+type testClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newTestClock(t time.Time) *testClock { return &testClock{now: t} }
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// newRawStreamClient is a rawClient over a TCP connection to srv.
+func newRawStreamClient(t *testing.T, srv *Server, user, pass string) *rawClient {
+	t.Helper()
+	c, err := net.Dial("tcp", srv.Addr("tcp").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &rawClient{t: t, stream: c, srv: srv.Addr("tcp"), user: user,
+		key: turnrest.LongTermKey(user, srv.cfg.Realm, pass)}
+}
+
+// streamRoundTrip sends m over a TCP connection and returns the STUN
+// answer with its transaction ID (skipping other frames).
+func streamRoundTrip(c net.Conn, m *stun.Message) (*stun.Message, error) {
+	if _, err := c.Write(m.Raw); err != nil {
+		return nil, err
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer c.SetReadDeadline(time.Time{})
+	for {
+		resp, err := readStreamSTUN(c)
+		if err != nil {
+			return nil, err
+		}
+		if resp.TransactionID == m.TransactionID {
+			return resp, nil
+		}
+	}
+}
+
+// readStreamSTUN reads the next frame from a TURN stream and decodes it
+// if it is STUN (ChannelData frames are skipped).
+func readStreamSTUN(c net.Conn) (*stun.Message, error) {
+	for {
+		hdr := make([]byte, 4)
+		if _, err := io.ReadFull(c, hdr); err != nil {
+			return nil, err
+		}
+		if hdr[0]>>6 == 1 {
+			n := int(hdr[2])<<8 | int(hdr[3])
+			if _, err := io.ReadFull(c, make([]byte, (n+3)&^3)); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		rest := make([]byte, 16+(int(hdr[2])<<8|int(hdr[3])))
+		if _, err := io.ReadFull(c, rest); err != nil {
+			return nil, err
+		}
+		m := &stun.Message{Raw: append(hdr, rest...)}
+		if err := m.Decode(); err != nil {
+			return nil, err
+		}
+		return m, nil
+	}
 }

@@ -87,7 +87,7 @@ func TestExternalIPAdvertised(t *testing.T) {
 	if !relayed.IP.Equal(net.IPv4(203, 0, 113, 5)) || relayed.Port == 0 {
 		t.Fatalf("XOR-RELAYED-ADDRESS = %v, want 203.0.113.5:<port>", relayed)
 	}
-	if reason := srv.policy.Load().checkAddrPort(mustAddrPort(relayed.String())); reason != "" {
+	if reason := srv.policy.Load().checkAddrPort(mustAddrPort(relayed.String()), protoUDP); reason != "" {
 		t.Fatalf("advertised relay address denied as a peer: %s", reason)
 	}
 }

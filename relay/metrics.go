@@ -20,7 +20,9 @@ type metrics struct {
 	dropped            *prometheus.CounterVec // reason
 	pionEvents         *prometheus.CounterVec // level
 	bindingAnswers     prometheus.Counter
+	acceptErrors       prometheus.Counter
 	draining           prometheus.Gauge
+	fastBindings       prometheus.Gauge
 
 	// Hot-path children, resolved once.
 	bytesC2P, bytesP2C, pktsC2P, pktsP2C prometheus.Counter
@@ -34,6 +36,9 @@ const (
 	dropRateLimited = "rate_limited"
 	dropBandwidth   = "bandwidth"
 	dropAuthLimited = "auth_rate_limited"
+	dropOversize    = "oversize_frame"
+	dropConnLimit   = "connection_limit"
+	dropSendBuffer  = "send_buffer_full"
 )
 
 func newMetrics() *metrics {
@@ -70,12 +75,18 @@ func newMetrics() *metrics {
 		bindingAnswers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "turnd_rfc5780_answers_total", Help: "RFC 5780 Binding answers sent.",
 		}),
+		acceptErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "turnd_accept_errors_total", Help: "Failed Accept calls on TCP/TLS listeners (retried with back-off).",
+		}),
 		draining: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "turnd_draining", Help: "1 while the server drains before shutdown.",
 		}),
+		fastBindings: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "turnd_fastpath_bindings", Help: "Channel bindings the user-space data plane knows.",
+		}),
 	}
 	reg.MustRegister(m.allocationsActive, m.allocationsCreated, m.authFailures, m.quotaRejections,
-		m.policyDenials, m.relayedBytes, m.relayedPackets, m.dropped, m.pionEvents, m.bindingAnswers, m.draining,
+		m.policyDenials, m.relayedBytes, m.relayedPackets, m.dropped, m.pionEvents, m.bindingAnswers, m.acceptErrors, m.draining, m.fastBindings,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.bytesC2P = m.relayedBytes.WithLabelValues(dirClientToPeer)
 	m.bytesP2C = m.relayedBytes.WithLabelValues(dirPeerToClient)
@@ -84,7 +95,8 @@ func newMetrics() *metrics {
 	for _, r := range []string{authUnknownUser, authBadPassword, authExpired, authSessionLimit, authMalformed, authWrongUser} {
 		m.authFailures.WithLabelValues(r)
 	}
-	for _, r := range []string{dropMalformed, dropRateLimited, dropBandwidth, dropAuthLimited} {
+	for _, r := range []string{dropMalformed, dropRateLimited, dropBandwidth, dropAuthLimited, dropOversize, dropConnLimit,
+		dropSendBuffer, dropNoPermission} {
 		m.dropped.WithLabelValues(r)
 	}
 	return m

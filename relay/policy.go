@@ -1,9 +1,11 @@
 package relay
 
 import (
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 )
 
 // Reasons a peer address is refused; they label the policy-denial metric.
@@ -18,6 +20,8 @@ const (
 	denyMetadata    = "metadata"
 	denyOperator    = "operator"
 	denySelf        = "self"
+	denyBroadcast   = "broadcast"
+	denyConnect     = "connect_transport"
 )
 
 // specialRange is a built-in denied range; reason labels denials.
@@ -76,37 +80,92 @@ func (p PeerPolicy) validate() []error {
 	return errs
 }
 
-// relaySet holds live relay addresses (bound and advertised). Relaying
-// between two relay addresses of this server is the normal path when both
-// peers are relay-only, so it is allowed before any deny rule. It outlives
-// policy reloads.
-type relaySet struct {
-	mu sync.RWMutex
-	m  map[netip.AddrPort]int
+// Transport protocols of relay ports: a live UDP relay port must not open
+// the TCP port of the same number (and the other way round).
+const (
+	protoUDP uint8 = 17
+	protoTCP uint8 = 6
+)
+
+type relayKey struct {
+	proto uint8
+	ap    netip.AddrPort
 }
 
-func newRelaySet() *relaySet { return &relaySet{m: map[netip.AddrPort]int{}} }
+// relaySet holds live relay addresses (bound and advertised) by protocol.
+// Relaying between two relay addresses of this server is the normal path
+// when both peers are relay-only, so it is allowed before any deny rule. It
+// outlives policy reloads.
+type relaySet struct {
+	mu sync.RWMutex
+	m  map[relayKey]int
+}
 
-func (r *relaySet) add(ap netip.AddrPort) {
-	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+func newRelaySet() *relaySet { return &relaySet{m: map[relayKey]int{}} }
+
+func (r *relaySet) add(proto uint8, ap netip.AddrPort) {
+	k := relayKey{proto, unmapAP(ap)}
 	r.mu.Lock()
-	r.m[ap]++
+	r.m[k]++
 	r.mu.Unlock()
 }
 
-func (r *relaySet) remove(ap netip.AddrPort) {
-	ap = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+func (r *relaySet) remove(proto uint8, ap netip.AddrPort) {
+	k := relayKey{proto, unmapAP(ap)}
 	r.mu.Lock()
-	if r.m[ap]--; r.m[ap] <= 0 {
-		delete(r.m, ap)
+	if r.m[k]--; r.m[k] <= 0 {
+		delete(r.m, k)
 	}
 	r.mu.Unlock()
 }
 
-func (r *relaySet) has(ap netip.AddrPort) bool {
+func (r *relaySet) has(proto uint8, ap netip.AddrPort) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	return r.m[ap] > 0
+	return r.m[relayKey{proto, ap}] > 0
+}
+
+// selfSet is the server's own addresses: every interface address (wildcard
+// listeners answer on all of them), the relay and external addresses, and
+// the directed broadcast address of every IPv4 interface subnet. It is
+// rebuilt when addresses change (netlink, SIGHUP).
+type selfSet struct {
+	ips   map[netip.Addr]bool
+	bcast map[netip.Addr]bool
+}
+
+func (s *selfSet) isSelf(ip netip.Addr) bool {
+	return ip.IsLoopback() || ip.IsUnspecified() || (s != nil && s.ips[ip])
+}
+
+func (s *selfSet) isBroadcast(ip netip.Addr) bool {
+	return s != nil && s.bcast[ip]
+}
+
+// newSelfSet builds the set from interface prefixes plus extra addresses.
+func newSelfSet(prefixes []netip.Prefix, extra ...netip.Addr) *selfSet {
+	s := &selfSet{ips: map[netip.Addr]bool{}, bcast: map[netip.Addr]bool{}}
+	for _, pfx := range prefixes {
+		ip := pfx.Addr().Unmap().WithZone("")
+		s.ips[ip] = true
+		if ip.Is4() && pfx.Bits() < 31 {
+			s.bcast[lastAddr(netip.PrefixFrom(ip, pfx.Bits()).Masked())] = true
+		}
+	}
+	for _, ip := range extra {
+		if ip.IsValid() {
+			s.ips[ip.Unmap().WithZone("")] = true
+		}
+	}
+	return s
+}
+
+// lastAddr is the highest address of an IPv4 prefix (its broadcast).
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Addr().As4()
+	v := binary.BigEndian.Uint32(b[:]) | (1<<(32-p.Bits()) - 1)
+	binary.BigEndian.PutUint32(b[:], v)
+	return netip.AddrFrom4(b)
 }
 
 // peerPolicy is the compiled, immutable form of PeerPolicy plus the
@@ -114,16 +173,19 @@ func (r *relaySet) has(ap netip.AddrPort) bool {
 type peerPolicy struct {
 	cfg PeerPolicy
 
-	// selfPorts and selfIPs describe the server's own listening and admin
-	// sockets: relaying to them would loop traffic back into turnd.
+	// selfPorts are the server's own listening and admin ports: never
+	// reachable on its own addresses, whatever the operator opened.
+	// Every other port on its own addresses is denied too, except live
+	// relay ports of the same protocol and, with AllowLoopback, loopback.
 	selfPorts map[uint16]bool
-	selfIPs   func(netip.Addr) bool
+	self      *atomic.Pointer[selfSet]
 
 	relays *relaySet
 }
 
-func newPeerPolicy(cfg PeerPolicy, selfPorts []int, selfIPs func(netip.Addr) bool) *peerPolicy {
-	p := &peerPolicy{cfg: cfg, selfPorts: map[uint16]bool{}, selfIPs: selfIPs, relays: newRelaySet()}
+func newPeerPolicy(cfg PeerPolicy, selfPorts []int, self *selfSet) *peerPolicy {
+	p := &peerPolicy{cfg: cfg, selfPorts: map[uint16]bool{}, self: &atomic.Pointer[selfSet]{}, relays: newRelaySet()}
+	p.self.Store(self)
 	for _, port := range selfPorts {
 		if port > 0 && port < 65536 {
 			p.selfPorts[uint16(port)] = true
@@ -139,39 +201,45 @@ func (p *peerPolicy) withConfig(cfg PeerPolicy) *peerPolicy {
 	return &q
 }
 
-func (p *peerPolicy) addRelay(ap netip.AddrPort)     { p.relays.add(ap) }
-func (p *peerPolicy) removeRelay(ap netip.AddrPort)  { p.relays.remove(ap) }
-func (p *peerPolicy) isRelay(ap netip.AddrPort) bool { return p.relays.has(ap) }
+// setSelf replaces the own-address set (shared by every policy version).
+func (p *peerPolicy) setSelf(s *selfSet) { p.self.Store(s) }
+
+func (p *peerPolicy) addRelay(proto uint8, ap netip.AddrPort)     { p.relays.add(proto, ap) }
+func (p *peerPolicy) removeRelay(proto uint8, ap netip.AddrPort)  { p.relays.remove(proto, ap) }
+func (p *peerPolicy) isRelay(proto uint8, ap netip.AddrPort) bool { return p.relays.has(proto, ap) }
 
 // checkIP decides on a peer IP alone (CreatePermission, ChannelBind): it
 // returns "" when the address may be reached, else the denial reason.
 func (p *peerPolicy) checkIP(ip netip.Addr) string {
-	return p.check(ip, 0)
+	return p.check(ip, 0, 0)
 }
 
-// checkAddrPort decides on a full peer address (every datagram and TCP
-// Connect), which also catches the server's own ports.
-func (p *peerPolicy) checkAddrPort(ap netip.AddrPort) string {
-	return p.check(ap.Addr(), ap.Port())
+// checkAddrPort decides on a full peer address and transport (every
+// datagram and TCP Connect), which also catches the server's own ports.
+func (p *peerPolicy) checkAddrPort(ap netip.AddrPort, proto uint8) string {
+	return p.check(ap.Addr(), ap.Port(), proto)
 }
 
-func (p *peerPolicy) check(ip netip.Addr, port uint16) string {
+func (p *peerPolicy) check(ip netip.Addr, port uint16, proto uint8) string {
 	if !ip.IsValid() {
 		return denyUnspecified
 	}
 	ip = ip.Unmap().WithZone("")
-	if port != 0 && p.isRelay(netip.AddrPortFrom(ip, port)) {
+	if port != 0 && p.isRelay(proto, netip.AddrPortFrom(ip, port)) {
 		return ""
 	}
-	if port != 0 && p.selfPorts[port] && p.selfIPs != nil && p.selfIPs(ip) {
-		return denySelf
-	}
+	self := p.self.Load()
 	// Every IPv4 address an IPv6 form embeds is judged as that IPv4 address
 	// too; the stricter of the two verdicts wins.
 	candidates := []netip.Addr{ip}
 	if v4, ok := embeddedIPv4(ip); ok {
 		candidates = append(candidates, v4)
-		if port != 0 && p.selfPorts[port] && p.selfIPs != nil && p.selfIPs(v4) {
+	}
+	for _, a := range candidates {
+		if self.isBroadcast(a) {
+			return denyBroadcast
+		}
+		if port != 0 && p.selfPorts[port] && self.isSelf(a) {
 			return denySelf
 		}
 	}
@@ -180,7 +248,19 @@ func (p *peerPolicy) check(ip netip.Addr, port uint16) string {
 			return r
 		}
 	}
+	for _, a := range candidates {
+		if self.isSelf(a) && !p.opened(a) {
+			return denySelf
+		}
+	}
 	return ""
+}
+
+// opened reports whether the operator opened the own address ip: only the
+// loopback switch does (development). Every other own address stays
+// closed on every port but live relay ports, whatever prefixes are allowed.
+func (p *peerPolicy) opened(ip netip.Addr) bool {
+	return p.cfg.AllowLoopback && ip.IsLoopback()
 }
 
 func (p *peerPolicy) checkOne(ip netip.Addr) string {

@@ -73,7 +73,7 @@ func TestPeerPolicyDefaultDenies(t *testing.T) {
 		if got := p.checkIP(ip); got != tt.want {
 			t.Errorf("checkIP(%s) = %q, want %q", tt.addr, got, tt.want)
 		}
-		if got := p.checkAddrPort(netip.AddrPortFrom(ip, 5000)); got != tt.want {
+		if got := p.checkAddrPort(netip.AddrPortFrom(ip, 5000), protoUDP); got != tt.want {
 			t.Errorf("checkAddrPort(%s:5000) = %q, want %q", tt.addr, got, tt.want)
 		}
 	}
@@ -118,7 +118,7 @@ func TestPeerPolicySwitches(t *testing.T) {
 }
 
 func TestPeerPolicySelfAndRelays(t *testing.T) {
-	self := func(ip netip.Addr) bool { return ip == netip.MustParseAddr("8.8.8.8") || ip.IsLoopback() }
+	self := newSelfSet(nil, netip.MustParseAddr("8.8.8.8"))
 	p := newPeerPolicy(PeerPolicy{AllowLoopback: true}, []int{3478, 9090}, self)
 	ap := netip.MustParseAddrPort
 	tests := []struct {
@@ -128,11 +128,12 @@ func TestPeerPolicySelfAndRelays(t *testing.T) {
 		{"[::ffff:8.8.8.8]:3478", denySelf},
 		{"127.0.0.1:9090", denySelf}, // admin port even when loopback peers are allowed
 		{"[64:ff9b::808:808]:3478", denySelf},
-		{"8.8.8.8:3479", ""},
+		{"8.8.8.8:3479", denySelf}, // every port of an own address the operator did not open
+		{"127.0.0.1:3479", ""},     // loopback was opened
 		{"8.8.4.4:3478", ""},
 	}
 	for _, tt := range tests {
-		if got := p.checkAddrPort(ap(tt.addr)); got != tt.want {
+		if got := p.checkAddrPort(ap(tt.addr), protoUDP); got != tt.want {
 			t.Errorf("checkAddrPort(%s) = %q, want %q", tt.addr, got, tt.want)
 		}
 	}
@@ -140,18 +141,18 @@ func TestPeerPolicySelfAndRelays(t *testing.T) {
 	// Another relay address of this server is reachable even in a denied range.
 	strict := newPeerPolicy(PeerPolicy{}, nil, nil)
 	relay := ap("10.0.0.5:50000")
-	if strict.checkAddrPort(relay) == "" {
+	if strict.checkAddrPort(relay, protoUDP) == "" {
 		t.Fatal("private address allowed before it is a relay")
 	}
-	strict.addRelay(relay)
-	if got := strict.checkAddrPort(ap("[::ffff:10.0.0.5]:50000")); got != "" {
+	strict.addRelay(protoUDP, relay)
+	if got := strict.checkAddrPort(ap("[::ffff:10.0.0.5]:50000"), protoUDP); got != "" {
 		t.Fatalf("own relay address denied: %s", got)
 	}
-	if strict.checkAddrPort(ap("10.0.0.5:50001")) == "" {
+	if strict.checkAddrPort(ap("10.0.0.5:50001"), protoUDP) == "" {
 		t.Fatal("neighbouring port of a relay allowed")
 	}
-	strict.removeRelay(relay)
-	if strict.checkAddrPort(relay) == "" {
+	strict.removeRelay(protoUDP, relay)
+	if strict.checkAddrPort(relay, protoUDP) == "" {
 		t.Fatal("relay address still allowed after removal")
 	}
 }
@@ -164,9 +165,9 @@ func FuzzPeerPolicy(f *testing.F) {
 		if !ok {
 			return
 		}
-		p := newPeerPolicy(PeerPolicy{}, []int{3478}, func(netip.Addr) bool { return true })
-		a := p.checkAddrPort(netip.AddrPortFrom(ip, port))
-		b := p.checkAddrPort(netip.AddrPortFrom(ip.Unmap(), port))
+		p := newPeerPolicy(PeerPolicy{}, []int{3478}, newSelfSet(nil, ip))
+		a := p.checkAddrPort(netip.AddrPortFrom(ip, port), protoUDP)
+		b := p.checkAddrPort(netip.AddrPortFrom(ip.Unmap(), port), protoUDP)
 		if a != b {
 			t.Fatalf("mapped and unmapped forms disagree for %v: %q vs %q", ip, a, b)
 		}

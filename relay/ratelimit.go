@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"container/list"
 	"net/netip"
 	"sync"
 	"time"
@@ -9,21 +10,25 @@ import (
 )
 
 // maxLimiterEntries bounds the memory a flood of spoofed sources can take.
-// Past it, unknown sources share one limiter, which degrades fairness but
-// never memory or correctness for known clients.
+// Past it the least recently seen source is forgotten to make room: every
+// newcomer still gets a bucket of its own (a forgotten source starts again
+// with a full bucket, which only ever errs towards allowing).
 const maxLimiterEntries = 100_000
 
-// ipLimiter is a token bucket per source IP. A nil *ipLimiter allows all.
+// ipLimiter is a token bucket per source key, in least-recently-seen
+// order. A nil *ipLimiter allows all.
 type ipLimiter struct {
 	limit rate.Limit
 	burst int
+	max   int
 
-	mu       sync.Mutex
-	m        map[netip.Addr]*limiterEntry
-	overflow *rate.Limiter
+	mu  sync.Mutex
+	m   map[netip.Addr]*list.Element // of *limiterEntry
+	lru list.List                    // front: most recently seen
 }
 
 type limiterEntry struct {
+	ip   netip.Addr
 	lim  *rate.Limiter
 	seen time.Time
 }
@@ -36,10 +41,10 @@ func newIPLimiter(perSecond float64, burst int) *ipLimiter {
 		burst = 1
 	}
 	return &ipLimiter{
-		limit:    rate.Limit(perSecond),
-		burst:    burst,
-		m:        map[netip.Addr]*limiterEntry{},
-		overflow: rate.NewLimiter(rate.Limit(perSecond), burst),
+		limit: rate.Limit(perSecond),
+		burst: burst,
+		max:   maxLimiterEntries,
+		m:     map[netip.Addr]*list.Element{},
 	}
 }
 
@@ -50,14 +55,19 @@ func (l *ipLimiter) allow(ip netip.Addr, now time.Time) bool {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	e, ok := l.m[ip]
-	if !ok {
-		if len(l.m) >= maxLimiterEntries {
-			return l.overflow.AllowN(now, 1)
+	el, ok := l.m[ip]
+	if ok {
+		l.lru.MoveToFront(el)
+	} else {
+		if len(l.m) >= l.max {
+			oldest := l.lru.Back()
+			delete(l.m, oldest.Value.(*limiterEntry).ip)
+			l.lru.Remove(oldest)
 		}
-		e = &limiterEntry{lim: rate.NewLimiter(l.limit, l.burst)}
-		l.m[ip] = e
+		el = l.lru.PushFront(&limiterEntry{ip: ip, lim: rate.NewLimiter(l.limit, l.burst)})
+		l.m[ip] = el
 	}
+	e := el.Value.(*limiterEntry)
 	e.seen = now
 	return e.lim.AllowN(now, 1)
 }
@@ -69,10 +79,15 @@ func (l *ipLimiter) sweep(cutoff time.Time) {
 		return
 	}
 	l.mu.Lock()
-	for ip, e := range l.m {
-		if e.seen.Before(cutoff) {
-			delete(l.m, ip)
+	for el := l.lru.Back(); el != nil; {
+		e := el.Value.(*limiterEntry)
+		if !e.seen.Before(cutoff) {
+			break
 		}
+		prev := el.Prev()
+		delete(l.m, e.ip)
+		l.lru.Remove(el)
+		el = prev
 	}
 	l.mu.Unlock()
 }

@@ -17,6 +17,7 @@ var errPeerDenied = errors.New("relay: peer address denied by policy")
 // the allocation's and user's bandwidth limits.
 type relayPacketConn struct {
 	net.PacketConn
+	send  *udpSender
 	s     *Server
 	bw    *bandwidth
 	addrs []netip.AddrPort // registered in the relay set
@@ -26,7 +27,23 @@ type relayPacketConn struct {
 	lastPeer   netip.AddrPort
 	lastPolicy *peerPolicy
 
+	// fast is the allocation's share of the data plane
+	// (fastpath_relay.go): bindings, live permissions, the read loop.
+	fast *relayFast
+
 	closeOnce sync.Once
+}
+
+func newRelayPacketConn(s *Server, c net.PacketConn, bw *bandwidth, addrs []netip.AddrPort) (*relayPacketConn, error) {
+	send, err := newUDPSender(c)
+	if err != nil {
+		for _, ap := range addrs {
+			s.policy.Load().removeRelay(protoUDP, ap)
+		}
+		bw.release()
+		return nil, err
+	}
+	return &relayPacketConn{PacketConn: c, send: send, s: s, bw: bw, addrs: addrs}, nil
 }
 
 func toAddrPort(a net.Addr) netip.AddrPort {
@@ -43,9 +60,15 @@ func toAddrPort(a net.Addr) netip.AddrPort {
 // WriteTo sends client data to a peer.
 func (c *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	ap := toAddrPort(addr)
+	if c.fast != nil && !c.fast.permitted(ap.Addr()) {
+		// pion sends channel data on channel existence alone; RFC 8656
+		// needs a live permission.
+		c.s.metrics.dropped.WithLabelValues(dropNoPermission).Inc()
+		return len(p), nil
+	}
 	pol := c.s.policy.Load()
 	if ap != c.lastPeer || pol != c.lastPolicy {
-		if reason := pol.checkAddrPort(ap); reason != "" {
+		if reason := pol.checkAddrPort(ap, protoUDP); reason != "" {
 			c.s.metrics.policyDenials.WithLabelValues(reason).Inc()
 			return 0, errPeerDenied
 		}
@@ -56,16 +79,23 @@ func (c *relayPacketConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 		c.s.metrics.dropped.WithLabelValues(dropBandwidth).Inc()
 		return len(p), nil // data has no error response: shaping is dropping
 	}
-	n, err := c.PacketConn.WriteTo(p, addr)
-	if err == nil {
-		c.s.metrics.pktsC2P.Inc()
-		c.s.metrics.bytesC2P.Add(float64(n))
+	switch err := c.send.sendTo(p, ap); {
+	case errors.Is(err, errWouldBlock):
+		c.s.metrics.dropped.WithLabelValues(dropSendBuffer).Inc()
+		return len(p), nil
+	case err != nil:
+		return 0, err
 	}
-	return n, err
+	c.s.metrics.pktsC2P.Inc()
+	c.s.metrics.bytesC2P.Add(float64(len(p)))
+	return len(p), nil
 }
 
 // ReadFrom receives peer data for the client.
 func (c *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if c.fast != nil {
+		return c.fast.readFrom(p)
+	}
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(p)
 		if err != nil {
@@ -83,8 +113,14 @@ func (c *relayPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 
 func (c *relayPacketConn) Close() error {
 	c.closeOnce.Do(func() {
+		if c.fast != nil {
+			c.fast.close() // bindings go before the socket does
+		}
 		for _, ap := range c.addrs {
-			c.s.policy.Load().removeRelay(ap)
+			c.s.policy.Load().removeRelay(protoUDP, ap)
+		}
+		if c.s.fast != nil {
+			c.s.fast.relayGen.Add(1) // cached relay-to-relay verdicts are stale
 		}
 		c.bw.release()
 	})
@@ -101,18 +137,33 @@ type relayListener struct {
 	closeOnce sync.Once
 }
 
+// Accept returns the next peer connection. Like the control listeners it
+// retries errors with back-off (pion's accept loop for the allocation ends
+// at the first error) and returns one only once the listener is closed.
 func (l *relayListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
+	delay := acceptBackoffMin
+	for {
+		c, err := l.Listener.Accept()
+		if err == nil {
+			return &relayConn{Conn: c, s: l.s, bw: l.bw.share()}, nil
+		}
+		if errors.Is(err, net.ErrClosed) {
+			return nil, err
+		}
+		l.s.metrics.acceptErrors.Inc()
+		select {
+		case <-time.After(delay):
+		case <-l.s.stop:
+			return nil, err
+		}
+		delay = min(2*delay, acceptBackoffMax)
 	}
-	return &relayConn{Conn: c, s: l.s, bw: l.bw.share()}, nil
 }
 
 func (l *relayListener) Close() error {
 	l.closeOnce.Do(func() {
 		for _, ap := range l.addrs {
-			l.s.policy.Load().removeRelay(ap)
+			l.s.policy.Load().removeRelay(protoTCP, ap)
 		}
 		l.bw.release()
 	})

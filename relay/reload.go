@@ -8,7 +8,7 @@ import (
 
 // Reload applies the reloadable parts of cfg without dropping allocations:
 // users, secrets, MaxSessionLength, the peer policy and the TLS
-// certificate. Everything else needs a restart; Reload reports those
+// certificate; it also re-reads the host's own addresses. Everything else needs a restart; Reload reports those
 // fields as a non-fatal note in the returned error's text and still applies
 // the rest (check with errors.Is(err, ErrNeedsRestart)).
 //
@@ -25,6 +25,8 @@ func (s *Server) Reload(cfg Config) error {
 	}
 	s.creds.Store(newCredentials(cfg))
 	s.policy.Store(s.policy.Load().withConfig(cfg.Peers))
+	s.refreshSelf()
+	s.fast.revalidate()
 	if cfg.Certificate != nil {
 		s.cert.Store(cfg.Certificate)
 	}
@@ -48,6 +50,11 @@ func (s *Server) Reload(cfg Config) error {
 	if old.UserQuota != cfg.UserQuota || old.SourceQuota != cfg.SourceQuota || old.TotalQuota != cfg.TotalQuota ||
 		old.MaxBPS != cfg.MaxBPS || old.UserMaxBPS != cfg.UserMaxBPS {
 		fixed = append(fixed, "quotas and bandwidth limits")
+	}
+	if old.StreamIdleTimeout != cfg.StreamIdleTimeout || old.MaxStreamConns != cfg.MaxStreamConns ||
+		old.MaxStreamConnsPerSource != cfg.MaxStreamConnsPerSource || old.MaxPermissions != cfg.MaxPermissions ||
+		old.MaxChannels != cfg.MaxChannels || old.IPv6SourcePrefix != cfg.IPv6SourcePrefix {
+		fixed = append(fixed, "stream and table limits")
 	}
 	if (old.RFC5780 == nil) != (cfg.RFC5780 == nil) {
 		fixed = append(fixed, "rfc5780")

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -32,21 +33,26 @@ type Server struct {
 	cert    atomic.Pointer[tls.Certificate]
 	getCert func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 
-	metrics  *metrics
-	unauth   *ipLimiter
-	authFail *ipLimiter
-	stash    *authStash
-	allocs   *allocTable
-	userBW   *userLimits
-	behavior *behaviorResponder
-	draining atomic.Bool
-	// now is the clock credential expiry is judged by (tests move it).
+	metrics     *metrics
+	streamConns *connLimiter
+	unauth      *ipLimiter
+	authFail    *ipLimiter
+	stash       *authStash
+	allocs      *allocTable
+	userBW      *userLimits
+	behavior    *behaviorResponder
+	draining    atomic.Bool
+	fast        *fastPath // the user-space data plane (fastpath.go)
+	// now is the clock credential expiry is judged by (Config.now).
 	now func() time.Time
+	// acceptFailing counts listeners whose Accept keeps failing.
+	acceptFailing atomic.Int32
 
 	relayBind4, relayBind6 netip.Addr
 
-	turn  *turn.Server
-	addrs []net.Addr
+	turn    *turn.Server
+	addrs   []net.Addr
+	netlink *os.File // address-change events, closed by Close
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -69,18 +75,22 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("relay config: %w", err)
 	}
 	s := &Server{
-		cfg:      cfg,
-		log:      cfg.Logger,
-		metrics:  newMetrics(),
-		unauth:   newIPLimiter(cfg.UnauthRate, int(2*cfg.UnauthRate)+1),
-		authFail: newIPLimiter(cfg.AuthFailRate/60, int(cfg.AuthFailRate)+1),
-		stash:    newAuthStash(),
-		allocs:   newAllocTable(),
-		userBW:   newUserLimits(cfg.UserMaxBPS),
-		getCert:  cfg.GetCertificate,
-		stop:     make(chan struct{}),
-		now:      time.Now,
+		cfg:         cfg,
+		log:         cfg.Logger,
+		metrics:     newMetrics(),
+		streamConns: newConnLimiter(cfg.MaxStreamConns, cfg.MaxStreamConnsPerSource),
+		unauth:      newIPLimiter(cfg.UnauthRate, int(2*cfg.UnauthRate)+1),
+		authFail:    newIPLimiter(cfg.AuthFailRate/60, int(cfg.AuthFailRate)+1),
+		stash:       newAuthStash(),
+		allocs:      newAllocTable(),
+		userBW:      newUserLimits(cfg.UserMaxBPS),
+		getCert:     cfg.GetCertificate,
+		stop:        make(chan struct{}),
+		now:         cfg.now,
 	}
+	s.stash.checkGoroutine = cfg.checkHookGoroutine
+	s.fast = newFastPath(s)
+	s.allocs.permTTL, s.allocs.chanTTL = cfg.PermissionLifetime, cfg.ChannelLifetime
 	s.creds.Store(newCredentials(cfg))
 	if cfg.Certificate != nil {
 		s.cert.Store(cfg.Certificate)
@@ -102,7 +112,7 @@ func New(cfg Config) (*Server, error) {
 		closeAll()
 		return nil, err
 	}
-	s.policy.Store(newPeerPolicy(cfg.Peers, s.selfPorts(), s.selfIPs()))
+	s.policy.Store(newPeerPolicy(cfg.Peers, s.selfPorts(), s.readSelf()))
 
 	if cfg.RFC5780 != nil {
 		primary := pcs[0].LocalAddr().(*net.UDPAddr)
@@ -143,21 +153,34 @@ func New(cfg Config) (*Server, error) {
 		AuthHandler:        s.authHandler,
 		QuotaHandler:       s.quotaHandler,
 		AllocationLifetime: cfg.AllocationLifetime,
+		InboundMTU:         inboundMTU,
+		PermissionTimeout:  cfg.PermissionLifetime,
+		ChannelBindTimeout: cfg.ChannelLifetime,
 		EventHandler: turn.EventHandler{
-			OnAllocationCreated: func(src, dst net.Addr, protocol, userID, _ string, _ net.Addr, _ int) {
-				s.allocs.add(src, dst, userID, time.Now())
+			OnAllocationCreated: func(src, dst net.Addr, protocol, userID, _ string, relayAddr net.Addr, _ int) {
+				_, tcp := relayAddr.(*net.TCPAddr)
+				s.allocs.add(tupleOf(src, dst), userID, s.sourceKey(addrIP(src)), tcp, time.Now())
 				s.metrics.allocationsActive.Inc()
 				s.metrics.allocationsCreated.WithLabelValues(protocol).Inc()
 			},
 			OnAllocationDeleted: func(src, dst net.Addr, _, _, _ string) {
-				s.allocs.remove(src, dst)
+				s.allocs.remove(tupleOf(src, dst))
 				s.metrics.allocationsActive.Dec()
 			},
 		},
 	}
+	s.fast.hook(&tc.EventHandler)
 	for _, pc := range pcs {
+		spc, err := newServerPacketConn(s, pc)
+		if err != nil {
+			closeAll()
+			if s.behavior != nil {
+				_ = s.behavior.close()
+			}
+			return nil, fmt.Errorf("relay: %w", err)
+		}
 		tc.PacketConnConfigs = append(tc.PacketConnConfigs, turn.PacketConnConfig{
-			PacketConn: newServerPacketConn(s, pc), RelayAddressGenerator: gen, PermissionHandler: perm,
+			PacketConn: spc, RelayAddressGenerator: generator{s: s, listener: spc}, PermissionHandler: perm,
 		})
 	}
 	for _, l := range lns {
@@ -165,8 +188,12 @@ func New(cfg Config) (*Server, error) {
 			Listener: l, RelayAddressGenerator: gen, PermissionHandler: perm,
 		})
 	}
+	if s.fast.enabled {
+		s.fast.startLoops(cfg.UDPSockets)
+	}
 	s.turn, err = turn.NewServer(tc)
 	if err != nil {
+		s.fast.stopLoops()
 		closeAll()
 		if s.behavior != nil {
 			s.behavior.close()
@@ -175,6 +202,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.wg.Add(1)
 	go s.janitor()
+	s.watchAddresses()
 	return s, nil
 }
 
@@ -225,7 +253,8 @@ func (s *Server) listen() ([]net.PacketConn, []net.Listener, error) {
 			if err != nil {
 				return fail(fmt.Errorf("listen %s %s: %w", l.Network, l.Addr, err))
 			}
-			sl := &serverListener{Listener: ln, s: s, transport: l.Network}
+			sl := &serverListener{Listener: ln, s: s, transport: l.Network, conns: s.streamConns,
+				health: &acceptHealth{s: s, addr: ln.Addr().String()}, closed: make(chan struct{})}
 			if l.Network == "tls" {
 				sl.tls = tlsConf
 			}
@@ -331,33 +360,50 @@ func (s *Server) selfPorts() []int {
 	return ports
 }
 
-// selfIPs reports whether an IP is one of this host's: every interface
-// address (wildcard listeners answer on all of them) and the external ones.
-func (s *Server) selfIPs() func(netip.Addr) bool {
-	set := map[netip.Addr]bool{}
+// readSelf reads the host's addresses now: every interface address
+// (wildcard listeners answer on all of them), the external and relay ones,
+// and the broadcast address of every IPv4 subnet.
+func (s *Server) readSelf() *selfSet {
+	var prefixes []netip.Prefix
 	addrs, _ := net.InterfaceAddrs()
 	for _, a := range addrs {
 		if pfx, err := netip.ParsePrefix(a.String()); err == nil {
-			set[pfx.Addr().Unmap()] = true
+			prefixes = append(prefixes, pfx)
 		}
 	}
-	for _, ip := range []netip.Addr{s.cfg.ExternalIPv4, s.cfg.ExternalIPv6, s.relayBind4, s.relayBind6} {
-		if ip.IsValid() {
-			set[ip.Unmap()] = true
-		}
-	}
-	return func(ip netip.Addr) bool {
-		ip = ip.Unmap().WithZone("")
-		return set[ip] || ip.IsLoopback() || ip.IsUnspecified()
+	return newSelfSet(prefixes, s.cfg.ExternalIPv4, s.cfg.ExternalIPv6, s.relayBind4, s.relayBind6)
+}
+
+// refreshSelf re-reads the host's addresses into the peer policy (SIGHUP
+// and netlink address events).
+func (s *Server) refreshSelf() {
+	s.policy.Load().setSelf(s.readSelf())
+	if s.cfg.onSelfRefresh != nil {
+		s.cfg.onSelfRefresh()
 	}
 }
 
-// quotaHandler is pion's quota hook, a backstop to the front door's check
-// for requests racing on different sockets.
-func (s *Server) quotaHandler(userID, _ string, src net.Addr) bool {
-	q := s.allocs.quotaExceeded(userID, addrIP(src), s.cfg.UserQuota, s.cfg.SourceQuota, s.cfg.TotalQuota)
-	if q != "" {
-		s.metrics.quotaRejections.WithLabelValues(q).Inc()
+// sourceKey is the identity a client address counts under for rate
+// limits, source quotas and connection caps: the IPv4 address, or the
+// IPv6 address's IPv6SourcePrefix (a /64 by default, which one host or
+// subscriber usually owns whole).
+func (s *Server) sourceKey(ip netip.Addr) netip.Addr {
+	ip = ip.Unmap().WithZone("")
+	if !ip.Is6() || s.cfg.IPv6SourcePrefix >= 128 {
+		return ip
+	}
+	p, err := ip.Prefix(s.cfg.IPv6SourcePrefix)
+	if err != nil {
+		return ip
+	}
+	return p.Addr()
+}
+
+// quotaHandler is pion's quota hook: the front door reserved the slot when
+// it passed the Allocate, so pion may only create what was reserved.
+func (s *Server) quotaHandler(_, _ string, src net.Addr) bool {
+	if !s.allocs.hasReservation(toAddrPort(src)) {
+		s.metrics.quotaRejections.WithLabelValues("unreserved").Inc()
 		return false
 	}
 	return true
@@ -373,6 +419,7 @@ func (s *Server) janitor() {
 			return
 		case now := <-t.C:
 			s.stash.sweep(now.Add(-10 * time.Second))
+			s.allocs.sweepReservations(now.Add(-10 * time.Second))
 			s.unauth.sweep(now.Add(-time.Minute))
 			s.authFail.sweep(now.Add(-5 * time.Minute))
 		}
@@ -471,7 +518,11 @@ func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
 		s.draining.Store(true)
 		close(s.stop)
+		if s.netlink != nil {
+			s.netlink.Close()
+		}
 		s.closeErr = s.turn.Close()
+		s.fast.stopLoops()
 		if s.behavior != nil {
 			if err := s.behavior.close(); err != nil && s.closeErr == nil {
 				s.closeErr = err

@@ -2,6 +2,7 @@ package relay
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"syscall"
@@ -70,23 +71,39 @@ func listenUDPShared(addr string, n int) ([]net.PacketConn, error) {
 }
 
 // serverPacketConn is a UDP listener socket as pion sees it: every datagram
-// passes the front door first.
+// passes the front door first, and every answer or relayed datagram to a
+// client leaves without blocking. A client address is whatever a datagram
+// claims, so a spoofed source on the server's own subnet that never answers
+// ARP would otherwise fill the socket's send buffer and stall the socket's
+// only reading goroutine; a full buffer drops and counts instead.
 type serverPacketConn struct {
 	net.PacketConn
 	front *front
+	send  *udpSender
+	fast  *listenerFast // the data plane's share (fastpath_listener.go); nil off Linux
 }
 
-func newServerPacketConn(s *Server, c net.PacketConn) *serverPacketConn {
+func newServerPacketConn(s *Server, c net.PacketConn) (*serverPacketConn, error) {
+	send, err := newUDPSender(c)
+	if err != nil {
+		return nil, err
+	}
+	sc := &serverPacketConn{PacketConn: c, send: send}
 	f := &front{s: s, transport: "udp", local: c.LocalAddr(), on: c}
 	f.reply = func(b []byte, to net.Addr) error {
-		_, err := c.WriteTo(b, to)
+		_, err := sc.write(b, to)
 		return err
 	}
-	return &serverPacketConn{PacketConn: c, front: f}
+	sc.front = f
+	sc.fast = s.fast.newListener(sc)
+	return sc, nil
 }
 
 // ReadFrom returns the next datagram pion should handle.
 func (c *serverPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
+	if c.fast != nil && c.fast.rd != nil {
+		return c.fast.readFrom(p) // batched, forwarding known ChannelData itself
+	}
 	for {
 		n, addr, err := c.PacketConn.ReadFrom(p)
 		if err != nil {
@@ -97,8 +114,28 @@ func (c *serverPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 			c.front.s.metrics.dropped.WithLabelValues(dropMalformed).Inc()
 			continue
 		}
-		if c.front.pass(p[:n], addr) {
-			return n, addr, nil
+		if m, ok := c.front.pass(p[:n], addr); ok {
+			return m, addr, nil
 		}
 	}
+}
+
+// WriteTo sends pion's answers and relayed data to a client.
+func (c *serverPacketConn) WriteTo(b []byte, to net.Addr) (int, error) {
+	c.front.observe(b, to)
+	if c.fast != nil && c.fast.rd != nil {
+		c.fast.snoopWrite(b, to) // refreshed lifetimes for the data plane
+	}
+	return c.write(b, to)
+}
+
+func (c *serverPacketConn) write(b []byte, to net.Addr) (int, error) {
+	switch err := c.send.sendTo(b, toAddrPort(to)); {
+	case errors.Is(err, errWouldBlock):
+		c.front.s.metrics.dropped.WithLabelValues(dropSendBuffer).Inc()
+		return len(b), nil
+	case err != nil:
+		return 0, err
+	}
+	return len(b), nil
 }

@@ -234,9 +234,11 @@ func TestAuthErrors(t *testing.T) {
 }
 
 func TestRESTExpiryAndSessionLimit(t *testing.T) {
-	srv := newTestServer(t, func(c *Config) { c.MaxSessionLength = time.Hour })
-	now := time.Now()
-	srv.now = func() time.Time { return now }
+	clock := newTestClock(time.Now())
+	srv := newTestServer(t, func(c *Config) {
+		c.MaxSessionLength = time.Hour
+		c.now = clock.Now
+	})
 
 	c := restCred(testSecret, "carol", time.Minute)
 	r := newRawClient(t, srv, c.Username, c.Password)
@@ -244,12 +246,12 @@ func TestRESTExpiryAndSessionLimit(t *testing.T) {
 		t.Fatalf("allocate with a valid REST credential: %d", code)
 	}
 	// The credential ages past its expiry: the live allocation refreshes.
-	now = now.Add(10 * time.Minute)
+	clock.Advance(10 * time.Minute)
 	if code := errorCode(t, r.do(stun.MethodRefresh, lifetime(10*time.Minute))); code != 0 {
 		t.Fatalf("refresh after credential expiry: %d, want success", code)
 	}
 	// Past the maximum session length it may not.
-	now = now.Add(2 * time.Hour)
+	clock.Advance(2 * time.Hour)
 	if code := errorCode(t, r.do(stun.MethodRefresh, lifetime(10*time.Minute))); code != stun.CodeUnauthorized {
 		t.Fatalf("refresh past session limit: %d, want 401", code)
 	}

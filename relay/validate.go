@@ -47,8 +47,35 @@ func (cfg Config) withDefaults() Config {
 	if cfg.AllocationLifetime == 0 {
 		cfg.AllocationLifetime = 10 * time.Minute
 	}
+	if cfg.ChannelLifetime == 0 {
+		cfg.ChannelLifetime = 10 * time.Minute
+	}
+	if cfg.PermissionLifetime == 0 {
+		cfg.PermissionLifetime = 5 * time.Minute
+	}
 	if cfg.DrainTimeout == 0 {
 		cfg.DrainTimeout = 30 * time.Second
+	}
+	if cfg.StreamIdleTimeout == 0 {
+		cfg.StreamIdleTimeout = 60 * time.Second
+	}
+	if cfg.MaxStreamConns == 0 {
+		cfg.MaxStreamConns = 10000
+	}
+	if cfg.MaxStreamConnsPerSource == 0 {
+		cfg.MaxStreamConnsPerSource = 64
+	}
+	if cfg.MaxPermissions == 0 {
+		cfg.MaxPermissions = 256
+	}
+	if cfg.MaxChannels == 0 {
+		cfg.MaxChannels = 256
+	}
+	if cfg.IPv6SourcePrefix == 0 {
+		cfg.IPv6SourcePrefix = 64
+	}
+	if cfg.now == nil {
+		cfg.now = time.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -141,7 +168,11 @@ func (cfg Config) validate() error {
 	if cfg.MaxBPS < 0 || cfg.UserMaxBPS < 0 {
 		add("bandwidth limits must not be negative")
 	}
-	if cfg.MaxSessionLength < 0 || cfg.AllocationLifetime < 0 || cfg.DrainTimeout < 0 {
+	if cfg.IPv6SourcePrefix < 1 || cfg.IPv6SourcePrefix > 128 {
+		add("IPv6 source prefix /%d is not between /1 and /128", cfg.IPv6SourcePrefix)
+	}
+	if cfg.MaxSessionLength < 0 || cfg.AllocationLifetime < 0 || cfg.DrainTimeout < 0 || cfg.StreamIdleTimeout < 0 ||
+		cfg.ChannelLifetime < 0 || cfg.PermissionLifetime < 0 {
 		add("durations must not be negative")
 	}
 	if r := cfg.RFC5780; r != nil {

@@ -30,5 +30,7 @@
 //     close code 1012 on Shutdown.
 //
 // Room membership and delivery sit behind the Store interface; the default
-// keeps them in memory. Client is a small Go client for the protocol.
+// keeps them in memory. RedisStore (a ClusterStore) shares rooms, presence,
+// resume and routing between any number of hub nodes on one Redis
+// (docs/protocol.md §13). Client is a small Go client for the protocol.
 package signaling

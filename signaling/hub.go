@@ -26,6 +26,7 @@ type Hub struct {
 	log      *slog.Logger
 	m        *metrics
 	store    Store
+	cluster  ClusterStore // nil unless the store is shared between nodes
 	upgrader websocket.Upgrader
 
 	// wg counts connection goroutines and pending timers.
@@ -86,6 +87,7 @@ func NewHub(cfg Config) (*Hub, error) {
 		originLog:    newLogLimiter(),
 		recentlyLeft: newRecentSet(1<<14, max(time.Minute, cfg.ResumeGrace)),
 	}
+	h.cluster, _ = cfg.Store.(ClusterStore)
 	h.m = newMetrics(cfg.Store)
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
@@ -179,12 +181,21 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		s.mu.Lock()
 		idle := s.conn == nil
 		s.mu.Unlock()
-		if idle {
+		switch {
+		case idle && h.cluster != nil:
+			h.stopGrace(s) // parked below, for another node
+		case idle:
 			h.endSession(s, reasonDrain)
 		}
 	}
 	done := make(chan struct{})
-	go func() { h.wg.Wait(); close(done) }()
+	go func() {
+		h.wg.Wait()
+		if h.cluster != nil {
+			h.parkSessions(ctx)
+		}
+		close(done)
+	}()
 	select {
 	case <-done:
 		return nil

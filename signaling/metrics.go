@@ -67,12 +67,15 @@ func newMetrics(store Store) *metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	)
+	if cs, ok := store.(interface{ Collectors() []prometheus.Collector }); ok {
+		m.reg.MustRegister(cs.Collectors()...) // the cluster store's own series
+	}
 	m.byType = make(map[string]prometheus.Counter, len(knownTypes)+1)
 	for t := range knownTypes {
 		m.byType[t] = m.received.WithLabelValues(t)
 	}
 	m.byType["invalid"] = m.received.WithLabelValues("invalid")
-	for _, c := range []string{CodeBadMessage, CodeUnauthorized, CodeRoomFull, CodeUnknownPeer, CodeRateLimited, CodeTooLarge, CodeResumeFailed} {
+	for _, c := range []string{CodeBadMessage, CodeUnauthorized, CodeRoomFull, CodeUnknownPeer, CodeRateLimited, CodeTooLarge, CodeResumeFailed, CodeUnavailable} {
 		m.errors.WithLabelValues(c)
 	}
 	return m

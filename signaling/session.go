@@ -149,12 +149,18 @@ func (h *Hub) join(c *conn, msg ClientMessage) {
 			name = claims.Name // a token's name wins over the one the client asks for
 		}
 	}
-	s := &session{h: h, id: newPeerID(), room: msg.Room, name: name, token: newResumeToken(), ip: c.ip}
+	id := newPeerID()
+	s := &session{h: h, id: id, room: msg.Room, name: name, token: h.resumeToken(id), ip: c.ip}
 	announce := encode(ServerMessage{Type: TypePeerJoined, ID: s.id, Name: name})
-	others, err := h.store.Join(msg.Room, Member{ID: s.id, Name: name}, h.cfg.RoomCapacity, s, announce)
+	others, err := h.store.Join(msg.Room, Member{ID: s.id, Name: name, Token: s.token}, h.cfg.RoomCapacity, s, announce)
 	if err != nil {
 		if errors.Is(err, ErrRoomFull) {
 			c.sendError(CodeRoomFull, "the room is full", "")
+			return
+		}
+		if errors.Is(err, ErrUnavailable) {
+			c.log().Warn("join refused: cluster store unavailable", "err", err)
+			c.sendUnavailable("the hub cannot reach its cluster store: retry the join", "")
 			return
 		}
 		c.log().Error("join failed", "err", err)
@@ -203,6 +209,10 @@ func (h *Hub) resume(c *conn, token string) {
 	h.mu.Lock()
 	s := h.sessions[token]
 	h.mu.Unlock()
+	if s == nil && h.cluster != nil && h.cfg.ResumeGrace >= 0 {
+		h.claim(c, token) // held by another node, or parked
+		return
+	}
 	if s == nil || h.cfg.ResumeGrace < 0 {
 		h.m.resumes.WithLabelValues("failed").Inc()
 		c.sendError(CodeResumeFailed, "no session to resume: join again", "")
@@ -226,19 +236,24 @@ func (h *Hub) resume(c *conn, token string) {
 	}
 	h.stopTimer(s.graceTimer)
 	s.graceTimer = nil
-	issued := h.cfg.now()
-	servers, exp := h.iceServers(s.id)
-	r := ServerMessage{
-		Type: TypeResumed, Version: ProtocolVersion, ID: s.id, Room: s.room, Name: s.name,
-		ICEServers: servers, Resume: s.token, ResumeGraceMS: max(h.cfg.ResumeGrace.Milliseconds(), 0),
-	}
 	h.m.resumes.WithLabelValues("ok").Inc()
-	c.reply(r)
-	s.attachLocked(c)
-	s.scheduleICELocked(issued, exp)
+	h.attachResumedLocked(c, s)
 	s.mu.Unlock()
 	c.sess = s
 	c.log().Info("resumed", "peer", s.id, "room", s.room)
+}
+
+// attachResumedLocked answers a resume with "resumed" and attaches c,
+// which flushes the held frames after it. s.mu must be held.
+func (h *Hub) attachResumedLocked(c *conn, s *session) {
+	issued := h.cfg.now()
+	servers, exp := h.iceServers(s.id)
+	c.reply(ServerMessage{
+		Type: TypeResumed, Version: ProtocolVersion, ID: s.id, Room: s.room, Name: s.name,
+		ICEServers: servers, Resume: s.token, ResumeGraceMS: max(h.cfg.ResumeGrace.Milliseconds(), 0),
+	})
+	s.attachLocked(c)
+	s.scheduleICELocked(issued, exp)
 }
 
 // drainSession takes the session frames c has not written yet.
@@ -260,7 +275,7 @@ func drainSession(c *conn) [][]byte {
 // reason (or a closed hub, or resuming disabled) ends the session, any
 // other starts the grace window.
 func (h *Hub) detach(s *session, c *conn, reason string) {
-	if reason == reasonReplaced {
+	if reason == reasonReplaced || h.holdForDrain(s, c, reason) {
 		return
 	}
 	s.mu.Lock()
@@ -424,6 +439,10 @@ func (h *Hub) relay(c *conn, msg ClientMessage) {
 	}
 	frame := signalFrame(s.id, msg.Data)
 	if err := h.store.Send(s.room, msg.To, frame); err != nil {
+		if errors.Is(err, ErrUnavailable) {
+			c.sendUnavailable("the peer is on another node and the hub cannot reach its cluster store", msg.To)
+			return
+		}
 		if errors.Is(err, errPeerGone) || h.recentlyLeft.has(msg.To) {
 			// The peer left while this signal was on its way: the
 			// sender's peer-left is in flight, no fault of its own.

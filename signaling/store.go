@@ -15,6 +15,9 @@ var (
 type Member struct {
 	ID   string
 	Name string // display name, may be empty
+	// Token is the peer's resume token, given to Join so a ClusterStore
+	// can resume the session on another node. Stores never return it.
+	Token string
 }
 
 // Inbox receives the frames addressed to one peer. Deliver must not block,
@@ -86,7 +89,7 @@ func (s *memStore) Join(room string, m Member, capacity int, inbox Inbox, announ
 	for _, o := range others {
 		_ = r.inboxes[o.ID].Deliver(announce) // a peer on its way out misses presence
 	}
-	r.order = append(r.order, m)
+	r.order = append(r.order, Member{ID: m.ID, Name: m.Name})
 	r.inboxes[m.ID] = inbox
 	return others, nil
 }

@@ -40,6 +40,7 @@ func main() {
 	rounds := flag.Int("rounds", 3, "alternating rounds (medians are over these)")
 	loads := flag.String("loads", "10,200", "uclient phases: comma-separated flow counts")
 	rttLoads := flag.String("rtt-loads", "10,200", "pion round-trip phases: comma-separated flow counts")
+	tcpLoads := flag.String("tcp-loads", "", "uclient phases with TCP clients (uclient -t): comma-separated flow counts")
 	pps := flag.Int("pps", 50, "packets per second per flow")
 	size := flag.Int("size", 1200, "payload bytes per packet")
 	seconds := flag.Int("seconds", 10, "sending time per load phase")
@@ -113,6 +114,11 @@ func main() {
 	for _, n := range ints(*loads) {
 		phases = append(phases, phase{fmt.Sprintf("uclient-%d", n), func(s *server) (any, error) {
 			return uclientLoad(*uclientBin, s, peer, n, *pps, *size, *seconds)
+		}})
+	}
+	for _, n := range ints(*tcpLoads) {
+		phases = append(phases, phase{fmt.Sprintf("uclient-tcp-%d", n), func(s *server) (any, error) {
+			return uclientLoad(*uclientBin, s, peer, n, *pps, *size, *seconds, "-t")
 		}})
 	}
 	for _, n := range ints(*rttLoads) {

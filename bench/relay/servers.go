@@ -38,9 +38,10 @@ func turndKind(bin string, extra, env []string) serverKind {
 			"--listening-ip", "127.0.0.1", "--listening-port", strconv.Itoa(port),
 			"--realm", benchRealm, "--user", benchUser + ":" + benchPass,
 			"--allow-loopback-peers",
-			// The bench opens hundreds of allocations from one source IP
-			// within a second; the per-IP limiters would (rightly) refuse.
-			"--unauth-rate", "-1", "--auth-fail-rate", "-1",
+			// The bench opens hundreds of allocations (and, with uclient
+			// -t, TCP connections) from one source IP within a second; the
+			// per-IP limiters would (rightly) refuse.
+			"--unauth-rate", "-1", "--auth-fail-rate", "-1", "--max-stream-conns-per-ip", "-1",
 			"--admin-listen", "", "--log-level", "warn", "--drain-timeout", "1s",
 		}
 		cmd := exec.Command(bin, append(args, extra...)...)

@@ -41,13 +41,15 @@ var (
 // uclient's once-a-second progress lines; the measured window runs from the
 // last line before the first packet was sent to the end of the run, so
 // allocation setup (and uclient's retries of it) stays out of the figure.
-func uclientLoad(bin string, srv *server, peer *net.UDPAddr, flows, pps, size, seconds int) (loadResult, error) {
+//
+// extra goes to uclient first ("-t": clients reach the server over TCP).
+func uclientLoad(bin string, srv *server, peer *net.UDPAddr, flows, pps, size, seconds int, extra ...string) (loadResult, error) {
 	n := pps * seconds
-	args := []string{"-c", "-m", strconv.Itoa(flows), "-n", strconv.Itoa(n),
-		"-l", strconv.Itoa(size), "-z", strconv.Itoa(1000 / pps),
+	args := append(extra, "-c", "-m", strconv.Itoa(flows), "-n", strconv.Itoa(n),
+		"-l", strconv.Itoa(size), "-z", strconv.Itoa(1000/pps),
 		"-u", benchUser, "-w", benchPass,
 		"-e", peer.IP.String(), "-r", strconv.Itoa(peer.Port),
-		"-p", strconv.Itoa(srv.addr.Port), srv.addr.IP.String()}
+		"-p", strconv.Itoa(srv.addr.Port), srv.addr.IP.String())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+120)*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, args...)

@@ -30,6 +30,8 @@ func runHub(ctx context.Context, args []string, stderr io.Writer) error {
 	capacity := fs.Int("room-capacity", 16, "peers per room")
 	rateLimit := fs.Float64("message-rate", 1e7, "per-connection messages/s (hub default 20)")
 	contention := fs.Bool("contention-profile", false, "record mutex and block profiles (/debug/pprof/mutex, /block)")
+	redisURL := fs.String("redis", "", "run as a cluster node on this Redis (cluster.sh)")
+	node := fs.String("node-id", "", "cluster node id (with -redis)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -38,7 +40,13 @@ func runHub(ctx context.Context, args []string, stderr io.Writer) error {
 		runtime.SetBlockProfileRate(int(10 * time.Microsecond))
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	store, closeStore, err := redisStore(ctx, *redisURL, *node, log)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
 	hub, err := signaling.NewHub(signaling.Config{
+		Store:         store,
 		RoomCapacity:  *capacity,
 		MaxConns:      -1,
 		MaxConnsPerIP: -1,

@@ -57,6 +57,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return runRelay(ctx, args[1:], stdout, stderr)
 	case "report":
 		return runReport(args[1:], stdout)
+	case "cluster-report":
+		return runClusterReport(args[1:], stdout)
 	}
 	return fmt.Errorf("unknown subcommand %q\n%s", args[0], usage)
 }

@@ -42,8 +42,8 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("relay", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	target := fs.String("target", targetHub, "hub or peerjs")
-	addr := fs.String("addr", "127.0.0.1:8801", "server address")
-	pid := fs.Int("pid", 0, "server process id (CPU time from /proc)")
+	addr := fs.String("addr", "127.0.0.1:8801", "server address; comma-separated hub nodes spread each room over them (cluster.go)")
+	pid := fs.String("pid", "", "server process id (CPU time from /proc); comma-separated ids are summed (cluster: nodes and redis-server)")
 	nconns := fs.Int("conns", 256, "connections")
 	room := fs.Int("room", 2, "peers per room (PeerJS: 2, one-to-one pairs)")
 	mode := fs.String("mode", modeSat, "sat (closed loop, -window in flight) or rate (fixed -rate, open loop)")
@@ -59,8 +59,9 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	var errs []error
-	if *pid <= 0 {
-		errs = append(errs, errors.New("-pid is required"))
+	pids, err := parsePIDs(*pid)
+	if err != nil {
+		errs = append(errs, err)
 	}
 	if *room < 2 || *nconns < *room || *nconns%*room != 0 {
 		errs = append(errs, fmt.Errorf("-conns %d must be a multiple of -room %d >= 2", *nconns, *room))
@@ -78,13 +79,11 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	_, _ = raiseNoFile(uint64(*nconns) + 1024) // small counts fit the default
-	cl, err := newClient(*target, *addr, *srcBase, *srcCount)
+	nodes, err := newClients(ctx, *target, *addr, *srcBase, *srcCount)
 	if err != nil {
 		return err
 	}
-	if err := waitListening(ctx, *addr, 20*time.Second); err != nil {
-		return err
-	}
+	cl := nodes[0]
 	r := &relayRun{cl: cl, mode: *mode, maxPer: max(*maxSamples / *nconns, 1)}
 	var wg sync.WaitGroup
 	defer func() {
@@ -99,7 +98,7 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for i := range rooms {
 		members := make([]*bconn, 0, *room)
 		for j := range *room {
-			c, err := cl.dial(ctx, "p"+prefix+"-"+strconv.Itoa(i)+"-"+strconv.Itoa(j))
+			c, err := nodes[(i+j)%len(nodes)].dial(ctx, "p"+prefix+"-"+strconv.Itoa(i)+"-"+strconv.Itoa(j))
 			if err != nil {
 				return fmt.Errorf("connection %d: %w", len(r.conns), err)
 			}
@@ -162,7 +161,7 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return ctx.Err()
 	case <-time.After(*warmup):
 	}
-	cpu0, err := procCPU(*pid)
+	cpu0, err := procCPUSum(pids)
 	if err != nil {
 		return err
 	}
@@ -175,7 +174,7 @@ func runRelay(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	r.recording.Store(false)
 	elapsed := time.Since(t0)
-	cpu1, err := procCPU(*pid)
+	cpu1, err := procCPUSum(pids)
 	if err != nil {
 		return err
 	}

@@ -63,6 +63,8 @@ type options struct {
 	devHTTPS     bool
 	devRelayPort int
 	version      bool
+
+	cluster clusterOptions // cluster.go
 }
 
 func newFlagSet(o *options) *flag.FlagSet {
@@ -106,6 +108,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.devHTTPS, "dev-https", false, "with --dev: serve HTTPS with a generated self-signed certificate")
 	fs.IntVar(&o.devRelayPort, "dev-relay-port", 0, "with --dev: port of the embedded relay (0 = any free port)")
 	fs.BoolVar(&o.version, "version", false, "print the version and VCS revision, then exit")
+	addClusterFlags(fs, &o.cluster)
 	return fs
 }
 
@@ -190,7 +193,7 @@ func (o *options) build(stderr io.Writer) (loaded, error) {
 	switch {
 	case needSecret && o.turnSecret == "":
 		add("turn-url: turn:/turns: URLs need turn-secret (the secret turnd or coturn verifies with)")
-	case !needSecret && o.turnSecret != "" && !o.dev:
+	case !needSecret && o.turnSecret != "" && !o.dev && (o.cluster.redisURL == "" || o.cluster.turnFleet == 0):
 		add("turn-secret is set but no turn:/turns: turn-url uses it")
 	}
 	if o.iceTTL < 10*time.Second || o.iceTTL > 7*24*time.Hour {
@@ -312,6 +315,9 @@ func (o *options) build(stderr io.Writer) (loaded, error) {
 	}
 	if o.drain <= 0 {
 		add("drain-timeout %v: must be positive", o.drain)
+	}
+	if err := o.cluster.validate(); err != nil {
+		errs = append(errs, err)
 	}
 	l.hub = h
 	return l, errors.Join(errs...)

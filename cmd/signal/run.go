@@ -128,6 +128,12 @@ func run(ctx context.Context, args []string, env runEnv) int {
 	if o.dev && !slices.Contains(l.hub.AllowedHosts, host) {
 		l.hub.AllowedHosts = append(l.hub.AllowedHosts, host) // -listen 127.0.0.2:8080, or the LAN address
 	}
+	closeCluster, err := setupCluster(ctx, o.cluster, &l, o.iceTTL, log)
+	if err != nil {
+		log.Error("cluster", "err", err)
+		return exitFail
+	}
+	defer closeCluster()
 
 	hub, err := signaling.NewHub(l.hub)
 	if err != nil {

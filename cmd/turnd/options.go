@@ -65,7 +65,15 @@ type options struct {
 	logFormat    string
 	logLevel     string
 	drain        time.Duration
-	ext          extOptions // coturn drop-in settings (extflags.go)
+	idleTimeout  time.Duration
+	maxConns     int
+	maxConnsIP   int
+	maxPerms     int
+	maxChannels  int
+	v6Prefix     int
+	ext          extOptions   // coturn drop-in settings (extflags.go)
+	fleet        fleetOptions // fleet.go
+	noFastPath   bool
 }
 
 func newFlagSet(o *options) *flag.FlagSet {
@@ -111,7 +119,15 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.DurationVar(&o.drain, "drain-timeout", 30*time.Second, "on SIGTERM, how long live allocations may continue")
+	fs.DurationVar(&o.idleTimeout, "stream-idle-timeout", 60*time.Second, "close a TCP/TLS connection this long without an allocation")
+	fs.IntVar(&o.maxConns, "max-stream-conns", 10000, "simultaneous TCP/TLS connections in total (negative = unlimited)")
+	fs.IntVar(&o.maxConnsIP, "max-stream-conns-per-ip", 64, "simultaneous TCP/TLS connections per client IP or IPv6 prefix (negative = unlimited)")
+	fs.IntVar(&o.maxPerms, "max-permissions", 256, "live permissions (peer IPs) per allocation; more get 508 (negative = unlimited)")
+	fs.IntVar(&o.maxChannels, "max-channels", 256, "live channel bindings per allocation; more get 508 (negative = unlimited)")
+	fs.IntVar(&o.v6Prefix, "ipv6-source-prefix", 64, "IPv6 prefix length counted as one client for rate limits, quotas and connection caps")
 	addExtFlags(fs, o)
+	addFleetFlags(fs, &o.fleet)
+	fs.BoolVar(&o.noFastPath, "no-fastpath", false, "let pion carry every packet instead of turnd's ChannelData fast path (A/B tests)")
 	return fs
 }
 
@@ -129,21 +145,28 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 	var errs []error
 	add := func(err error) { errs = append(errs, err) }
 	cfg := relay.Config{
-		Realm:              o.realm,
-		MinPort:            o.minPort,
-		MaxPort:            o.maxPort,
-		MaxSessionLength:   o.maxSession,
-		UserQuota:          o.userQuota,
-		SourceQuota:        o.sourceQuota,
-		TotalQuota:         o.totalQuota,
-		MaxBPS:             o.maxBPS,
-		UserMaxBPS:         o.userMaxBPS,
-		UnauthRate:         o.unauthRate,
-		AuthFailRate:       o.authFailRate,
-		UDPSockets:         o.udpSockets,
-		AllocationLifetime: o.lifetime,
-		DrainTimeout:       o.drain,
-		Peers:              relay.PeerPolicy{AllowLoopback: o.allowLoop, AllowPrivate: o.allowPrivate},
+		Realm:                   o.realm,
+		MinPort:                 o.minPort,
+		MaxPort:                 o.maxPort,
+		MaxSessionLength:        o.maxSession,
+		UserQuota:               o.userQuota,
+		SourceQuota:             o.sourceQuota,
+		TotalQuota:              o.totalQuota,
+		MaxBPS:                  o.maxBPS,
+		UserMaxBPS:              o.userMaxBPS,
+		UnauthRate:              o.unauthRate,
+		AuthFailRate:            o.authFailRate,
+		UDPSockets:              o.udpSockets,
+		AllocationLifetime:      o.lifetime,
+		StreamIdleTimeout:       o.idleTimeout,
+		MaxStreamConns:          o.maxConns,
+		MaxStreamConnsPerSource: o.maxConnsIP,
+		MaxPermissions:          o.maxPerms,
+		MaxChannels:             o.maxChannels,
+		IPv6SourcePrefix:        o.v6Prefix,
+		DrainTimeout:            o.drain,
+		DisableFastPath:         o.noFastPath,
+		Peers:                   relay.PeerPolicy{AllowLoopback: o.allowLoop, AllowPrivate: o.allowPrivate},
 	}
 
 	// Logger.
@@ -322,6 +345,9 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 	}
 	if o.udpSockets < 0 {
 		add(fmt.Errorf("udp-sockets %d is negative", o.udpSockets))
+	}
+	if err := o.fleet.validate(); err != nil {
+		add(err)
 	}
 	return loaded{relay: cfg, logger: logger, admin: o.adminListen, warnings: warnings}, errors.Join(errs...)
 }

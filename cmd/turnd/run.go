@@ -106,6 +106,8 @@ func run(ctx context.Context, args []string, env runEnv) int {
 
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
+	stopFleet := startFleet(ctx, o.fleet, srv, l.relay, log)
+	defer stopFleet()
 	for {
 		select {
 		case <-env.reload:

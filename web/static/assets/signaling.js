@@ -197,6 +197,11 @@ export class HubClient extends EventTarget {
         this.id = '';
         if (this.ws && this.ws.readyState === WebSocket.OPEN) this.#sendJoin(this.ws);
         break;
+      case 'unavailable':
+        // A multi-node hub that lost its Redis (docs/protocol.md §13): a join or
+        // resume was refused, nothing changed; reconnect after the usual backoff.
+        if (this.state !== 'joined' && this.ws) this.ws.close(1000, 'retry');
+        break;
       default:
     }
   }

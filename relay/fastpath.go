@@ -1,0 +1,368 @@
+package relay
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/turn/v5"
+)
+
+// The user-space data plane (design.md, "The relay's two planes"). pion
+// stays the control plane; established ChannelData runs through our socket
+// wrappers instead of pion's handlers:
+//
+//   - client→peer: the UDP listener wrapper reads batches (recvmmsg), looks
+//     the ChannelData up in the binding table and sends the payload from
+//     the allocation's relay socket;
+//   - peer→client: the relay socket wrapper reads into buf[4:], writes the
+//     ChannelData header in place and sends from the listener socket.
+//
+// The table is learned from pion's events (create/delete of allocations,
+// permissions and channels, including expiry and close) and from the
+// success responses pion sends (refresh lifetimes: pion reports nothing on
+// refresh). Anything the table does not know goes to pion unchanged, so a
+// miss is only slower, never wrong.
+//
+// Rules that hold on every path, ours and pion's: data needs a live
+// permission (pion v5.1.1 forwards channel data on channel existence
+// alone; we do not), the peer policy (re-checked after Reload), bandwidth
+// limits, and counters.
+
+// deadlineSlack is added to learned deadlines. pion's timers are the
+// authority that ends a permission or channel (we hear about it as an
+// event); the deadline only bounds the damage of an event we never saw,
+// so it must never fire before pion's own timer.
+const deadlineSlack = time.Second
+
+// monoBase anchors the monotonic nanosecond clock deadlines are kept in.
+var monoBase = time.Now()
+
+// monoNow returns monotonic nanoseconds since monoBase.
+func monoNow() int64 { return int64(time.Since(monoBase)) }
+
+// fastPath owns the binding table.
+type fastPath struct {
+	s *Server
+	// enabled turns the shortcuts on. Off, pion carries every packet, but
+	// the permission rule and the large-datagram handling still apply.
+	enabled bool
+	chanTTL time.Duration
+	permTTL time.Duration
+
+	mu       sync.RWMutex
+	c2p      map[c2pKey]*binding
+	relays   map[netip.AddrPort]*relayFast // by relay address as pion reports it
+	byClient map[clientKey]*relayFast      // by (listener address, client address)
+	obs      bindingObserver
+
+	loops    []*relayLoop // relay socket readers (Linux); none: a goroutine each
+	loopNext atomic.Uint32
+	loopsWG  sync.WaitGroup
+	// relayGen changes whenever a relay address goes away, so cached
+	// policy verdicts for relay-to-relay peers are re-checked.
+	relayGen atomic.Uint64
+}
+
+// c2pKey finds a binding from a client's ChannelData.
+type c2pKey struct {
+	listener netip.AddrPort // the listener's local address, as pion sees it
+	client   netip.AddrPort
+	channel  uint16
+}
+
+type clientKey struct{ listener, client netip.AddrPort }
+
+// bindingObserver is told about every change to the table, so a kernel
+// offload engine can mirror it (offload-brief.md section 4). Calls come
+// from pion's event callbacks (under pion's allocation locks), from the
+// listener goroutine that saw a refresh response, and from Reload; an
+// observer must not block and must not call back into pion. The binding's
+// fields it may read are those of (*binding).snapshot.
+type bindingObserver interface {
+	// bindingInstalled: a channel was created (its permission may or may
+	// not be live: check Enabled).
+	bindingInstalled(BindingSnapshot)
+	// bindingChanged: deadlines refreshed, permission or policy changed.
+	bindingChanged(BindingSnapshot)
+	// bindingRemoved: the channel is gone (deleted, expired, or its
+	// allocation closed). Remove both directions before returning.
+	bindingRemoved(BindingSnapshot)
+}
+
+// BindingSnapshot describes one channel binding as an offload engine needs
+// it. Deadlines are monotonic nanoseconds since monoBase (convert with
+// the offset between monoBase and CLOCK_MONOTONIC), slack included.
+type BindingSnapshot struct {
+	Listener netip.AddrPort // local address of the client's listener socket
+	Client   netip.AddrPort
+	Relay    netip.AddrPort // local (bound) address of the relay socket
+	Peer     netip.AddrPort
+	Channel  uint16
+	// ClientUDP is false for TCP/TLS clients (no UDP↔UDP shortcut).
+	ClientUDP bool
+	// Enabled is false while the permission is missing or the peer policy
+	// refuses the peer: forward nothing, send everything to user space.
+	Enabled bool
+	// Throttled is true when a bandwidth limit applies: user space shapes.
+	Throttled bool
+	// ChannelDeadline and PermissionDeadline bound forwarding even if a
+	// removal were missed.
+	ChannelDeadline, PermissionDeadline, AllocationDeadline int64
+}
+
+func newFastPath(s *Server) *fastPath {
+	return &fastPath{
+		s:        s,
+		enabled:  fastPathSupported && !s.cfg.DisableFastPath,
+		chanTTL:  s.cfg.ChannelLifetime,
+		permTTL:  s.cfg.PermissionLifetime,
+		c2p:      map[c2pKey]*binding{},
+		relays:   map[netip.AddrPort]*relayFast{},
+		byClient: map[clientKey]*relayFast{},
+	}
+}
+
+// hook adds the table's event handlers to pion's, keeping the ones set.
+func (fp *fastPath) hook(h *turn.EventHandler) {
+	prevCreated := h.OnAllocationCreated
+	h.OnAllocationCreated = func(src, dst net.Addr, protocol, userID, realm string, relay net.Addr, port int) {
+		if prevCreated != nil {
+			prevCreated(src, dst, protocol, userID, realm, relay, port)
+		}
+		if rf := fp.relay(relay); rf != nil {
+			rf.attach(toAddrPort(dst), unmapAP(toAddrPort(src)))
+		}
+	}
+	h.OnPermissionCreated = func(_, _ net.Addr, _, _, _ string, relay net.Addr, peer net.IP) {
+		if rf := fp.relay(relay); rf != nil {
+			if ip, ok := netip.AddrFromSlice(peer); ok {
+				rf.permit(ip.Unmap(), monoNow()+int64(fp.permTTL+deadlineSlack))
+			}
+		}
+	}
+	h.OnPermissionDeleted = func(_, _ net.Addr, _, _, _ string, relay net.Addr, peer net.IP) {
+		if rf := fp.relay(relay); rf != nil {
+			if ip, ok := netip.AddrFromSlice(peer); ok {
+				rf.revoke(ip.Unmap())
+			}
+		}
+	}
+	h.OnChannelCreated = func(_, _ net.Addr, _, _, _ string, relay, peer net.Addr, ch uint16) {
+		if rf := fp.relay(relay); rf != nil {
+			rf.addBinding(unmapAP(toAddrPort(peer)), ch)
+		}
+	}
+	h.OnChannelDeleted = func(_, _ net.Addr, _, _, _ string, relay, peer net.Addr, ch uint16) {
+		if rf := fp.relay(relay); rf != nil {
+			rf.removeBinding(unmapAP(toAddrPort(peer)), ch)
+		}
+	}
+}
+
+func (fp *fastPath) relay(a net.Addr) *relayFast {
+	if a == nil {
+		return nil
+	}
+	ap := unmapAP(toAddrPort(a))
+	fp.mu.RLock()
+	defer fp.mu.RUnlock()
+	return fp.relays[ap]
+}
+
+func (fp *fastPath) lookup(k c2pKey) *binding {
+	fp.mu.RLock()
+	b := fp.c2p[k]
+	fp.mu.RUnlock()
+	return b
+}
+
+func (fp *fastPath) byClientKey(listener, client netip.AddrPort) *relayFast {
+	fp.mu.RLock()
+	defer fp.mu.RUnlock()
+	return fp.byClient[clientKey{listener, client}]
+}
+
+// revalidate re-checks every binding against the current peer policy
+// (after Reload) and tells the observer about the ones that changed.
+func (fp *fastPath) revalidate() {
+	fp.mu.RLock()
+	rfs := make([]*relayFast, 0, len(fp.relays))
+	for _, rf := range fp.relays {
+		rfs = append(rfs, rf)
+	}
+	fp.mu.RUnlock()
+	for _, rf := range rfs {
+		rf.revalidate()
+	}
+}
+
+func (fp *fastPath) notify(kind int, b *binding) {
+	fp.mu.RLock()
+	obs := fp.obs
+	fp.mu.RUnlock()
+	if obs == nil {
+		return
+	}
+	snap := b.snapshot()
+	switch kind {
+	case bindingAdded:
+		obs.bindingInstalled(snap)
+	case bindingUpdated:
+		obs.bindingChanged(snap)
+	case bindingDeleted:
+		obs.bindingRemoved(snap)
+	}
+}
+
+const (
+	bindingAdded = iota
+	bindingUpdated
+	bindingDeleted
+)
+
+// setObserver installs (or, with nil, removes) the table's observer and
+// replays the live bindings to it as installs.
+func (fp *fastPath) setObserver(o bindingObserver) {
+	fp.mu.Lock()
+	fp.obs = o
+	live := make([]*binding, 0, len(fp.c2p))
+	for _, b := range fp.c2p {
+		live = append(live, b)
+	}
+	fp.mu.Unlock()
+	if o == nil {
+		return
+	}
+	for _, b := range live {
+		o.bindingInstalled(b.snapshot())
+	}
+}
+
+// binding is one channel: client (listener, client address, channel
+// number) ↔ peer through one allocation's relay socket.
+type binding struct {
+	rf      *relayFast
+	key     c2pKey
+	peer    netip.AddrPort
+	peerSA  sockaddr // peer, in the relay socket's family
+	channel uint16
+
+	// Guarded by rf.mu.
+	chanDL, permDL int64
+	permOK, polOK  bool
+
+	// until is the monotonic time the shortcut may forward until; 0 while
+	// disabled. The data path reads only this.
+	until atomic.Int64
+	// lastPol and lastGen are the policy and relay-set generation the
+	// client→peer shortcut last approved the peer under.
+	lastPol atomic.Pointer[peerPolicy]
+	lastGen atomic.Uint64
+
+	// Per-binding counters, both paths' shortcut traffic (an offload
+	// engine adds what it forwarded).
+	pktsC2P, bytesC2P, pktsP2C, bytesP2C atomic.Uint64
+}
+
+// recompute sets until from the binding's state. Caller holds rf.mu.
+func (b *binding) recompute() {
+	rf := b.rf
+	if !b.permOK || !b.polOK || rf.closed {
+		b.until.Store(0)
+		return
+	}
+	b.until.Store(min(b.chanDL, b.permDL, rf.allocDL))
+}
+
+// snapshot describes the binding (see BindingSnapshot).
+func (b *binding) snapshot() BindingSnapshot {
+	rf := b.rf
+	rf.mu.RLock()
+	defer rf.mu.RUnlock()
+	return BindingSnapshot{
+		Listener: b.key.listener, Client: b.key.client, Relay: rf.bound, Peer: b.peer, Channel: b.channel,
+		ClientUDP: rf.listener != nil, Enabled: b.permOK && b.polOK && !rf.closed,
+		Throttled: rf.bw != nil, ChannelDeadline: b.chanDL, PermissionDeadline: b.permDL,
+		AllocationDeadline: rf.allocDL,
+	}
+}
+
+// Counters returns the binding's relayed packets and bytes in each
+// direction (for tests and for per-binding accounting).
+func (b *binding) counters() (pktsC2P, bytesC2P, pktsP2C, bytesP2C uint64) {
+	return b.pktsC2P.Load(), b.bytesC2P.Load(), b.pktsP2C.Load(), b.bytesP2C.Load()
+}
+
+// addOffloaded adds what a kernel offload engine forwarded for b (deltas of
+// its per-binding counters, read about once a second) to b's counters and
+// to the relayed totals, so per-binding accounting and metrics see every
+// path.
+func (b *binding) addOffloaded(pktsC2P, bytesC2P, pktsP2C, bytesP2C uint64) {
+	b.pktsC2P.Add(pktsC2P)
+	b.bytesC2P.Add(bytesC2P)
+	b.pktsP2C.Add(pktsP2C)
+	b.bytesP2C.Add(bytesP2C)
+	m := b.rf.fp.s.metrics
+	m.addTallies(&counts{pkts: pktsC2P, bytes: bytesC2P}, dirClientToPeer)
+	m.addTallies(&counts{pkts: pktsP2C, bytes: bytesP2C}, dirPeerToClient)
+}
+
+// FastPathStats counts the bindings the data plane currently knows.
+type FastPathStats struct {
+	Enabled  bool
+	Bindings int // channels learned from pion
+	Active   int // of which the shortcut forwards now (live permission, allowed peer)
+}
+
+// FastPathStats reports the binding table's size.
+func (s *Server) FastPathStats() FastPathStats {
+	fp := s.fast
+	fp.mu.RLock()
+	defer fp.mu.RUnlock()
+	st := FastPathStats{Enabled: fp.enabled, Bindings: len(fp.c2p)}
+	now := monoNow()
+	for _, b := range fp.c2p {
+		if now < b.until.Load() {
+			st.Active++
+		}
+	}
+	return st
+}
+
+// counts are a reader's tallies not yet added to Prometheus.
+type counts struct{ pkts, bytes, sendFull, noPerm, bwDrops uint64 }
+
+// addTallies adds a reader's tallies (dir: dirClientToPeer or
+// dirPeerToClient) to the metrics and zeroes them: one call per burst.
+func (m *metrics) addTallies(c *counts, dir string) {
+	if *c == (counts{}) {
+		return
+	}
+	if c.pkts > 0 {
+		if dir == dirClientToPeer {
+			m.pktsC2P.Add(float64(c.pkts))
+			m.bytesC2P.Add(float64(c.bytes))
+		} else {
+			m.pktsP2C.Add(float64(c.pkts))
+			m.bytesP2C.Add(float64(c.bytes))
+		}
+	}
+	if c.sendFull > 0 {
+		m.dropped.WithLabelValues(dropSendBuffer).Add(float64(c.sendFull))
+	}
+	if c.noPerm > 0 {
+		m.dropped.WithLabelValues(dropNoPermission).Add(float64(c.noPerm))
+	}
+	if c.bwDrops > 0 {
+		m.dropped.WithLabelValues(dropBandwidth).Add(float64(c.bwDrops))
+	}
+	*c = counts{}
+}
+
+// dropNoPermission counts data without a live permission (both
+// directions, both paths). Full send buffers count as dropSendBuffer, a
+// peer datagram too large for a TCP/TLS client's stream as dropOversize.
+const dropNoPermission = "no_permission"

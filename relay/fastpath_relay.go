@@ -1,0 +1,413 @@
+package relay
+
+import (
+	"encoding/binary"
+	"net"
+	"net/netip"
+	"sync"
+
+	"github.com/pion/stun/v4"
+)
+
+// relayFast is one UDP allocation's share of the data plane: its bindings
+// by peer, its live permissions, and the peer→client reader that pion's
+// per-allocation goroutine runs through relayPacketConn.ReadFrom.
+type relayFast struct {
+	fp       *fastPath
+	conn     *relayPacketConn
+	sock     *udpSock
+	key      netip.AddrPort    // relay address as pion reports it (advertised)
+	bound    netip.AddrPort    // relay socket's local address
+	listener *serverPacketConn // the UDP listener socket the allocation lives on; nil for TCP/TLS clients
+	bw       *bandwidth
+
+	mu         sync.RWMutex
+	listenAddr netip.AddrPort
+	client     netip.AddrPort
+	clientSA   sockaddr // client, in the listener socket's family
+	attached   bool
+	byPeer     map[netip.AddrPort]*binding
+	perms      map[netip.Addr]int64 // live permissions → deadline
+	allocDL    int64
+	closed     bool
+
+	// Owned by the relay socket's reading goroutine.
+	rd       *pktReader
+	snd      *nbSender
+	ind      stun.Message
+	pending  counts
+	inPeer   netip.AddrPort // last inbound peer the policy allowed, under inPolicy
+	inPolicy *peerPolicy
+	inGen    uint64
+}
+
+func (fp *fastPath) newRelay(c *relayPacketConn, listener *serverPacketConn, adv netip.AddrPort) *relayFast {
+	var sock *udpSock
+	switch pc := c.PacketConn.(type) {
+	case *net.UDPConn:
+		var err error
+		if sock, err = newUDPSock(pc); err != nil {
+			return nil
+		}
+		// Peers burst into one socket each; the 208 KiB default drops a
+		// video keyframe's worth of datagrams on a short stall (coturn
+		// #1902).
+		_ = pc.SetReadBuffer(udpSocketBuffer)
+	default:
+		if sock = rawSock(pc); sock == nil {
+			return nil
+		}
+	}
+	rf := &relayFast{
+		fp: fp, conn: c, sock: sock, key: unmapAP(adv),
+		bound: unmapAP(toAddrPort(c.LocalAddr())), listener: listener, bw: c.bw,
+		byPeer: map[netip.AddrPort]*binding{}, perms: map[netip.Addr]int64{},
+		allocDL: monoNow() + int64(fp.s.cfg.AllocationLifetime+deadlineSlack),
+		snd:     newNBSender(),
+	}
+	if sock.c != nil {
+		rf.rd = newPktReader(sock, rf.handle, rf.flush)
+	}
+	fp.mu.Lock()
+	fp.relays[rf.key] = rf
+	fp.mu.Unlock()
+	if sock.raw != nil {
+		if err := fp.attachLoop(rf); err != nil {
+			rf.close()
+			return nil
+		}
+	}
+	return rf
+}
+
+// attach records the allocation's client once pion has created it.
+func (rf *relayFast) attach(listenAddr, client netip.AddrPort) {
+	rf.mu.Lock()
+	rf.listenAddr, rf.client, rf.attached = listenAddr, client, true
+	if rf.listener != nil {
+		sa, ok := rf.listener.fast.sock.sockaddrFor(client)
+		if ok {
+			rf.clientSA = sa
+		} else {
+			rf.listener = nil // no shortcut for a client we cannot address
+		}
+	}
+	rf.mu.Unlock()
+	fp := rf.fp
+	fp.mu.Lock()
+	fp.byClient[clientKey{listenAddr, client}] = rf
+	fp.mu.Unlock()
+}
+
+func (rf *relayFast) permit(ip netip.Addr, deadline int64) {
+	var changed []*binding
+	rf.mu.Lock()
+	rf.perms[ip] = deadline
+	for _, b := range rf.byPeer {
+		if b.peer.Addr() == ip {
+			b.permOK, b.permDL = true, deadline
+			b.recompute()
+			changed = append(changed, b)
+		}
+	}
+	rf.mu.Unlock()
+	for _, b := range changed {
+		rf.fp.notify(bindingUpdated, b)
+	}
+}
+
+func (rf *relayFast) revoke(ip netip.Addr) {
+	var changed []*binding
+	rf.mu.Lock()
+	delete(rf.perms, ip)
+	for _, b := range rf.byPeer {
+		if b.peer.Addr() == ip {
+			b.permOK = false
+			b.recompute()
+			changed = append(changed, b)
+		}
+	}
+	rf.mu.Unlock()
+	for _, b := range changed {
+		rf.fp.notify(bindingUpdated, b)
+	}
+}
+
+// refreshPermission applies a CreatePermission or ChannelBind success.
+func (rf *relayFast) refreshPermission(ip netip.Addr, deadline int64) {
+	rf.mu.RLock()
+	_, live := rf.perms[ip]
+	rf.mu.RUnlock()
+	if live { // never resurrect: only pion's event creates a permission
+		rf.permit(ip, deadline)
+	}
+}
+
+func (rf *relayFast) refreshChannel(peer netip.AddrPort, ch uint16, deadline int64) {
+	rf.mu.Lock()
+	b := rf.byPeer[peer]
+	if b == nil || b.channel != ch {
+		rf.mu.Unlock()
+		return
+	}
+	b.chanDL = deadline
+	b.recompute()
+	rf.mu.Unlock()
+	rf.fp.notify(bindingUpdated, b)
+}
+
+func (rf *relayFast) refreshAllocation(deadline int64) {
+	rf.mu.Lock()
+	rf.allocDL = deadline
+	bs := make([]*binding, 0, len(rf.byPeer))
+	for _, b := range rf.byPeer {
+		b.recompute()
+		bs = append(bs, b)
+	}
+	rf.mu.Unlock()
+	for _, b := range bs {
+		rf.fp.notify(bindingUpdated, b)
+	}
+}
+
+func (rf *relayFast) addBinding(peer netip.AddrPort, ch uint16) {
+	fp := rf.fp
+	b := &binding{rf: rf, peer: peer, channel: ch}
+	b.peerSA, _ = rf.sock.sockaddrFor(peer)
+	now := monoNow()
+	rf.mu.Lock()
+	if rf.closed {
+		rf.mu.Unlock()
+		return
+	}
+	b.key = c2pKey{listener: rf.listenAddr, client: rf.client, channel: ch}
+	b.chanDL = now + int64(fp.chanTTL+deadlineSlack)
+	b.permDL, b.permOK = rf.perms[peer.Addr()]
+	b.polOK = fp.s.policy.Load().checkAddrPort(peer, protoUDP) == ""
+	b.recompute()
+	rf.byPeer[peer] = b
+	rf.mu.Unlock()
+	fp.mu.Lock()
+	fp.c2p[b.key] = b
+	fp.mu.Unlock()
+	fp.s.metrics.fastBindings.Inc()
+	fp.notify(bindingAdded, b)
+}
+
+func (rf *relayFast) removeBinding(peer netip.AddrPort, ch uint16) {
+	rf.mu.Lock()
+	b := rf.byPeer[peer]
+	if b == nil || b.channel != ch {
+		rf.mu.Unlock()
+		return
+	}
+	delete(rf.byPeer, peer)
+	b.until.Store(0)
+	rf.mu.Unlock()
+	rf.fp.drop(b)
+}
+
+// drop removes b from the client→peer table and tells the observer.
+func (fp *fastPath) drop(b *binding) {
+	fp.mu.Lock()
+	if fp.c2p[b.key] == b {
+		delete(fp.c2p, b.key)
+	}
+	fp.mu.Unlock()
+	fp.s.metrics.fastBindings.Dec()
+	fp.notify(bindingDeleted, b)
+}
+
+func (rf *relayFast) revalidate() {
+	pol := rf.fp.s.policy.Load()
+	var changed []*binding
+	rf.mu.Lock()
+	for _, b := range rf.byPeer {
+		ok := pol.checkAddrPort(b.peer, protoUDP) == ""
+		if ok != b.polOK {
+			b.polOK = ok
+			b.recompute()
+			changed = append(changed, b)
+		}
+	}
+	rf.mu.Unlock()
+	for _, b := range changed {
+		rf.fp.notify(bindingUpdated, b)
+	}
+}
+
+// close removes the allocation's bindings before its socket closes.
+func (rf *relayFast) close() {
+	rf.mu.Lock()
+	rf.closed = true
+	bs := make([]*binding, 0, len(rf.byPeer))
+	for _, b := range rf.byPeer {
+		b.until.Store(0)
+		bs = append(bs, b)
+	}
+	rf.byPeer = map[netip.AddrPort]*binding{}
+	rf.perms = map[netip.Addr]int64{}
+	attached, key := rf.attached, clientKey{rf.listenAddr, rf.client}
+	rf.mu.Unlock()
+	for _, b := range bs {
+		rf.fp.drop(b)
+	}
+	fp := rf.fp
+	fp.mu.Lock()
+	if fp.relays[rf.key] == rf {
+		delete(fp.relays, rf.key)
+	}
+	if attached && fp.byClient[key] == rf {
+		delete(fp.byClient, key)
+	}
+	fp.mu.Unlock()
+}
+
+// permitted reports whether the allocation holds a live permission for ip
+// (pion's own paths are held to it too: see relayPacketConn).
+func (rf *relayFast) permitted(ip netip.Addr) bool {
+	rf.mu.RLock()
+	_, ok := rf.perms[ip.Unmap()]
+	rf.mu.RUnlock()
+	return ok
+}
+
+// pionRelayBuffer is the buffer pion v5.1.1 reads relay sockets into
+// (allocation.go rtpMTU); it silently cuts anything larger.
+const pionRelayBuffer = 1600
+
+// readFrom is the relay socket's read loop, run by pion's per-allocation
+// goroutine. Datagrams are handled inside the poller callback (handle);
+// only those pion must frame (no live binding, small enough for its
+// buffer) are returned.
+func (rf *relayFast) readFrom(p []byte) (int, net.Addr, error) {
+	if rf.rd == nil { // a relay loop reads the socket; pion gets its queue
+		return rf.conn.PacketConn.ReadFrom(p)
+	}
+	for {
+		frame, src, err := rf.rd.read()
+		if err != nil {
+			rf.flush()
+			return 0, nil, err
+		}
+		if len(frame)-4 >= len(p) { // pion's buffer shrank: never cut
+			rf.frameItself(rf.lookupPeer(src), src, frame)
+			continue
+		}
+		return copy(p, frame[4:]), net.UDPAddrFromAddrPort(src), nil
+	}
+}
+
+func (rf *relayFast) lookupPeer(src netip.AddrPort) *binding {
+	rf.mu.RLock()
+	defer rf.mu.RUnlock()
+	return rf.byPeer[src]
+}
+
+// handle decides one peer datagram (payload at frame[4:]): on a live
+// binding it is framed in place and sent to the client; without a
+// permission, or refused by policy or bandwidth, it is dropped; larger than
+// pion's buffer, it is framed here as pion would; otherwise it goes to
+// pion (true).
+func (rf *relayFast) handle(frame []byte, src netip.AddrPort) bool {
+	n := len(frame) - 4
+	rf.mu.RLock()
+	b := rf.byPeer[src]
+	_, perm := rf.perms[src.Addr()]
+	rf.mu.RUnlock()
+	if !perm {
+		rf.pending.noPerm++
+		return false
+	}
+	// The shortcut answers UDP clients; TCP/TLS clients' streams are
+	// pion's to write (client→peer still takes the shortcut).
+	hit := b != nil && rf.listener != nil && rf.fp.enabled && monoNow() < b.until.Load()
+	if !hit && !rf.allowPeer(src) {
+		return false
+	}
+	if rf.bw != nil && !rf.bw.allowIn(n, timeNow()) {
+		rf.pending.bwDrops++
+		return false
+	}
+	rf.pending.pkts++
+	rf.pending.bytes += uint64(n)
+	switch {
+	case hit:
+		rf.sendChannelData(b, frame)
+	case n >= pionRelayBuffer:
+		rf.frameItself(b, src, frame)
+	default:
+		rf.flush()
+		return true
+	}
+	return false
+}
+
+// frameItself sends a datagram pion's buffer would cut, framed as pion
+// would frame it: ChannelData on a channel, else a Data indication.
+func (rf *relayFast) frameItself(b *binding, src netip.AddrPort, frame []byte) {
+	switch {
+	case rf.listener == nil:
+		// A TCP/TLS client: its stream is pion's to write, and a relay
+		// reader must never wait on a slow stream.
+		rf.fp.s.metrics.dropped.WithLabelValues(dropOversize).Inc()
+	case b != nil:
+		rf.sendChannelData(b, frame)
+	default:
+		rf.sendDataIndication(src, frame)
+	}
+}
+
+// allowPeer applies the peer policy to inbound datagrams off the shortcut
+// (a live binding was checked when the policy last changed), caching the
+// verdict per peer and policy as relayPacketConn.WriteTo does.
+func (rf *relayFast) allowPeer(src netip.AddrPort) bool {
+	s := rf.fp.s
+	pol, gen := s.policy.Load(), rf.fp.relayGen.Load()
+	if src == rf.inPeer && pol == rf.inPolicy && gen == rf.inGen {
+		return true
+	}
+	if reason := pol.checkAddrPort(src, protoUDP); reason != "" {
+		s.metrics.policyDenials.WithLabelValues(reason).Inc()
+		return false
+	}
+	rf.inPeer, rf.inPolicy, rf.inGen = src, pol, gen
+	return true
+}
+
+// sendChannelData frames the payload at frame[4:] for b's channel
+// and sends it to the (UDP) client. No padding over UDP (RFC 8656 12.5).
+func (rf *relayFast) sendChannelData(b *binding, frame []byte) {
+	n := len(frame) - 4
+	buf := frame
+	binary.BigEndian.PutUint16(buf[0:2], b.channel)
+	binary.BigEndian.PutUint16(buf[2:4], uint16(n))
+	if err := rf.snd.sendTo(rf.listener.fast.sock, buf, &rf.clientSA); err != nil {
+		rf.pending.sendFull++
+		return
+	}
+	b.pktsP2C.Add(1)
+	b.bytesP2C.Add(uint64(n))
+}
+
+// sendDataIndication sends the payload at frame[4:] from src to
+// the client as a Data indication (slow path: large datagrams only).
+func (rf *relayFast) sendDataIndication(src netip.AddrPort, frame []byte) {
+	m := &rf.ind
+	m.Reset()
+	m.Type = stun.NewType(stun.MethodData, stun.ClassIndication)
+	m.TransactionID = stun.NewTransactionID()
+	m.WriteHeader()
+	peer := stun.XORMappedAddress{IP: src.Addr().AsSlice(), Port: int(src.Port())}
+	if err := peer.AddToAs(m, stun.AttrXORPeerAddress); err != nil {
+		return
+	}
+	m.Add(stun.AttrData, frame[4:])
+	if err := rf.snd.sendTo(rf.listener.fast.sock, m.Raw, &rf.clientSA); err != nil {
+		rf.pending.sendFull++
+	}
+}
+
+// flush adds the reader's tallies to Prometheus: once per burst (before
+// the reader waits for the socket), not per packet.
+func (rf *relayFast) flush() { rf.fp.s.metrics.addTallies(&rf.pending, dirPeerToClient) }

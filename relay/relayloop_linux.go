@@ -1,0 +1,433 @@
+//go:build linux
+
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Relay sockets of the fast path are read by a few event loops instead of
+// one goroutine each. With a goroutine per allocation every peer datagram
+// costs a Go scheduler wake-up (20% of turnd's CPU at 300 flows, more at
+// 10); a loop takes every ready socket of one epoll wait in one wake-up, as
+// coturn's relay threads do.
+//
+// The sockets are made with raw system calls and never registered with Go's
+// poller: registered, every datagram would also wake the poller for a
+// goroutine that is not waiting. rawUDP gives pion the net.PacketConn it
+// needs; pion's per-allocation goroutine only receives, through a queue,
+// the datagrams the fast path leaves to it (Data indications).
+
+// rawUDP is a relay socket outside Go's poller.
+type rawUDP struct {
+	fd     int
+	family int
+	local  *net.UDPAddr
+
+	mu     sync.RWMutex // read-held by every user of fd; Close write-holds it
+	closed bool
+	done   chan struct{}
+	q      chan rawPkt // datagrams for pion
+	loop   *relayLoop
+	id     uint32 // key in loop.socks
+}
+
+type rawPkt struct {
+	b   []byte
+	src netip.AddrPort
+}
+
+// rawQueue bounds datagrams waiting for pion's goroutine (Data
+// indications); beyond it they drop and count.
+const rawQueue = 16
+
+func listenRawUDP(network string, ap netip.AddrPort) (*rawUDP, error) {
+	family := unix.AF_INET
+	if network == "udp6" {
+		family = unix.AF_INET6
+	}
+	fd, err := unix.Socket(family, unix.SOCK_DGRAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("relay socket: %w", err)
+	}
+	if family == unix.AF_INET6 {
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_V6ONLY, 1)
+	}
+	// Peers burst into one socket each; the 208 KiB default drops a video
+	// keyframe's worth of datagrams on a short stall (coturn #1902).
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, udpSocketBuffer)
+	sa, ok := makeSockaddr(ap, family)
+	if !ok {
+		unix.Close(fd)
+		return nil, fmt.Errorf("relay socket: %v is not %s", ap, network)
+	}
+	if _, _, e := unix.Syscall(unix.SYS_BIND, uintptr(fd), uintptr(unsafe.Pointer(&sa.raw)), uintptr(sa.len)); e != 0 {
+		unix.Close(fd)
+		return nil, fmt.Errorf("relay socket bind %v: %w", ap, e)
+	}
+	c := &rawUDP{fd: fd, family: family, done: make(chan struct{}), q: make(chan rawPkt, rawQueue)}
+	if got, err := unix.Getsockname(fd); err == nil {
+		switch a := got.(type) {
+		case *unix.SockaddrInet4:
+			c.local = &net.UDPAddr{IP: net.IP(a.Addr[:]).To16(), Port: a.Port}
+		case *unix.SockaddrInet6:
+			c.local = &net.UDPAddr{IP: net.IP(a.Addr[:]), Port: a.Port}
+		}
+	}
+	if c.local == nil {
+		c.local = net.UDPAddrFromAddrPort(ap)
+	}
+	return c, nil
+}
+
+var errRawClosed = net.ErrClosed
+
+// ReadFrom returns the next datagram the fast path left for pion.
+func (c *rawUDP) ReadFrom(p []byte) (int, net.Addr, error) {
+	select {
+	case pk := <-c.q:
+		return copy(p, pk.b), net.UDPAddrFromAddrPort(pk.src), nil
+	case <-c.done:
+		return 0, nil, errRawClosed
+	}
+}
+
+// WriteTo sends without waiting: a full buffer drops (pion's path: Send
+// indications and channel data the fast path did not take).
+func (c *rawUDP) WriteTo(p []byte, addr net.Addr) (int, error) {
+	sa, ok := makeSockaddr(unmapAP(toAddrPort(addr)), c.family)
+	if !ok {
+		return 0, fmt.Errorf("relay: cannot send to %v from %v", addr, c.local)
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return 0, errRawClosed
+	}
+	var base unsafe.Pointer
+	if len(p) > 0 {
+		base = unsafe.Pointer(&p[0])
+	}
+	_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(c.fd), uintptr(base), uintptr(len(p)),
+		unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&sa.raw)), uintptr(sa.len))
+	switch e {
+	case 0:
+		return len(p), nil
+	case unix.EAGAIN:
+		return 0, errSendFull
+	}
+	return 0, e
+}
+
+func (c *rawUDP) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	if c.loop != nil {
+		c.loop.remove(c)
+	}
+	err := unix.Close(c.fd)
+	c.mu.Unlock()
+	close(c.done)
+	return err
+}
+
+func (c *rawUDP) LocalAddr() net.Addr                { return c.local }
+func (c *rawUDP) SetDeadline(t time.Time) error      { return nil }
+func (c *rawUDP) SetReadDeadline(t time.Time) error  { return nil }
+func (c *rawUDP) SetWriteDeadline(t time.Time) error { return nil }
+
+// loopSlots is how many datagrams one recvmmsg takes from a ready socket.
+const loopSlots = 8
+
+// relayLoop reads a set of relay sockets.
+type relayLoop struct {
+	fp   *fastPath
+	epfd int
+	file *os.File // epfd, registered with Go's poller so the loop parks like any reader
+	rc   syscall.RawConn
+
+	mu     sync.Mutex
+	socks  map[uint32]*relayFast
+	next   uint32
+	closed bool // epfd is closed (its number may be reused): no epoll_ctl
+
+	// Owned by the loop goroutine.
+	events []unix.EpollEvent
+	hdrs   [loopSlots]unix.Mmsghdr
+	iovs   [loopSlots]unix.Iovec
+	names  [loopSlots]unix.RawSockaddrInet6
+	bufs   [loopSlots][]byte
+	err    error
+	fn     func(fd uintptr) bool
+}
+
+func newRelayLoop(fp *fastPath) (*relayLoop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("relay loop: %w", err)
+	}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("relay loop: %w", err)
+	}
+	f := os.NewFile(uintptr(epfd), "relay-epoll")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("relay loop: %w", err)
+	}
+	l := &relayLoop{fp: fp, epfd: epfd, file: f, rc: rc, socks: map[uint32]*relayFast{},
+		events: make([]unix.EpollEvent, 128)}
+	backing := make([]byte, loopSlots*(4+slotSize+3))
+	for i := range l.hdrs {
+		l.bufs[i] = backing[i*(4+slotSize+3) : (i+1)*(4+slotSize+3) : (i+1)*(4+slotSize+3)]
+		l.iovs[i].Base = &l.bufs[i][4]
+		l.iovs[i].SetLen(slotSize)
+		l.hdrs[i].Hdr.Iov = &l.iovs[i]
+		l.hdrs[i].Hdr.SetIovlen(1)
+		l.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&l.names[i]))
+	}
+	l.fn = l.poll
+	return l, nil
+}
+
+// add starts reading rf's raw socket.
+func (l *relayLoop) add(rf *relayFast) error {
+	c := rf.sock.raw
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return errNoLoop
+	}
+	l.next++
+	for l.socks[l.next] != nil || l.next == 0 {
+		l.next++
+	}
+	id := l.next
+	l.socks[id] = rf
+	c.loop, c.id = l, id
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET}
+	*(*uint32)(unsafe.Pointer(&ev.Fd)) = id
+	err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev)
+	if err != nil {
+		delete(l.socks, id)
+		c.loop = nil
+	}
+	l.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("relay loop: %w", err)
+	}
+	return nil
+}
+
+// remove stops reading c; called by c.Close with c.mu held.
+func (l *relayLoop) remove(c *rawUDP) {
+	l.mu.Lock()
+	if !l.closed {
+		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+	}
+	delete(l.socks, c.id)
+	l.mu.Unlock()
+}
+
+// run serves until the loop is closed.
+func (l *relayLoop) run() {
+	for {
+		if err := l.rc.Read(l.fn); err != nil || l.err != nil {
+			return
+		}
+	}
+}
+
+func (l *relayLoop) close() error {
+	l.mu.Lock()
+	was := l.closed
+	l.closed = true
+	l.mu.Unlock()
+	if was {
+		return nil
+	}
+	// Not under mu: Close waits for the loop's poll, which takes mu.
+	return l.file.Close()
+}
+
+// poll takes every ready socket, then parks.
+func (l *relayLoop) poll(fd uintptr) bool {
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&l.events[0])),
+			uintptr(len(l.events)), 0, 0, 0)
+		switch e {
+		case 0:
+		case unix.EINTR:
+			continue
+		default:
+			l.err = e
+			return true
+		}
+		if n == 0 {
+			return false
+		}
+		for i := 0; i < int(n); i++ {
+			id := *(*uint32)(unsafe.Pointer(&l.events[i].Fd))
+			l.mu.Lock()
+			rf := l.socks[id]
+			l.mu.Unlock()
+			if rf != nil {
+				l.drain(rf)
+			}
+		}
+		if int(n) < len(l.events) {
+			// Every ready socket was drained; any datagram that arrived
+			// since the wait re-arms the (edge-triggered) poller, so park
+			// without another wait.
+			return false
+		}
+	}
+}
+
+// drain reads rf's socket until it is empty (edge-triggered: a short
+// batch means empty) and hands every datagram to rf.handle.
+func (l *relayLoop) drain(rf *relayFast) {
+	c := rf.sock.raw
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return
+	}
+	for {
+		for i := range l.hdrs {
+			l.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+			l.hdrs[i].Hdr.Flags = 0
+			l.hdrs[i].Len = 0
+		}
+		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&l.hdrs[0])),
+			loopSlots, unix.MSG_DONTWAIT, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			break
+		}
+		k := int(n)
+		for i := 0; i < k; i++ {
+			frame := l.bufs[i][:4+l.hdrs[i].Len]
+			src := parseSockaddr(&l.names[i])
+			if rf.handle(frame, src) {
+				l.toPion(rf, frame, src)
+			}
+		}
+		if k < loopSlots {
+			break
+		}
+	}
+	rf.flush()
+}
+
+// toPion queues a datagram for pion's goroutine (a copy: the loop's
+// buffers are reused at once).
+func (l *relayLoop) toPion(rf *relayFast, frame []byte, src netip.AddrPort) {
+	pk := rawPkt{b: append([]byte(nil), frame[4:]...), src: src}
+	select {
+	case rf.sock.raw.q <- pk:
+	default:
+		rf.pending.sendFull++
+	}
+}
+
+// errNoLoop: the fast path could not start its relay loops.
+var errNoLoop = errors.New("relay: no relay event loop")
+
+// startLoops starts n relay loops (one per UDP listener socket, so both
+// cores read relay sockets); on failure the fast path reads relay sockets
+// with a goroutine each.
+func (fp *fastPath) startLoops(n int) {
+	for i := 0; i < n; i++ {
+		l, err := newRelayLoop(fp)
+		if err != nil {
+			fp.s.log.Warn("relay event loop unavailable: relay sockets get a reader each", "err", err)
+			fp.stopLoops()
+			return
+		}
+		fp.loops = append(fp.loops, l)
+		fp.loopsWG.Add(1)
+		go func() {
+			defer fp.loopsWG.Done()
+			l.run()
+		}()
+	}
+}
+
+// stopLoops ends the loops and waits for them.
+func (fp *fastPath) stopLoops() {
+	for _, l := range fp.loops {
+		l.close()
+	}
+	fp.loopsWG.Wait()
+	fp.loops = nil
+}
+
+// listenRelay makes a relay socket: a raw one read by a loop when the
+// loops run, else a plain one.
+func (fp *fastPath) listenRelay(network string, ap netip.AddrPort) (net.PacketConn, error) {
+	if len(fp.loops) == 0 {
+		return new(net.ListenConfig).ListenPacket(context.Background(), network, ap.String())
+	}
+	return listenRawUDP(network, ap)
+}
+
+// attachLoop hands rf's raw socket to a loop.
+func (fp *fastPath) attachLoop(rf *relayFast) error {
+	if len(fp.loops) == 0 {
+		return errNoLoop
+	}
+	l := fp.loops[fp.loopNext.Add(1)%uint32(len(fp.loops))]
+	return l.add(rf)
+}
+
+// SyscallConn gives raw access to the socket for senders that take a
+// syscall.RawConn. It never waits for readiness: a callback that asks to
+// wait (returns false) ends the call with errSendFull.
+func (c *rawUDP) SyscallConn() (syscall.RawConn, error) { return rawConnOf{c}, nil }
+
+type rawConnOf struct{ c *rawUDP }
+
+func (r rawConnOf) Control(f func(fd uintptr)) error {
+	r.c.mu.RLock()
+	defer r.c.mu.RUnlock()
+	if r.c.closed {
+		return errRawClosed
+	}
+	f(uintptr(r.c.fd))
+	return nil
+}
+
+func (r rawConnOf) Read(f func(fd uintptr) bool) error { return r.once(f) }
+
+func (r rawConnOf) Write(f func(fd uintptr) bool) error { return r.once(f) }
+
+func (r rawConnOf) once(f func(fd uintptr) bool) error {
+	r.c.mu.RLock()
+	defer r.c.mu.RUnlock()
+	if r.c.closed {
+		return errRawClosed
+	}
+	if !f(uintptr(r.c.fd)) {
+		return errSendFull
+	}
+	return nil
+}
