@@ -65,6 +65,7 @@ type conn struct {
 	// them, and the rate buckets are inline.
 	mu         sync.Mutex
 	queue      []outFrame // oldest first; nil while idle
+	rest       []byte     // the unwritten tail of a partly written inline frame: goes first
 	qbytes     int        // bytes queued, including the frame being written
 	writing    bool       // a writer goroutine runs
 	writeSince time.Time  // when the write in progress began (zero: none)
@@ -80,7 +81,7 @@ type conn struct {
 	done         chan struct{} // made on demand; closed once the socket is closed
 
 	// The buckets are used by one goroutine at a time: the reader, then the
-	// handler it hands a message to, then the next reader.
+	// next reader.
 	limiter    bucket // client messages and control frames
 	errLimiter bucket // errors the client causes
 
@@ -168,13 +169,20 @@ func (c *conn) enqueue(f outFrame) enqResult {
 		}
 		return enqFull
 	}
-	c.queue = append(c.queue, f)
 	c.qbytes += len(f.b)
-	c.kickLocked()
-	c.mu.Unlock()
 	if f.kind == frameText {
 		c.h.m.sent.Inc()
+		if !c.writing && len(c.queue) == 0 {
+			// Nothing ahead of f and no writer: write it from here.
+			c.writing = true
+			c.mu.Unlock()
+			c.writeNow(f)
+			return enqOK
+		}
 	}
+	c.queue = append(c.queue, f)
+	c.kickLocked()
+	c.mu.Unlock()
 	return enqOK
 }
 

@@ -39,8 +39,7 @@ type Hub struct {
 	perIP    map[netip.Addr]int  // ditto, per client address
 	sessions map[string]*session // by resume token
 	sweeping bool
-	stop     chan struct{} // closed by Shutdown; ends the sweeper and handlers
-	msgs     chan message  // client messages from readers to handlers
+	stop     chan struct{} // closed by Shutdown; ends the sweeper
 
 	pendMu  sync.Mutex
 	pending map[string]int // pre-upgrade HTTP connections by remote address
@@ -79,7 +78,6 @@ func NewHub(cfg Config) (*Hub, error) {
 		perIP:    make(map[netip.Addr]int),
 		sessions: make(map[string]*session),
 		stop:     make(chan struct{}),
-		msgs:     make(chan message),
 		pending:  make(map[string]int),
 		heldByIP: make(map[netip.Addr]int),
 		iceByIP:  newKeyedLimiter(cfg.ICERate, cfg.ICEBurst, 1<<16),
@@ -273,10 +271,6 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		h.sweeping = true
 		h.wg.Add(1)
 		go h.sweeper()
-		for range handlers() {
-			h.wg.Add(1)
-			go h.handler()
-		}
 	}
 	h.mu.Unlock()
 	ws, err := h.upgrader.Upgrade(w, r, nil)

@@ -1,10 +1,12 @@
 package signaling
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestDecodeClientMessage(t *testing.T) {
@@ -183,6 +185,88 @@ func FuzzDecodeServerMessage(f *testing.F) {
 		m, err := DecodeServerMessage(b)
 		if err == nil && m.Type == "" {
 			t.Fatalf("decoded a message without type from %q", b)
+		}
+	})
+}
+
+// signalFrame splices the data into the frame: for compact data it gives
+// exactly what the encoder gives, and any from is escaped as JSON.
+func TestSignalFrameMatchesEncoder(t *testing.T) {
+	for _, tc := range []struct{ from, data string }{
+		{"AbC-_123xyzAbC-_123xyz12", `{"sdp":"v=0\r\n","type":"offer"}`},
+		{"x", `{"candidate":{"candidate":"a","sdpMid":"0","sdpMLineIndex":0},"n":[1,2.5,null,true]}`},
+		{`q"uo\te<&>` + "\u00e9\u2028\x01", `{}`},
+		{"p", `{"é":"\u00e9"}`},
+	} {
+		got := signalFrame(tc.from, []byte(tc.data))
+		want := encode(ServerMessage{Type: TypeSignal, From: tc.from, Data: []byte(tc.data)})
+		var g, w any
+		if err := json.Unmarshal(got, &g); err != nil {
+			t.Fatalf("signalFrame(%q, %s) = %s: not JSON: %v", tc.from, tc.data, got, err)
+		}
+		_ = json.Unmarshal(want, &w)
+		if gb, wb := mustJSON(t, g), mustJSON(t, w); !bytes.Equal(gb, wb) {
+			t.Errorf("signalFrame(%q, %s) = %s, encoder gives %s", tc.from, tc.data, got, want)
+		}
+		if m, err := DecodeServerMessage(got); err != nil || m.From != tc.from || m.Type != TypeSignal {
+			t.Errorf("signalFrame(%q): decodes to %+v, %v", tc.from, m, err)
+		}
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// The signal fast path agrees with encoding/json on the messages it takes.
+func TestDecodeSignalFastPath(t *testing.T) {
+	for _, in := range []string{
+		`{"type":"signal","to":"abc","data":{"sdp":"v=0\r\n","n":[1,{"x":null}]}}`,
+		` {"data":{"a":"\u00e9\ud83d\ude00"},"to":"p\u0041","type":"sig\u006eal","extra":[1,2]} `,
+		`{"type":"signal","to":"abc","data":{},"room":"r"}`,
+	} {
+		b := bytes.TrimSpace([]byte(in))
+		fast, ok := decodeSignal(b)
+		if !ok {
+			t.Fatalf("%s: fast path refused", in)
+		}
+		var slow ClientMessage
+		if err := json.Unmarshal(b, &slow); err != nil {
+			t.Fatal(err)
+		}
+		if fast.Type != slow.Type || fast.To != slow.To || !bytes.Equal(mustJSON(t, fast.Data), mustJSON(t, slow.Data)) {
+			t.Errorf("%s: fast %+v, encoding/json %+v", in, fast, slow)
+		}
+	}
+	for _, in := range []string{
+		`{"type":"signal","to":5,"data":{}}`, `{"type":"signal","to":"","data":{}}`,
+		`{"type":"signal","to":"a","data":[1]}`, `{"type":"signal","to":"a"}`, `{"type":"join","room":"r"}`,
+		`{"type":"signal","to":"a","data":{}`, `{"type":"signal","to":"` + strings.Repeat("a", 65) + `","data":{}}`,
+	} {
+		if m, ok := decodeSignal([]byte(in)); ok {
+			t.Errorf("%s: fast path took it: %+v", in, m)
+		}
+	}
+}
+
+func FuzzDecodeSignalFastPath(f *testing.F) {
+	f.Add([]byte(`{"type":"signal","to":"abc","data":{"x":"\u00e9"}}`))
+	f.Add([]byte(`{"type":"signal","to":"a\"b","data":{"x":[{}]},"to":"c"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := DecodeClientMessage(b)
+		if err != nil || m.Type != TypeSignal {
+			return
+		}
+		if !utf8.Valid(m.Data) || !json.Valid(m.Data) || m.To == "" || len(m.To) > maxIDLen {
+			t.Fatalf("%q decoded to %+v", b, m)
+		}
+		if d := bytes.TrimSpace(m.Data); d[0] != '{' {
+			t.Fatalf("%q: data is not an object: %s", b, m.Data)
 		}
 	})
 }

@@ -1,9 +1,6 @@
 package signaling
 
-import (
-	"runtime"
-	"time"
-)
+import "time"
 
 // sweepPeriod is how often the sweeper visits every connection: often
 // enough that pings keep their interval and blocked writes are cut close to
@@ -43,30 +40,4 @@ func (h *Hub) sweep(buf []*conn) []*conn {
 		buf[i] = nil
 	}
 	return buf
-}
-
-// handlers is how many goroutines handle client messages for the readers.
-func handlers() int { return 2 * runtime.GOMAXPROCS(0) }
-
-// handler handles messages from readers until Shutdown.
-func (h *Hub) handler() {
-	defer h.wg.Done()
-	for {
-		select {
-		case m := <-h.msgs:
-			m.process()
-		case <-h.stop:
-			return
-		}
-	}
-}
-
-// handleLater passes m to a handler goroutine; once the hub is shutting
-// down, the reader handles it itself.
-func (h *Hub) handleLater(m message) {
-	select {
-	case h.msgs <- m:
-	case <-h.stop:
-		m.process()
-	}
 }

@@ -15,6 +15,13 @@ func (c *conn) writer() {
 	defer c.h.wg.Done()
 	for {
 		c.mu.Lock()
+		if rest := c.rest; rest != nil {
+			// The tail of a partly written frame: before anything else, a
+			// close frame included, or the stream would be corrupt.
+			c.rest = nil
+			c.writeRest(rest)
+			continue
+		}
 		// An abusive client still gets the errors that explain its close.
 		if c.closing && (c.reason != reasonAbuse || len(c.queue) == 0) {
 			c.mu.Unlock()
@@ -66,6 +73,23 @@ func (c *conn) writer() {
 		}
 		c.mu.Unlock()
 	}
+}
+
+// writeRest writes the tail of a partly written inline frame, with
+// c.mu held on entry and released on return.
+func (c *conn) writeRest(rest []byte) {
+	c.writeSince = c.h.cfg.now()
+	c.mu.Unlock()
+	nc := c.ws.NetConn()
+	_ = nc.SetWriteDeadline(time.Now().Add(2 * c.h.cfg.WriteTimeout)) // errors surface on write
+	_, err := nc.Write(rest)
+	c.mu.Lock()
+	c.writeSince = time.Time{}
+	c.qbytes = max(c.qbytes-len(rest), 0)
+	if err != nil {
+		c.failLocked(0, "", writeReason(err))
+	}
+	c.mu.Unlock()
 }
 
 // closeSocket ends the connection: the close frame when there is a code,
