@@ -100,6 +100,10 @@ func TestCoturnMetricNames(t *testing.T) {
 	defer relayConn.Close()
 	const n = 10
 	relayRoundTrips(t, relayConn, peer.LocalAddr(), n)
+	// The data path adds its counts once per batch, after the batch is
+	// sent: the echo can reach the client before the count is added.
+	awaitMetric(t, srv, "turnd_relayed_packets_total", "client_to_peer", n)
+	awaitMetric(t, srv, "turnd_relayed_packets_total", "peer_to_client", n)
 
 	got := gathered(t, srv)
 	f, err := os.Open("testdata/coturn-4.6.1-metrics.txt")
