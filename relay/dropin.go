@@ -145,11 +145,20 @@ func spoilNonce(b []byte) {
 // default (capped to max by withDefaults) to anything longer. A request
 // signed with MESSAGE-INTEGRITY-SHA256 only is left alone.
 func capLifetime(b []byte, max time.Duration, key []byte) bool {
+	if len(b) < 20 {
+		return false
+	}
+	// Only the attributes the header's length covers belong to the message
+	// (pion ignores bytes after it, and so must the capper).
+	end := 20 + int(binary.BigEndian.Uint16(b[2:4]))
+	if end > len(b) {
+		return false
+	}
 	lifeOff, miOff, fpOff := -1, -1, -1
-	for off := 20; off+4 <= len(b); {
+	for off := 20; off+4 <= end; {
 		t := stun.AttrType(binary.BigEndian.Uint16(b[off:]))
 		l := int(binary.BigEndian.Uint16(b[off+2:]))
-		if off+4+l > len(b) {
+		if off+4+l > end {
 			return false
 		}
 		switch {
