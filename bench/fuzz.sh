@@ -23,7 +23,7 @@ cache="$(go env GOCACHE)/fuzz"
 bin=$(mktemp -d "${TMPDIR:-/tmp}/rtcsuite-fuzz.XXXXXX")
 trap 'rm -rf "$bin"' EXIT
 
-# fuzz_one runs one target. Go's fuzzing coordinator on a loaded machine can
+# fuzz_one runs one target. Go's fuzzing coordinator (seen on loaded and quiet runs) can
 # end a run with a bare "context deadline exceeded" at its own -fuzztime
 # deadline, with no failing input: that is the engine, not a finding, so such
 # a run is repeated (at most twice). A real failure writes its input under testdata/fuzz
