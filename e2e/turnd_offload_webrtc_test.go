@@ -1,0 +1,116 @@
+package e2e
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/rtcsuite/rtcsuite/internal/netlab"
+)
+
+// webrtcCase opens a data channel between an in-process pion peer in the
+// client namespace that may only use relay candidates (through the lab's
+// turnd) and one in the peer namespace with host candidates only, and
+// echoes messages; once with offload tc, where the kernel path must carry
+// the channel's traffic, then, after SIGHUP, with offload off, where it
+// must carry nothing.
+func (l *turnd_offloadLab) webrtcCase(t *testing.T) {
+	for _, mode := range []string{"tc", "off"} {
+		t.Run("offload-"+mode, func(t *testing.T) {
+			if mode == "off" {
+				l.switchOffload(t, "off")
+				t.Cleanup(func() { l.switchOffload(t, "tc") })
+			}
+			k0 := turnd_kernelTotals(l.settledTotals(t))
+			l.dataChannelExchange(t)
+			d := turnd_kernelTotals(l.settledTotals(t)).sub(k0)
+			t.Logf("kernel carried %v packets to the peer, %v to the client", d.toPeerPkts, d.toClientPkts)
+			switch {
+			case mode == "tc" && (d.toPeerPkts == 0 || d.toClientPkts == 0):
+				t.Errorf("offload tc: the kernel carried %v/%v packets, want some each way", d.toPeerPkts, d.toClientPkts)
+			case mode == "off" && (d.toPeerPkts != 0 || d.toClientPkts != 0):
+				t.Errorf("offload off: the kernel carried %v/%v packets, want none", d.toPeerPkts, d.toClientPkts)
+			}
+		})
+	}
+}
+
+func (l *turnd_offloadLab) dataChannelExchange(t *testing.T) {
+	newPeer := func(ns, dev string, servers []webrtc.ICEServer, policy webrtc.ICETransportPolicy) *webrtc.PeerConnection {
+		t.Helper()
+		n, err := turnd_newNSNet(ns)
+		must(t, err)
+		var se webrtc.SettingEngine
+		se.SetNet(n)
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+		se.SetInterfaceFilter(func(name string) bool { return name == dev })
+		se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+		pc, err := webrtc.NewAPI(webrtc.WithSettingEngine(se)).NewPeerConnection(webrtc.Configuration{
+			ICEServers: servers, ICETransportPolicy: policy,
+		})
+		if err != nil {
+			t.Fatalf("NewPeerConnection: %v", err)
+		}
+		t.Cleanup(func() { pc.Close() })
+		return pc
+	}
+	url := fmt.Sprintf("turn:%s:%d?transport=udp", netlab.ListenAddr, turnd_labPort)
+	offerer := newPeer(l.topo.Client, l.topo.ClientDev,
+		[]webrtc.ICEServer{{URLs: []string{url}, Username: turnd_labUser, Credential: turnd_labPass}},
+		webrtc.ICETransportPolicyRelay)
+	answerer := newPeer(l.topo.Peer, l.topo.PeerDev, nil, webrtc.ICETransportPolicyAll)
+
+	answerer.OnDataChannel(func(dc *webrtc.DataChannel) {
+		dc.OnMessage(func(m webrtc.DataChannelMessage) {
+			_ = dc.SendText("echo:" + string(m.Data)) // a lost echo fails the test below
+		})
+	})
+	const messages = 50
+	dc, err := offerer.CreateDataChannel("offload", nil)
+	must(t, err)
+	opened := make(chan struct{})
+	dc.OnOpen(func() { close(opened) })
+	echoes := make(chan string, messages)
+	dc.OnMessage(func(m webrtc.DataChannelMessage) {
+		select {
+		case echoes <- string(m.Data):
+		default:
+		}
+	})
+	turnd_negotiate(t, offerer, answerer)
+
+	timeout := time.NewTimer(30 * time.Second)
+	defer timeout.Stop()
+	select {
+	case <-opened:
+	case <-timeout.C:
+		t.Fatalf("data channel did not open (offerer ICE %s, answerer ICE %s)",
+			offerer.ICEConnectionState(), answerer.ICEConnectionState())
+	}
+	for i := range messages {
+		must(t, dc.SendText(fmt.Sprintf("msg-%d", i)))
+	}
+	for i := range messages {
+		select {
+		case got := <-echoes:
+			if want := fmt.Sprintf("echo:msg-%d", i); got != want {
+				t.Fatalf("echo %d = %q, want %q", i, got, want)
+			}
+		case <-timeout.C:
+			t.Fatalf("got %d of %d echoes", i, messages)
+		}
+	}
+	pair, err := offerer.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
+	if err != nil || pair == nil {
+		t.Fatalf("offerer: no selected candidate pair (%v)", err)
+	}
+	if pair.Local.Typ != webrtc.ICECandidateTypeRelay || pair.Local.Address != netlab.RelayAddr.String() {
+		t.Errorf("offerer's selected local candidate %s, want a relay candidate on %s", pair.Local, netlab.RelayAddr)
+	}
+	// Close before the counters are read, so they settle.
+	offerer.Close()
+	answerer.Close()
+}
