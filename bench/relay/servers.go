@@ -180,8 +180,11 @@ func (s *server) cpu() (time.Duration, error) {
 
 // schedCPU sums the nanosecond run time of the process's live threads from
 // /proc/PID/task/*/schedstat: finer than utime+stime, used as a cross-check.
-func (s *server) schedCPU() time.Duration {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", s.pid))
+func (s *server) schedCPU() time.Duration { return schedCPUOf(s.pid) }
+
+// schedCPUOf sums the run time of process pid's live threads.
+func schedCPUOf(pid int) time.Duration {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
 	var sum int64
 	for _, t := range tasks {
 		b, err := os.ReadFile(t)
