@@ -78,6 +78,9 @@ func (cfg Config) withDefaults() Config {
 	if cfg.IPv6SourcePrefix == 0 {
 		cfg.IPv6SourcePrefix = 64
 	}
+	if cfg.Offload == "" {
+		cfg.Offload = OffloadAuto
+	}
 	if cfg.now == nil {
 		cfg.now = time.Now
 	}
@@ -186,6 +189,9 @@ func (cfg Config) validate() error {
 		errs = append(errs, cfg.validateRFC5780()...)
 	}
 	errs = append(errs, cfg.validateDropIn()...)
+	if err := cfg.Offload.validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
