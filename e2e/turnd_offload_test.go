@@ -536,4 +536,3 @@ func must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
-
