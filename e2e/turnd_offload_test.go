@@ -423,26 +423,44 @@ func (f *turnd_seqFlow) step() error {
 }
 
 // switchCase runs two sequenced flows while SIGHUP moves turnd from tc to
-// off and back. The flows stop at checkpoints (every perPhase lockstep
-// rounds), where the test reads the kernel's counters; each switch is sent
-// while the flows run, and the phases between checkpoints that contain no
-// switch must be carried wholly by the kernel (tc) or wholly by user space
-// (off).
+// off and back. The flows stop at checkpoints, where the test reads the
+// kernel's counters. A phase with a switch goes on until turnd reports the
+// new state and perPhase rounds more, so traffic flows before, during and
+// after each switch; the phases without a switch must be carried wholly by
+// the kernel (tc) or wholly by user space (off). Lockstep means one
+// datagram in flight per flow: loss, duplication and corruption are
+// caught; reordering between the two paths at a switch cannot occur by
+// construction and is not what this case measures.
 func (l *turnd_offloadLab) switchCase(t *testing.T) {
 	flows := []*turnd_seqFlow{l.newSeqFlow(t), l.newSeqFlow(t)}
 	const (
-		perPhase = 500 // lockstep rounds per flow between checkpoints
+		perPhase = 500 // lockstep rounds per flow after a phase's switch
 		phases   = 6
 	)
 	checkpoint := make(chan struct{})
-	resume := make(chan struct{})
+	// resume starts the next phase, which lasts until the channel it
+	// carries is closed and perPhase rounds more have run.
+	resume := make(chan chan struct{})
 	quit := make(chan struct{})
 	finished := make(chan struct{})
 	var flowErr error // written before finished is closed
 	go func() {
 		defer close(finished)
+		until := make(chan struct{})
+		close(until)
 		for range phases {
-			for range perPhase {
+			after := 0 // rounds since until was closed
+			for rounds := 0; after < perPhase; rounds++ {
+				if turnd_closed(until) {
+					after++
+				}
+				if turnd_closed(quit) {
+					return
+				}
+				if rounds >= 100*perPhase {
+					flowErr = fmt.Errorf("a phase ran %d rounds without its switch completing", rounds)
+					return
+				}
 				for _, f := range flows {
 					if flowErr = f.step(); flowErr != nil {
 						return
@@ -455,7 +473,7 @@ func (l *turnd_offloadLab) switchCase(t *testing.T) {
 				return
 			}
 			select {
-			case <-resume:
+			case until = <-resume:
 			case <-quit:
 				return
 			}
@@ -475,27 +493,36 @@ func (l *turnd_offloadLab) switchCase(t *testing.T) {
 		select {
 		case <-checkpoint:
 		case <-finished:
-			t.Fatalf("%s: flows ended early", what)
+			t.Fatalf("%s: flows ended early: %v", what, flowErr)
 		case <-time.After(60 * time.Second):
 			t.Fatalf("%s: no checkpoint within 60 s", what)
 		}
 		return turnd_kernelTotals(l.settledTotals(t))
 	}
+	next := func() {
+		done := make(chan struct{})
+		close(done)
+		resume <- done
+	}
+	switchMidFlow := func(mode string) {
+		t.Helper()
+		switched := make(chan struct{})
+		resume <- switched
+		l.switchOffload(t, mode)
+		close(switched)
+	}
 
-	// Phase 1 binds the channels; the switches are sent while phases 3
-	// and 5 run.
+	// Phase 1 binds the channels.
 	k0 := at("warm-up")
-	resume <- struct{}{}
+	next()
 	k1 := at("offload tc")
-	resume <- struct{}{}
-	l.switchOffload(t, "off")
+	switchMidFlow("off")
 	k2 := at("switching off")
-	resume <- struct{}{}
+	next()
 	k3 := at("offload off")
-	resume <- struct{}{}
-	l.switchOffload(t, "tc")
+	switchMidFlow("tc")
 	k4 := at("switching on")
-	resume <- struct{}{}
+	next()
 	k5 := at("offload tc again")
 
 	t.Logf("kernel packets to peer/client per phase: tc %v/%v, switching off %v/%v, off %v/%v, switching on %v/%v, tc again %v/%v",
@@ -527,6 +554,16 @@ func (l *turnd_offloadLab) switchCase(t *testing.T) {
 				t.Errorf("a duplicate or stray datagram of %d bytes from %v", n, from)
 			}
 		}
+	}
+}
+
+// turnd_closed reports whether c is closed, without waiting.
+func turnd_closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }
 
