@@ -11,34 +11,55 @@ import (
 	"github.com/rtcsuite/rtcsuite/internal/netlab"
 )
 
-// webrtcCase opens a data channel between an in-process pion peer in the
-// client namespace that may only use relay candidates (through the lab's
-// turnd) and one in the peer namespace with host candidates only, and
-// echoes messages; once with offload tc, where the kernel path must carry
-// the channel's traffic, then, after SIGHUP, with offload off, where it
-// must carry nothing.
+// webrtcCase opens data channels through the lab's turnd between an
+// in-process pion peer in the client namespace that may only use relay
+// candidates and one in the peer namespace, and echoes messages; once with
+// offload tc, then, after SIGHUP, with offload off. Two shapes:
+//
+//   - relay-to-host: the answerer has host candidates only, so the path is
+//     client -> turnd -> peer, which the kernel path must carry with tc
+//     and must not touch with off;
+//   - relay-to-relay: both peers are relay-only (the answerer reaches
+//     turnd's listener across the peer-side veth), so the path runs
+//     between two of turnd's own relay addresses, which stays in user
+//     space in both modes.
 func (l *turnd_offloadLab) webrtcCase(t *testing.T) {
+	// The answerer's way to the listener: the relay namespace delivers
+	// packets to any of its own addresses locally, whatever the interface.
+	if _, err := netlab.Run(l.topo.Peer, "ip", "route", "add", netlab.ListenAddr.String()+"/32", "via", netlab.RelayAddr.String()); err != nil {
+		t.Fatal(err)
+	}
 	for _, mode := range []string{"tc", "off"} {
 		t.Run("offload-"+mode, func(t *testing.T) {
 			if mode == "off" {
 				l.switchOffload(t, "off")
 				t.Cleanup(func() { l.switchOffload(t, "tc") })
 			}
-			k0 := turnd_kernelTotals(l.settledTotals(t))
-			l.dataChannelExchange(t)
-			d := turnd_kernelTotals(l.settledTotals(t)).sub(k0)
-			t.Logf("kernel carried %v packets to the peer, %v to the client", d.toPeerPkts, d.toClientPkts)
-			switch {
-			case mode == "tc" && (d.toPeerPkts == 0 || d.toClientPkts == 0):
-				t.Errorf("offload tc: the kernel carried %v/%v packets, want some each way", d.toPeerPkts, d.toClientPkts)
-			case mode == "off" && (d.toPeerPkts != 0 || d.toClientPkts != 0):
-				t.Errorf("offload off: the kernel carried %v/%v packets, want none", d.toPeerPkts, d.toClientPkts)
+			for _, bothRelay := range []bool{false, true} {
+				name := "relay-to-host"
+				if bothRelay {
+					name = "relay-to-relay"
+				}
+				t.Run(name, func(t *testing.T) {
+					k0 := turnd_kernelTotals(l.settledTotals(t))
+					l.dataChannelExchange(t, bothRelay)
+					d := turnd_kernelTotals(l.settledTotals(t)).sub(k0)
+					t.Logf("kernel carried %v packets to the peer, %v to the client", d.toPeerPkts, d.toClientPkts)
+					switch {
+					case mode == "tc" && !bothRelay && (d.toPeerPkts == 0 || d.toClientPkts == 0):
+						t.Errorf("the kernel carried %v/%v packets, want some each way", d.toPeerPkts, d.toClientPkts)
+					case (mode == "off" || bothRelay) && (d.toPeerPkts != 0 || d.toClientPkts != 0):
+						t.Errorf("the kernel carried %v/%v packets, want none", d.toPeerPkts, d.toClientPkts)
+					}
+				})
 			}
 		})
 	}
 }
 
-func (l *turnd_offloadLab) dataChannelExchange(t *testing.T) {
+// dataChannelExchange opens one data channel (the offerer relay-only; the
+// answerer too when bothRelay) and echoes messages over it, in order.
+func (l *turnd_offloadLab) dataChannelExchange(t *testing.T, bothRelay bool) {
 	newPeer := func(ns, dev string, servers []webrtc.ICEServer, policy webrtc.ICETransportPolicy) *webrtc.PeerConnection {
 		t.Helper()
 		n, err := turnd_newNSNet(ns)
@@ -61,7 +82,14 @@ func (l *turnd_offloadLab) dataChannelExchange(t *testing.T) {
 	offerer := newPeer(l.topo.Client, l.topo.ClientDev,
 		[]webrtc.ICEServer{{URLs: []string{url}, Username: turnd_labUser, Credential: turnd_labPass}},
 		webrtc.ICETransportPolicyRelay)
-	answerer := newPeer(l.topo.Peer, l.topo.PeerDev, nil, webrtc.ICETransportPolicyAll)
+	var answerer *webrtc.PeerConnection
+	if bothRelay {
+		answerer = newPeer(l.topo.Peer, l.topo.PeerDev,
+			[]webrtc.ICEServer{{URLs: []string{url}, Username: turnd_labUser, Credential: turnd_labPass}},
+			webrtc.ICETransportPolicyRelay)
+	} else {
+		answerer = newPeer(l.topo.Peer, l.topo.PeerDev, nil, webrtc.ICETransportPolicyAll)
+	}
 
 	answerer.OnDataChannel(func(dc *webrtc.DataChannel) {
 		dc.OnMessage(func(m webrtc.DataChannelMessage) {
@@ -109,6 +137,13 @@ func (l *turnd_offloadLab) dataChannelExchange(t *testing.T) {
 	}
 	if pair.Local.Typ != webrtc.ICECandidateTypeRelay || pair.Local.Address != netlab.RelayAddr.String() {
 		t.Errorf("offerer's selected local candidate %s, want a relay candidate on %s", pair.Local, netlab.RelayAddr)
+	}
+	wantRemote := webrtc.ICECandidateTypeHost
+	if bothRelay {
+		wantRemote = webrtc.ICECandidateTypeRelay
+	}
+	if pair.Remote.Typ != wantRemote {
+		t.Errorf("offerer's selected remote candidate %s, want type %s", pair.Remote, wantRemote)
 	}
 	// Close before the counters are read, so they settle.
 	offerer.Close()
