@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -48,9 +49,10 @@ var (
 	vethServers   = flag.String("veth-servers", "turnd-tc,coturn,turnd-off", "veth: servers, alternating: turnd-tc, turnd-off, coturn")
 	vethLoads     = flag.String("veth-loads", "100,500", "veth: uclient phases at -pps, comma-separated flow counts")
 	vethRTT       = flag.Int("veth-rtt-flows", 100, "veth: pion round-trip phase flows at -pps (0 skips)")
-	vethSatFlows  = flag.String("veth-sat-flows", "25,50,100,200", "veth: saturation ramp, flow counts at -veth-sat-pps, until loss passes 1 %")
+	vethSatFlows  = flag.String("veth-sat-flows", "20,40,60,80", "veth: saturation ramp, flow counts at -veth-sat-pps, until loss passes 1 %")
 	vethSatPPS    = flag.Int("veth-sat-pps", 1000, "veth: packets per second per flow in the saturation ramp (uclient's floor is 1 ms)")
-	vethSatSecs   = flag.Int("veth-sat-seconds", 5, "veth: sending time per saturation step")
+	vethSatProcs  = flag.Int("veth-sat-procs", 2, "veth: uclient processes sharing the saturation flows")
+	vethSatSecs   = flag.Int("veth-sat-seconds", 3, "veth: sending time per saturation step")
 	vethPrefix    = flag.String("veth-prefix", fmt.Sprintf("rb%d", os.Getpid()%100000), "veth: namespace and interface name prefix")
 	vethTxOffload = flag.Bool("veth-tx-csum", false, "veth: keep tx checksum offload on the senders (the kernel path then passes their packets to user space)")
 )
@@ -191,10 +193,10 @@ func (a cpuSnap) sub(b cpuSnap) cpuSnap {
 		a.bpf - b.bpf, a.bpfRuns - b.bpfRuns}
 }
 
-func (l *vethLab) snap(srv *server, uclientPid int) cpuSnap {
+func (l *vethLab) snap(srv *server, uclientPids []int) cpuSnap {
 	s := cpuSnap{server: srv.schedCPU(), peer: schedCPUOf(l.peerCmd.Process.Pid)}
-	if uclientPid > 0 {
-		s.uclient = schedCPUOf(uclientPid)
+	for _, pid := range uclientPids {
+		s.uclient += schedCPUOf(pid)
 	}
 	for _, pid := range l.softirqd {
 		s.softirq += schedCPUOf(pid)
@@ -267,65 +269,107 @@ func (r *vethResult) fill(d cpuSnap) {
 }
 
 // uclient runs turnutils_uclient in the client namespace: flows channels x
-// pps packets of size bytes for seconds to the echo peer. The window starts
-// at uclient's last progress line that reports nothing sent (allocation
-// setup stays out) and ends when uclient has printed its summary.
-func (l *vethLab) uclient(bin string, srv *server, flows, pps, size, seconds int) (vethResult, error) {
+// pps packets of size bytes for seconds to the echo peer, split over procs
+// processes (one uclient is single-threaded: for saturation, two keep the
+// load generator from being the first thing to run out of CPU). The window
+// starts at the last progress line of any process that reports nothing
+// sent (allocation setup stays out) and ends when every process has
+// printed its summary.
+func (l *vethLab) uclient(bin string, srv *server, flows, pps, size, seconds, procs int) (vethResult, error) {
 	n := pps * seconds
-	args := []string{"-c", "-m", strconv.Itoa(flows), "-n", strconv.Itoa(n),
-		"-l", strconv.Itoa(size), "-z", strconv.Itoa(max(1, 1000/pps)),
-		"-u", benchUser, "-w", benchPass,
-		"-e", l.peer.IP.String(), "-r", strconv.Itoa(l.peer.Port),
-		"-p", strconv.Itoa(srv.addr.Port), srv.addr.IP.String()}
+	procs = max(1, min(procs, flows))
 	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(seconds+120)*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "ip", append([]string{"netns", "exec", l.topo.Client, bin}, args...)...)
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return vethResult{}, err
+	type proc struct {
+		cmd    *exec.Cmd
+		stdout io.ReadCloser
+		out    bytes.Buffer
+		stderr bytes.Buffer
 	}
-	var out, stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		return vethResult{}, err
+	var ps []*proc
+	defer func() {
+		for _, p := range ps {
+			p.cmd.Process.Kill() // by pid; a no-op once waited for
+			_ = p.cmd.Wait()
+			untrack(p.cmd.Process)
+		}
+	}()
+	var pids []int
+	for i := range procs {
+		m := flows / procs
+		if i < flows%procs {
+			m++
+		}
+		args := []string{"netns", "exec", l.topo.Client, bin, "-c", "-m", strconv.Itoa(m), "-n", strconv.Itoa(n),
+			"-l", strconv.Itoa(size), "-z", strconv.Itoa(max(1, 1000/pps)),
+			"-u", benchUser, "-w", benchPass,
+			"-e", l.peer.IP.String(), "-r", strconv.Itoa(l.peer.Port),
+			"-p", strconv.Itoa(srv.addr.Port), srv.addr.IP.String()}
+		p := &proc{cmd: exec.CommandContext(ctx, "ip", args...)}
+		var err error
+		if p.stdout, err = p.cmd.StdoutPipe(); err != nil {
+			return vethResult{}, err
+		}
+		p.cmd.Stderr = &p.stderr
+		if err := p.cmd.Start(); err != nil {
+			return vethResult{}, err
+		}
+		track(p.cmd.Process)
+		ps = append(ps, p)
+		pids = append(pids, p.cmd.Process.Pid) // ip netns exec execs uclient in place
 	}
-	track(cmd.Process)
-	defer untrack(cmd.Process)
-	pid := cmd.Process.Pid // ip netns exec execs uclient in place
-	base, start := l.snap(srv, pid), time.Now()
-	sc := bufio.NewScanner(stdout)
+	var mu sync.Mutex
+	base, start := l.snap(srv, pids), time.Now()
 	var end cpuSnap
 	var stop time.Time
-	for sc.Scan() {
-		line := sc.Bytes()
-		out.Write(line)
-		out.WriteByte('\n')
-		if m := reProgress.FindSubmatch(line); m != nil && string(m[1]) == "0" {
-			base, start = l.snap(srv, pid), time.Now()
-		}
-		if bytes.Contains(line, []byte("Total lost packets")) {
-			// The summary: uclient is done sending and still alive, so
-			// its threads can be read.
-			end, stop = l.snap(srv, pid), time.Now()
-		}
+	summaries := 0
+	var wg sync.WaitGroup
+	for _, p := range ps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sc := bufio.NewScanner(p.stdout)
+			for sc.Scan() {
+				line := sc.Bytes()
+				mu.Lock()
+				p.out.Write(line)
+				p.out.WriteByte('\n')
+				if m := reProgress.FindSubmatch(line); m != nil && string(m[1]) == "0" {
+					base, start = l.snap(srv, pids), time.Now()
+				}
+				if bytes.Contains(line, []byte("Total lost packets")) {
+					if summaries++; summaries == len(ps) {
+						// Every uclient is done sending and still alive,
+						// so their threads can be read.
+						end, stop = l.snap(srv, pids), time.Now()
+					}
+				}
+				mu.Unlock()
+			}
+			_, _ = io.Copy(io.Discard, p.stdout)
+		}()
 	}
-	_, _ = io.Copy(io.Discard, stdout)
+	wg.Wait()
 	if stop.IsZero() {
-		end, stop = l.snap(srv, pid), time.Now()
+		end, stop = l.snap(srv, pids), time.Now()
 	}
-	err = cmd.Wait()
-	out.Write(stderr.Bytes())
-	if err != nil {
-		return vethResult{}, fmt.Errorf("uclient: %w\n%s", err, tail(out.Bytes()))
-	}
-	tot := reTotals.FindAllSubmatch(out.Bytes(), -1)
-	if tot == nil {
-		return vethResult{}, fmt.Errorf("uclient printed no summary:\n%s", tail(out.Bytes()))
-	}
-	last := tot[len(tot)-1]
 	r := vethResult{Flows: flows, PPS: pps, Seconds: stop.Sub(start).Seconds()}
-	r.Sent, _ = strconv.ParseInt(string(last[1]), 10, 64)
-	r.Received, _ = strconv.ParseInt(string(last[2]), 10, 64)
+	for _, p := range ps {
+		err := p.cmd.Wait()
+		p.out.Write(p.stderr.Bytes())
+		if err != nil {
+			return vethResult{}, fmt.Errorf("uclient: %w\n%s", err, tail(p.out.Bytes()))
+		}
+		tot := reTotals.FindAllSubmatch(p.out.Bytes(), -1)
+		if tot == nil {
+			return vethResult{}, fmt.Errorf("uclient printed no summary:\n%s", tail(p.out.Bytes()))
+		}
+		last := tot[len(tot)-1]
+		sent, _ := strconv.ParseInt(string(last[1]), 10, 64)
+		recv, _ := strconv.ParseInt(string(last[2]), 10, 64)
+		r.Sent += sent
+		r.Received += recv
+	}
 	r.fill(end.sub(base))
 	return r, nil
 }
@@ -333,12 +377,12 @@ func (l *vethLab) uclient(bin string, srv *server, flows, pps, size, seconds int
 // rtt runs pion/turn clients from the client namespace (pionRTT) and adds
 // the whole-test accounts (no uclient).
 func (l *vethLab) rtt(srv *server, flows, pps, size, seconds int) (vethResult, error) {
-	base, start := l.snap(srv, 0), time.Now()
+	base, start := l.snap(srv, nil), time.Now()
 	lr, err := pionRTT(srv, l.peer, flows, pps, size, seconds)
 	if err != nil {
 		return vethResult{}, err
 	}
-	end := l.snap(srv, 0)
+	end := l.snap(srv, nil)
 	// pionRTT's own window excludes allocation; this one includes it, so
 	// only the latency columns of this phase are reported.
 	r := vethResult{Flows: flows, PPS: pps, Sent: lr.Sent, Received: lr.Received,
@@ -352,7 +396,7 @@ func (l *vethLab) rtt(srv *server, flows, pps, size, seconds int) (vethResult, e
 func (l *vethLab) saturate(bin string, srv *server, flowSteps []int, pps, size, seconds int) ([]vethResult, error) {
 	var steps []vethResult
 	for _, f := range flowSteps {
-		r, err := l.uclient(bin, srv, f, pps, size, seconds)
+		r, err := l.uclient(bin, srv, f, pps, size, seconds, *vethSatProcs)
 		if err != nil {
 			return steps, err
 		}
@@ -413,7 +457,7 @@ func runVeth(turndBin, coturnBin, uclientBin, peerBin string, rounds, pps, size,
 	var phases []vphase
 	for _, n := range ints(*vethLoads) {
 		phases = append(phases, vphase{fmt.Sprintf("uclient-%d", n), func(s *server) ([]vethResult, error) {
-			r, err := l.uclient(uclientBin, s, n, pps, size, seconds)
+			r, err := l.uclient(uclientBin, s, n, pps, size, seconds, 1)
 			return []vethResult{r}, err
 		}})
 	}
@@ -566,7 +610,18 @@ func vethReport(w io.Writer, results map[string]map[string][][]vethResult, phase
 		fmt.Fprintln(w, "| server | delivered RT/s | vs coturn | steps (flows: RT/s, loss %) of the median round |")
 		fmt.Fprintln(w, "|---|---:|---:|---|")
 		best := map[string]float64{}
-		for _, srv := range servers {
+		// coturn's figure first: the others are compared with it.
+		order := slices.Clone(servers)
+		slices.SortStableFunc(order, func(a, b string) int {
+			if a == "coturn" {
+				return -1
+			}
+			if b == "coturn" {
+				return 1
+			}
+			return 0
+		})
+		for _, srv := range order {
 			var v []float64
 			var stepsOf [][]vethResult
 			for _, steps := range sat[srv] {
