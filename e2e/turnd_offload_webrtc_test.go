@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/webrtc/v4"
@@ -91,46 +90,7 @@ func (l *turnd_offloadLab) dataChannelExchange(t *testing.T, bothRelay bool) {
 		answerer = newPeer(l.topo.Peer, l.topo.PeerDev, nil, webrtc.ICETransportPolicyAll)
 	}
 
-	answerer.OnDataChannel(func(dc *webrtc.DataChannel) {
-		dc.OnMessage(func(m webrtc.DataChannelMessage) {
-			_ = dc.SendText("echo:" + string(m.Data)) // a lost echo fails the test below
-		})
-	})
-	const messages = 50
-	dc, err := offerer.CreateDataChannel("offload", nil)
-	must(t, err)
-	opened := make(chan struct{})
-	dc.OnOpen(func() { close(opened) })
-	echoes := make(chan string, messages)
-	dc.OnMessage(func(m webrtc.DataChannelMessage) {
-		select {
-		case echoes <- string(m.Data):
-		default:
-		}
-	})
-	turnd_negotiate(t, offerer, answerer)
-
-	timeout := time.NewTimer(30 * time.Second)
-	defer timeout.Stop()
-	select {
-	case <-opened:
-	case <-timeout.C:
-		t.Fatalf("data channel did not open (offerer ICE %s, answerer ICE %s)",
-			offerer.ICEConnectionState(), answerer.ICEConnectionState())
-	}
-	for i := range messages {
-		must(t, dc.SendText(fmt.Sprintf("msg-%d", i)))
-	}
-	for i := range messages {
-		select {
-		case got := <-echoes:
-			if want := fmt.Sprintf("echo:msg-%d", i); got != want {
-				t.Fatalf("echo %d = %q, want %q", i, got, want)
-			}
-		case <-timeout.C:
-			t.Fatalf("got %d of %d echoes", i, messages)
-		}
-	}
+	turnd_echoOverDataChannel(t, offerer, answerer, 50)
 	pair, err := offerer.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
 	if err != nil || pair == nil {
 		t.Fatalf("offerer: no selected candidate pair (%v)", err)

@@ -8,6 +8,8 @@ import (
 	"net/netip"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rtcsuite/rtcsuite/internal/checksum"
 )
 
 // Capture is an AF_PACKET socket on one interface of a namespace that keeps
@@ -120,7 +122,7 @@ func ParseUDP(b []byte) (src, dst netip.AddrPort, udp []byte, ok bool) {
 	switch binary.BigEndian.Uint16(b[12:]) {
 	case 0x0800:
 		ip := b[ethLen:]
-		if ip[0] != 0x45 || ip[9] != 17 || binary.BigEndian.Uint16(ip[6:])&0x3fff != 0 {
+		if ip[0] != 0x45 || ip[9] != 17 {
 			return
 		}
 		tot := int(binary.BigEndian.Uint16(ip[2:]))
@@ -169,10 +171,10 @@ func VerifyUDP(frames []Frame, match func(src, dst netip.AddrPort) bool) Checksu
 		}
 		r.Checked++
 		got := binary.BigEndian.Uint16(udp[6:])
-		want := UDPChecksum(src.Addr(), dst.Addr(), udp)
+		want := checksum.UDP(src.Addr(), dst.Addr(), udp)
 		if f.NotReady {
 			r.NotReady++
-			want = Fold(PseudoHeaderSum(src.Addr(), dst.Addr(), len(udp)))
+			want = checksum.Fold(checksum.PseudoHeader(src.Addr(), dst.Addr(), len(udp)))
 		}
 		if got != want {
 			r.Bad = append(r.Bad, fmt.Sprintf("%v→%v (%d bytes, not ready %v): UDP checksum %#04x, recomputed %#04x",
