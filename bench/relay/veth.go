@@ -183,14 +183,17 @@ func (l *vethLab) startServer(k serverKind) (*server, error) {
 }
 
 // cpuSnap is one reading of every CPU account of the test.
+// (Also UDP receive-buffer drops per namespace, to say where loss happens.)
 type cpuSnap struct {
 	server, uclient, peer, softirq, bpf time.Duration
 	bpfRuns                             uint64
+	rcvbuf                              [3]uint64 // Udp RcvbufErrors: client, relay, peer ns
 }
 
 func (a cpuSnap) sub(b cpuSnap) cpuSnap {
 	return cpuSnap{a.server - b.server, a.uclient - b.uclient, a.peer - b.peer, a.softirq - b.softirq,
-		a.bpf - b.bpf, a.bpfRuns - b.bpfRuns}
+		a.bpf - b.bpf, a.bpfRuns - b.bpfRuns,
+		[3]uint64{a.rcvbuf[0] - b.rcvbuf[0], a.rcvbuf[1] - b.rcvbuf[1], a.rcvbuf[2] - b.rcvbuf[2]}}
 }
 
 func (l *vethLab) snap(srv *server, uclientPids []int) cpuSnap {
@@ -202,6 +205,11 @@ func (l *vethLab) snap(srv *server, uclientPids []int) cpuSnap {
 		s.softirq += schedCPUOf(pid)
 	}
 	s.bpf, s.bpfRuns = l.bpfRunTime()
+	for i, ns := range []string{l.topo.Client, l.topo.Relay, l.topo.Peer} {
+		if c, err := netlab.UDPCounters(ns); err == nil {
+			s.rcvbuf[i] = c["RcvbufErrors"]
+		}
+	}
 	return s
 }
 
@@ -248,13 +256,17 @@ type vethResult struct {
 	// CPU over the window, by account.
 	Server, Uclient, Peer, Softirq, BPF time.Duration
 	BPFRuns                             uint64
-	WholeUS                             float64 // whole-test CPU per round trip, µs
-	OwnUS                               float64 // server process + BPF per round trip, µs
-	P50, P99                            float64 // ms, round-trip phase only
+	// Datagrams dropped for a full socket receive buffer, by namespace:
+	// where the loss happened.
+	RcvbufClient, RcvbufRelay, RcvbufPeer uint64
+	WholeUS                               float64 // whole-test CPU per round trip, µs
+	OwnUS                                 float64 // server process + BPF per round trip, µs
+	P50, P99                              float64 // ms, round-trip phase only
 }
 
 func (r *vethResult) fill(d cpuSnap) {
 	r.Server, r.Uclient, r.Peer, r.Softirq, r.BPF, r.BPFRuns = d.server, d.uclient, d.peer, d.softirq, d.bpf, d.bpfRuns
+	r.RcvbufClient, r.RcvbufRelay, r.RcvbufPeer = d.rcvbuf[0], d.rcvbuf[1], d.rcvbuf[2]
 	if r.Sent > 0 {
 		r.LossPct = 100 * float64(r.Sent-r.Received) / float64(r.Sent)
 	}
@@ -519,8 +531,8 @@ func runVeth(turndBin, coturnBin, uclientBin, peerBin string, rounds, pps, size,
 }
 
 func (r vethResult) brief() string {
-	return fmt.Sprintf("%dx%d sent %d recv %d loss %.2f%% %.0f rt/s | µs/rt whole %.2f own %.2f | cpu srv %v ucl %v peer %v sirq %v bpf %v (%d runs) | p50 %.3f p99 %.3f ms",
-		r.Flows, r.PPS, r.Sent, r.Received, r.LossPct, r.RTPerSec, r.WholeUS, r.OwnUS,
+	return fmt.Sprintf("%dx%d sent %d recv %d loss %.2f%% (rcvbuf drops cli/rly/peer %d/%d/%d) %.0f rt/s in %.1fs | µs/rt whole %.2f own %.2f | cpu srv %v ucl %v peer %v sirq %v bpf %v (%d runs) | p50 %.3f p99 %.3f ms",
+		r.Flows, r.PPS, r.Sent, r.Received, r.LossPct, r.RcvbufClient, r.RcvbufRelay, r.RcvbufPeer, r.RTPerSec, r.Seconds, r.WholeUS, r.OwnUS,
 		r.Server.Round(time.Millisecond), r.Uclient.Round(time.Millisecond), r.Peer.Round(time.Millisecond),
 		r.Softirq.Round(time.Millisecond), r.BPF.Round(time.Millisecond), r.BPFRuns, r.P50, r.P99)
 }
