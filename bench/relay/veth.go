@@ -54,6 +54,7 @@ var (
 	vethSatProcs  = flag.Int("veth-sat-procs", 2, "veth: uclient processes sharing the saturation flows")
 	vethSatSecs   = flag.Int("veth-sat-seconds", 3, "veth: sending time per saturation step")
 	vethPrefix    = flag.String("veth-prefix", fmt.Sprintf("rb%d", os.Getpid()%100000), "veth: namespace and interface name prefix")
+	vethNAPI      = flag.Bool("veth-napi", false, "veth: threaded NAPI (GRO on) on the relay namespace's veths, so the relay's receive work runs in its own kernel thread as behind a NIC, not in the sender's system call; their CPU is counted with ksoftirqd's")
 	vethTxOffload = flag.Bool("veth-tx-csum", false, "veth: keep tx checksum offload on the senders (the kernel path then passes their packets to user space)")
 )
 
@@ -70,7 +71,7 @@ type vethLab struct {
 	topo      *netlab.Topology
 	peerCmd   *exec.Cmd
 	peer      *net.UDPAddr
-	softirqd  []int // ksoftirqd pids
+	softirqd  []int // ksoftirqd pids, and the relay veths' NAPI threads (-veth-napi)
 	relayIfis []int // relay-namespace interfaces the kernel path may attach to
 }
 
@@ -97,9 +98,24 @@ func newVethLab(peerBin string) (*vethLab, error) {
 			return nil, err
 		}
 	}
+	if *vethNAPI {
+		for _, dev := range []string{topo.RelayClientDev, topo.RelayPeerDev} {
+			_, err := netlab.Run(topo.Relay, "sh", "-c", fmt.Sprintf("ethtool -K %s gro on && echo 1 > /sys/class/net/%s/threaded", dev, dev))
+			if err != nil {
+				l.close()
+				return nil, err
+			}
+		}
+	}
 	comms, _ := filepath.Glob("/proc/[0-9]*/comm")
 	for _, c := range comms {
-		if b, err := os.ReadFile(c); err == nil && strings.HasPrefix(string(b), "ksoftirqd/") {
+		b, err := os.ReadFile(c)
+		if err != nil {
+			continue
+		}
+		name := strings.TrimSpace(string(b))
+		napi := strings.HasPrefix(name, "napi/"+topo.RelayClientDev+"-") || strings.HasPrefix(name, "napi/"+topo.RelayPeerDev+"-")
+		if strings.HasPrefix(name, "ksoftirqd/") || napi {
 			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(c)))
 			l.softirqd = append(l.softirqd, pid)
 		}
@@ -487,8 +503,8 @@ func runVeth(turndBin, coturnBin, uclientBin, peerBin string, rounds, pps, size,
 
 	results := map[string]map[string][][]vethResult{} // phase -> server -> rounds
 	started := time.Now()
-	fmt.Fprintf(os.Stderr, "relaybench -veth: %d rounds, servers %s, peer %s, tx csum offload on senders %v\n",
-		rounds, *vethServers, l.peer, *vethTxOffload)
+	fmt.Fprintf(os.Stderr, "relaybench -veth: %d rounds, servers %s, peer %s, tx csum offload on senders %v, threaded NAPI %v (%d kernel threads counted)\n",
+		rounds, *vethServers, l.peer, *vethTxOffload, *vethNAPI, len(l.softirqd))
 	for r := range rounds {
 		for pi, ph := range phases {
 			order := slices.Clone(kinds)
@@ -549,7 +565,7 @@ func spread(v []float64, format string) string {
 // and the ratios to coturn's medians.
 func vethReport(w io.Writer, results map[string]map[string][][]vethResult, phases, servers []string, pps, size, rounds int) {
 	fmt.Fprintf(w, "Veth topology; medians (min–max) over %d alternating rounds; %d-byte payloads, %d packets/s per flow.\n", rounds, size, pps)
-	fmt.Fprintln(w, "Whole = server + uclient + peer + ksoftirqd run time + BPF run time; own = server + BPF; per round trip (echo received).")
+	fmt.Fprintf(w, "Whole = server + uclient + peer + ksoftirqd (+ relay veths' NAPI threads: %v) run time + BPF run time; own = server + BPF; per round trip (echo received).\n", *vethNAPI)
 	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| phase | server | loss % | whole µs/RT | own µs/RT | server µs/RT | BPF µs/RT | RTT p50 ms | RTT p99 ms |")
 	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---:|---:|---:|")
