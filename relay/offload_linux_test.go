@@ -5,12 +5,16 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -504,4 +508,93 @@ func TestOffloadFollowsAddresses(t *testing.T) {
 	ipCmd(t, "addr", "del", "192.0.2.1/24", "dev", "offint2")
 	await("detach when its last address goes", func() bool { return !attached(idx) })
 	r.exchangeInKernel(5)
+}
+
+const unprivChildEnv = "RELAY_OFFLOAD_UNPRIV_CHILD"
+
+// TestOffloadAutoUnprivileged: a turnd without CAP_BPF/CAP_NET_ADMIN (the
+// test binary re-run as nobody with every capability dropped, through
+// setpriv) under --offload=auto logs exactly one line saying why the
+// kernel path is off, exports turnd_offload_active 0, and relays a
+// channel both ways in user space.
+func TestOffloadAutoUnprivileged(t *testing.T) {
+	if os.Getenv(unprivChildEnv) == "1" {
+		var log lockedBuffer
+		r := newFPRig(t, func(c *Config) {
+			c.Offload = OffloadAuto
+			c.Logger = slog.New(slog.NewTextHandler(&log, nil))
+		})
+		r.bind(0x4001)
+		r.roundTrip(0x4001, 300)
+		var lines []string
+		for _, l := range strings.Split(log.String(), "\n") {
+			if strings.Contains(l, "offload") {
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) != 1 || !strings.Contains(lines[0], "relaying in user space") || !strings.Contains(lines[0], "not permitted") {
+			t.Fatalf("offload log lines %q, want one saying the kernel path is not permitted", lines)
+		}
+		if v := metricValue(t, r.srv, "turnd_offload_active"); v != 0 {
+			t.Fatalf("turnd_offload_active = %v, want 0", v)
+		}
+		fmt.Printf("unprivileged auto: %s\n", lines[0])
+		return
+	}
+	testenv.NeedRoot(t)
+	setpriv := testenv.NeedCommand(t, "setpriv", "util-linux")
+	// The test binary sits in a root-only build directory: copy it where
+	// nobody may run it.
+	dir, err := os.MkdirTemp("", "offload-int-unpriv-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "relay.test")
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil { //nolint:gosec // G306: nobody must run the copy
+		t.Fatal(err)
+	}
+	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+		"--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs",
+		bin, "-test.run=^TestOffloadAutoUnprivileged$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), unprivChildEnv+"=1", "TMPDIR="+dir)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "unprivileged auto:") {
+		t.Fatalf("unprivileged child: %v\n%s", err, out)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "unprivileged auto:") {
+			t.Log(l)
+		}
+	}
+}
+
+// lockedBuffer is a log sink safe for concurrent writers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
