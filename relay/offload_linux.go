@@ -331,7 +331,6 @@ func (k *kernelObserver) apply(s BindingSnapshot, installed bool) {
 		Client: s.Client, Listener: s.Listener, Relay: s.Relay, Peer: s.Peer, Channel: s.Channel,
 		ChannelExpiry:    monoTime(min(s.ChannelDeadline, s.AllocationDeadline)),
 		PermissionExpiry: monoTime(s.PermissionDeadline),
-		Throttled:        s.Throttled,
 	}
 	switch {
 	case t != nil:
@@ -345,8 +344,11 @@ func (k *kernelObserver) apply(s BindingSnapshot, installed bool) {
 		}
 		want.Listener = netip.AddrPortFrom(src, s.Listener.Port())
 	}
-	if t != nil && t.want == want {
-		return
+	if t != nil {
+		want.Throttled = t.want.Throttled // the poller's decision (bandwidth caps)
+		if t.want == want {
+			return
+		}
 	}
 	if err := k.eng.Upsert(want); err != nil {
 		reason := skipError
@@ -393,22 +395,50 @@ func (k *kernelObserver) removeLocked(id offload.BindingID, b *binding) {
 	}
 }
 
+// shapeLocked enforces bandwidth caps on a binding the kernel carries: what
+// it relayed is drawn from the limiters user space draws from (going into
+// debt when over), and a binding whose limiters are in debt is throttled
+// to user space, which then shapes it — dropping until the debt is paid —
+// until the limiters have half their burst again. The overshoot before
+// the throttle is at most one poll interval of traffic above the cap, and
+// it is paid back rather than forgiven.
+func (k *kernelObserver) shapeLocked(id offload.BindingID, t *tracked, bw *bandwidth, d offload.Stats, now time.Time) {
+	over := bw.chargeOffloaded(d.ToPeerBytes, d.ToClientBytes, now)
+	var throttle bool
+	switch {
+	case over && !t.want.Throttled:
+		throttle = true
+	case !over && t.want.Throttled && bw.rested(now):
+		throttle = false
+	default:
+		return
+	}
+	if err := k.eng.SetThrottled(id, throttle); err != nil {
+		if !errors.Is(err, offload.ErrClosed) {
+			k.log.Warn("offload: throttle", "err", err)
+		}
+		return
+	}
+	t.want.Throttled = throttle
+}
+
 // account adds the counters grown since t.last to t's binding and to the
-// kernel path's metrics.
-func (k *kernelObserver) account(t *tracked, st offload.Stats) {
+// kernel path's metrics, and returns what it added.
+func (k *kernelObserver) account(t *tracked, st offload.Stats) offload.Stats {
 	d := offload.Stats{
 		ToPeerPackets: sub(st.ToPeerPackets, t.last.ToPeerPackets), ToPeerBytes: sub(st.ToPeerBytes, t.last.ToPeerBytes),
 		ToClientPackets: sub(st.ToClientPackets, t.last.ToClientPackets), ToClientBytes: sub(st.ToClientBytes, t.last.ToClientBytes),
 	}
 	t.last = st
 	if d == (offload.Stats{}) {
-		return
+		return d
 	}
 	t.b.addOffloaded(d.ToPeerPackets, d.ToPeerBytes, d.ToClientPackets, d.ToClientBytes)
 	k.m.packets.WithLabelValues(dirClientToPeer).Add(float64(d.ToPeerPackets))
 	k.m.bytes.WithLabelValues(dirClientToPeer).Add(float64(d.ToPeerBytes))
 	k.m.packets.WithLabelValues(dirPeerToClient).Add(float64(d.ToClientPackets))
 	k.m.bytes.WithLabelValues(dirPeerToClient).Add(float64(d.ToClientBytes))
+	return d
 }
 
 func sub(a, b uint64) uint64 {
@@ -434,9 +464,12 @@ func (k *kernelObserver) pollLoop(interval time.Duration, stop <-chan struct{}, 
 }
 
 // poll reads every counter once: per-binding deltas go to the bindings'
-// totals and the relayed/offloaded metrics, reason deltas to
-// turnd_offload_passed_packets_total.
-func (k *kernelObserver) poll() {
+// totals, the relayed/offloaded metrics and the bandwidth limiters, reason
+// deltas to turnd_offload_passed_packets_total.
+func (k *kernelObserver) poll() { k.pollAt(timeNow()) }
+
+// pollAt is poll with the bandwidth limiters' clock at now.
+func (k *kernelObserver) pollAt(now time.Time) {
 	k.mu.Lock()
 	gen := k.gen
 	k.mu.Unlock()
@@ -449,11 +482,16 @@ func (k *kernelObserver) poll() {
 		return
 	}
 	k.mu.Lock()
-	for id, st := range c.Bindings {
+	for id, t := range k.tracked {
 		// A binding installed after the reading began may hold a slot
 		// whose reading belonged to its predecessor: next round.
-		if t := k.tracked[id]; t != nil && t.gen <= gen {
-			k.account(t, st)
+		st, ok := c.Bindings[id]
+		if !ok || t.gen > gen {
+			continue
+		}
+		d := k.account(t, st)
+		if bw := t.b.rf.bw; bw != nil {
+			k.shapeLocked(id, t, bw, d, now)
 		}
 	}
 	k.mu.Unlock()

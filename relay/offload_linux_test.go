@@ -172,13 +172,16 @@ func (r *offRig) engine() *offload.Engine { return r.srv.offload.engine() }
 
 // poll reads the kernel counters into the server now (as its poller does
 // every second).
-func (r *offRig) poll() {
+func (r *offRig) poll() { r.pollAt(time.Now()) }
+
+// pollAt polls with the bandwidth limiters' clock at now.
+func (r *offRig) pollAt(now time.Time) {
 	o := r.srv.offload
 	o.ctl.Lock()
 	k := o.k
 	o.ctl.Unlock()
 	if k != nil {
-		k.poll()
+		k.pollAt(now)
 	}
 }
 
@@ -597,4 +600,25 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// TestOffloadBandwidthCap: an allocation with MaxBPS is carried by the
+// kernel until a counter poll finds its limiter in debt; then the program
+// hands its datagrams to user space, which drops them until the debt is
+// paid; once the limiter has recovered (the poll's clock moved on) the
+// kernel carries the binding again.
+func TestOffloadBandwidthCap(t *testing.T) {
+	if !inOffloadLab(t) {
+		return
+	}
+	const bps = 20000 // burst: 64 KiB, the limiter's minimum
+	r := newOffRig(t, func(c *Config) { c.MaxBPS = bps })
+	r.exchangeInKernel(400) // 80 kB each way: over one burst
+	r.poll()
+	before := metricLabel(t, r.srv, "turnd_dropped_packets_total", dropBandwidth)
+	r.peerSendsPassed(offload.Throttled)
+	awaitMetric(t, r.srv, "turnd_dropped_packets_total", dropBandwidth, before+1)
+	r.clientGetsNothing("over the bandwidth cap")
+	r.pollAt(time.Now().Add(30 * time.Second)) // the debt (≈ 16 kB at 20 kB/s) is paid long before
+	r.exchangeInKernel(5)
 }
