@@ -565,7 +565,7 @@ func TestOffloadAutoUnprivileged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil { //nolint:gosec // G306: nobody must run the copy
+	if err := os.WriteFile(bin, data, 0o755); err != nil { // nobody must be able to run the copy
 		t.Fatal(err)
 	}
 	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
