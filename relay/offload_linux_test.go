@@ -519,7 +519,7 @@ const unprivChildEnv = "RELAY_OFFLOAD_UNPRIV_CHILD"
 // test binary re-run as nobody with every capability dropped, through
 // setpriv) under --offload=auto logs exactly one line saying why the
 // kernel path is off, exports turnd_offload_active 0, and relays a
-// channel both ways in user space.
+// channel both ways in user space; under --offload=tc it does not start.
 func TestOffloadAutoUnprivileged(t *testing.T) {
 	if os.Getenv(unprivChildEnv) == "1" {
 		var log lockedBuffer
@@ -540,6 +540,16 @@ func TestOffloadAutoUnprivileged(t *testing.T) {
 		}
 		if v := metricValue(t, r.srv, "turnd_offload_active"); v != 0 {
 			t.Fatalf("turnd_offload_active = %v, want 0", v)
+		}
+		// An explicit tc that cannot start is a start-up error saying why.
+		cfg := r.srv.cfg
+		cfg.Listeners = []Listener{{Network: "udp", Addr: "127.0.0.1:0"}}
+		cfg.Offload = OffloadTC
+		if s, err := New(cfg); err == nil {
+			s.Close()
+			t.Fatal("offload=tc without privileges: New succeeded")
+		} else if !strings.Contains(err.Error(), "offload=tc") || !errors.Is(err, offload.ErrPermission) {
+			t.Fatalf("offload=tc without privileges: %v, want a start-up error wrapping ErrPermission", err)
 		}
 		fmt.Printf("unprivileged auto: %s\n", lines[0])
 		return
