@@ -199,7 +199,7 @@ func (o *offloader) close() {
 	o.closed = true
 }
 
-// active reports whether the kernel path runs (tests).
+// engine returns the running engine, or nil (tests).
 func (o *offloader) engine() *offload.Engine {
 	o.ctl.Lock()
 	defer o.ctl.Unlock()
