@@ -441,4 +441,3 @@ func readLines(path string) ([]string, error) {
 	}
 	return out, nil
 }
-
