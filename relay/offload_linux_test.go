@@ -525,6 +525,7 @@ func TestOffloadAutoUnprivileged(t *testing.T) {
 		var log lockedBuffer
 		r := newFPRig(t, func(c *Config) {
 			c.Offload = OffloadAuto
+			c.MinPort, c.MaxPort = labRelayMin, labRelayMax // a port-0 listener never lands inside
 			c.Logger = slog.New(slog.NewTextHandler(&log, nil))
 		})
 		r.bind(0x4001)
