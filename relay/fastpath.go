@@ -106,8 +106,10 @@ type BindingSnapshot struct {
 	// Enabled is false while the permission is missing or the peer policy
 	// refuses the peer: forward nothing, send everything to user space.
 	Enabled bool
-	// Throttled is true when a bandwidth limit applies: user space shapes.
-	Throttled bool
+	// Capped is true when a bandwidth limit applies (MaxBPS, UserMaxBPS,
+	// BPSCapacity): an offload engine charges what it relays to the
+	// limiters and hands the binding to user space to shape once over.
+	Capped bool
 	// ChannelDeadline and PermissionDeadline bound forwarding even if a
 	// removal were missed.
 	ChannelDeadline, PermissionDeadline, AllocationDeadline int64
@@ -323,7 +325,7 @@ func (b *binding) snapshot() BindingSnapshot {
 	return BindingSnapshot{
 		Listener: b.key.listener, Client: b.key.client, Relay: rf.bound, Peer: b.peer, Channel: b.channel,
 		ClientUDP: rf.listener != nil, Enabled: b.permOK && b.polOK && !rf.closed,
-		Throttled: rf.bw != nil, ChannelDeadline: b.chanDL, PermissionDeadline: b.permDL,
+		Capped: rf.bw != nil, ChannelDeadline: b.chanDL, PermissionDeadline: b.permDL,
 		AllocationDeadline: rf.allocDL, Removed: b.removed, ref: b,
 	}
 }

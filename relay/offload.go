@@ -87,3 +87,60 @@ func newOffloadMetrics(reg prometheus.Registerer) *offloadMetrics {
 	}
 	return m
 }
+
+// chargeOffloaded draws what the kernel path relayed for one binding
+// (toPeer: client→peer bytes, limited as user space's allowOut; toClient:
+// peer→client, as allowIn) from every limiter the binding answers to,
+// going into debt past the burst, and reports whether any of them is now
+// in debt: over its cap.
+func (b *bandwidth) chargeOffloaded(toPeer, toClient uint64, now time.Time) bool {
+	over := false
+	for _, l := range b.limiters() {
+		over = l.out.charge(toPeer, now) || over
+		over = l.in.charge(toClient, now) || over
+	}
+	return over
+}
+
+// rested reports whether every limiter has at least half its burst again.
+func (b *bandwidth) rested(now time.Time) bool {
+	for _, l := range b.limiters() {
+		if !l.in.rested(now) || !l.out.rested(now) {
+			return false
+		}
+	}
+	return true
+}
+
+// limiters lists the allocation's, the user's and the server's limiter
+// pairs (those configured).
+func (b *bandwidth) limiters() []*userLimit {
+	ls := []*userLimit{{in: b.in, out: b.out}}
+	if b.user != nil {
+		ls = append(ls, b.user)
+	}
+	if b.total != nil {
+		ls = append(ls, b.total)
+	}
+	return ls
+}
+
+// charge takes n bytes unconditionally (in bursts' worth, since a
+// reservation may not exceed the burst) and reports whether the limiter
+// is in debt afterwards.
+func (l *byteLimiter) charge(n uint64, now time.Time) bool {
+	if l == nil {
+		return false
+	}
+	burst := uint64(l.lim.Burst())
+	for n > 0 {
+		c := min(n, burst)
+		l.lim.ReserveN(now, int(c))
+		n -= c
+	}
+	return l.lim.TokensAt(now) < 0
+}
+
+func (l *byteLimiter) rested(now time.Time) bool {
+	return l == nil || l.lim.TokensAt(now) >= float64(l.lim.Burst())/2
+}

@@ -5,12 +5,16 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -168,13 +172,16 @@ func (r *offRig) engine() *offload.Engine { return r.srv.offload.engine() }
 
 // poll reads the kernel counters into the server now (as its poller does
 // every second).
-func (r *offRig) poll() {
+func (r *offRig) poll() { r.pollAt(time.Now()) }
+
+// pollAt polls with the bandwidth limiters' clock at now.
+func (r *offRig) pollAt(now time.Time) {
 	o := r.srv.offload
 	o.ctl.Lock()
 	k := o.k
 	o.ctl.Unlock()
 	if k != nil {
-		k.poll()
+		k.pollAt(now)
 	}
 }
 
@@ -503,5 +510,126 @@ func TestOffloadFollowsAddresses(t *testing.T) {
 	await("attach to a new interface with an address", func() bool { return attached(idx) })
 	ipCmd(t, "addr", "del", "192.0.2.1/24", "dev", "offint2")
 	await("detach when its last address goes", func() bool { return !attached(idx) })
+	r.exchangeInKernel(5)
+}
+
+const unprivChildEnv = "RELAY_OFFLOAD_UNPRIV_CHILD"
+
+// TestOffloadAutoUnprivileged: a turnd without CAP_BPF/CAP_NET_ADMIN (the
+// test binary re-run as nobody with every capability dropped, through
+// setpriv) under --offload=auto logs exactly one line saying why the
+// kernel path is off, exports turnd_offload_active 0, and relays a
+// channel both ways in user space; under --offload=tc it does not start.
+func TestOffloadAutoUnprivileged(t *testing.T) {
+	if os.Getenv(unprivChildEnv) == "1" {
+		var log lockedBuffer
+		r := newFPRig(t, func(c *Config) {
+			c.Offload = OffloadAuto
+			c.MinPort, c.MaxPort = labRelayMin, labRelayMax // a port-0 listener never lands inside
+			c.Logger = slog.New(slog.NewTextHandler(&log, nil))
+		})
+		r.bind(0x4001)
+		r.roundTrip(0x4001, 300)
+		var lines []string
+		for _, l := range strings.Split(log.String(), "\n") {
+			if strings.Contains(l, "offload") {
+				lines = append(lines, l)
+			}
+		}
+		if len(lines) != 1 || !strings.Contains(lines[0], "relaying in user space") || !strings.Contains(lines[0], "not permitted") {
+			t.Fatalf("offload log lines %q, want one saying the kernel path is not permitted", lines)
+		}
+		if v := metricValue(t, r.srv, "turnd_offload_active"); v != 0 {
+			t.Fatalf("turnd_offload_active = %v, want 0", v)
+		}
+		// An explicit tc that cannot start is a start-up error saying why.
+		cfg := r.srv.cfg
+		cfg.Listeners = []Listener{{Network: "udp", Addr: "127.0.0.1:0"}}
+		cfg.Offload = OffloadTC
+		if s, err := New(cfg); err == nil {
+			s.Close()
+			t.Fatal("offload=tc without privileges: New succeeded")
+		} else if !strings.Contains(err.Error(), "offload=tc") || !errors.Is(err, offload.ErrPermission) {
+			t.Fatalf("offload=tc without privileges: %v, want a start-up error wrapping ErrPermission", err)
+		}
+		fmt.Printf("unprivileged auto: %s\n", lines[0])
+		return
+	}
+	testenv.NeedRoot(t)
+	setpriv := testenv.NeedCommand(t, "setpriv", "util-linux")
+	// The test binary sits in a root-only build directory: copy it where
+	// nobody may run it.
+	dir, err := os.MkdirTemp("", "offload-int-unpriv-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "relay.test")
+	data, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil { // nobody must be able to run the copy
+		t.Fatal(err)
+	}
+	cmd := exec.Command(setpriv, "--reuid=65534", "--regid=65534", "--clear-groups",
+		"--inh-caps=-all", "--ambient-caps=-all", "--bounding-set=-all", "--no-new-privs",
+		bin, "-test.run=^TestOffloadAutoUnprivileged$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), unprivChildEnv+"=1", "TMPDIR="+dir)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "unprivileged auto:") {
+		t.Fatalf("unprivileged child: %v\n%s", err, out)
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(l, "unprivileged auto:") {
+			t.Log(l)
+		}
+	}
+}
+
+// lockedBuffer is a log sink safe for concurrent writers.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestOffloadBandwidthCap: an allocation with MaxBPS is carried by the
+// kernel until a counter poll finds its limiter in debt; then the program
+// hands its datagrams to user space, which drops them until the debt is
+// paid; once the limiter has recovered (the poll's clock moved on) the
+// kernel carries the binding again.
+func TestOffloadBandwidthCap(t *testing.T) {
+	if !inOffloadLab(t) {
+		return
+	}
+	const bps = 20000 // burst: 64 KiB, the limiter's minimum
+	r := newOffRig(t, func(c *Config) { c.MaxBPS = bps })
+	r.exchangeInKernel(400) // 80 kB each way: over one burst
+	r.poll()
+	before := metricLabel(t, r.srv, "turnd_dropped_packets_total", dropBandwidth)
+	r.peerSendsPassed(offload.Throttled)
+	awaitMetric(t, r.srv, "turnd_dropped_packets_total", dropBandwidth, before+1)
+	r.clientGetsNothing("over the bandwidth cap")
+	r.pollAt(time.Now().Add(30 * time.Second)) // the debt (≈ 16 kB at 20 kB/s) is paid long before
 	r.exchangeInKernel(5)
 }

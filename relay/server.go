@@ -344,7 +344,7 @@ func firstInterfaceAddrs() (v4, v6 netip.Addr) {
 	if !v4.IsValid() {
 		v4 = netip.MustParseAddr("127.0.0.1")
 	}
-	if !v6.IsValid() && hostHasIPv6() {
+	if !v6.IsValid() && HostHasIPv6() {
 		v6 = netip.IPv6Loopback()
 	}
 	return v4, v6

@@ -20,7 +20,7 @@ func (cfg Config) withDefaults() Config {
 	}
 	if len(cfg.Listeners) == 0 {
 		cfg.Listeners = []Listener{{"udp", "0.0.0.0:3478"}, {"tcp", "0.0.0.0:3478"}}
-		if hostHasIPv6() {
+		if HostHasIPv6() {
 			cfg.Listeners = append(cfg.Listeners, Listener{"udp", "[::]:3478"}, Listener{"tcp", "[::]:3478"})
 		}
 		if cfg.Certificate != nil || cfg.GetCertificate != nil {
@@ -234,7 +234,9 @@ func (cfg Config) primaryUDP() (netip.AddrPort, bool) {
 	return netip.AddrPort{}, false
 }
 
-func hostHasIPv6() bool {
+// HostHasIPv6 reports whether this host can bind a UDP socket on ::1. The
+// relay's default listeners, and turnd's, include [::] only when it can.
+func HostHasIPv6() bool {
 	c, err := new(net.ListenConfig).ListenPacket(context.Background(), "udp6", "[::1]:0")
 	if err != nil {
 		return false
