@@ -51,7 +51,8 @@ func Do(ns string, f func() error) error {
 // `ip netns exec`, which execs name in place: the started process's pid is
 // name's own, so it can be measured and killed by pid.
 func Command(ns, name string, args ...string) *exec.Cmd {
-	return exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...)
+	return exec.Command("ip", append([]string{"netns", "exec", ns, name}, args...)...) //nolint:gosec // test and bench plumbing: runs what its caller names
+
 }
 
 // Run runs name inside ns and returns its combined output; a failure says
