@@ -98,7 +98,7 @@ func (t *Topology) SetSendersTxChecksum(on bool) error {
 func (t *Topology) Close() error {
 	var errs []error
 	for _, ns := range []string{t.Client, t.Relay, t.Peer} {
-		out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput() //nolint:gosec // a namespace this topology created
+		out, err := exec.Command("ip", "netns", "del", ns).CombinedOutput() //nolint:gosec,noctx // a namespace this topology created; ip(8) returns promptly
 		if err != nil && !strings.Contains(string(out), "No such file") {
 			errs = append(errs, fmt.Errorf("ip netns del %s: %w: %s", ns, err, out))
 		}
@@ -107,7 +107,7 @@ func (t *Topology) Close() error {
 }
 
 func ip(args ...string) error {
-	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil { //nolint:gosec // fixed ip(8) subcommands built above
+	if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil { //nolint:gosec,noctx // fixed ip(8) subcommands built above
 		return fmt.Errorf("ip %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
 	return nil
