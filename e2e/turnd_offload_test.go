@@ -154,6 +154,10 @@ func (l *turnd_offloadLab) scrape(t *testing.T) map[string]float64 {
 // turnd_offloadTotals are the kernel path's counters from /metrics.
 type turnd_offloadTotals struct {
 	toPeerPkts, toPeerBytes, toClientPkts, toClientBytes float64
+	// lookalikes: datagrams handed to user space as "checksum_partial".
+	// With full checksums (tx offload off) these are the documented 1 in
+	// 65,536 whose checksum equals the pseudo-header sum.
+	lookalikes float64
 }
 
 func turnd_kernelTotals(m map[string]float64) turnd_offloadTotals {
@@ -162,12 +166,13 @@ func turnd_kernelTotals(m map[string]float64) turnd_offloadTotals {
 		toPeerBytes:   m[`turnd_offload_bytes_total{direction="client_to_peer"}`],
 		toClientPkts:  m[`turnd_offload_packets_total{direction="peer_to_client"}`],
 		toClientBytes: m[`turnd_offload_bytes_total{direction="peer_to_client"}`],
+		lookalikes:    m[`turnd_offload_passed_packets_total{reason="checksum_partial"}`],
 	}
 }
 
 func (a turnd_offloadTotals) sub(b turnd_offloadTotals) turnd_offloadTotals {
 	return turnd_offloadTotals{a.toPeerPkts - b.toPeerPkts, a.toPeerBytes - b.toPeerBytes,
-		a.toClientPkts - b.toClientPkts, a.toClientBytes - b.toClientBytes}
+		a.toClientPkts - b.toClientPkts, a.toClientBytes - b.toClientBytes, a.lookalikes - b.lookalikes}
 }
 
 // turnd_relayedTotals are all relayed packets, kernel and user space.
@@ -541,9 +546,14 @@ func (l *turnd_offloadLab) switchCase(t *testing.T) {
 		{"offload off", k3.sub(k2), 0},
 		{"offload tc again", k5.sub(k4), want},
 	} {
-		if ph.d.toPeerPkts != ph.inKernel || ph.d.toClientPkts != ph.inKernel {
-			t.Errorf("%s: the kernel carried %v/%v packets to peer/client, want %v of %v each way",
-				ph.name, ph.d.toPeerPkts, ph.d.toClientPkts, ph.inKernel, want)
+		// A datagram whose full checksum happens to equal its pseudo-header
+		// sum (about 1 in 65,536) is left to user space by design; it is
+		// counted as checksum_partial, so the shares stay exact.
+		d := ph.d
+		if d.toPeerPkts > ph.inKernel || d.toClientPkts > ph.inKernel || d.lookalikes > 2 ||
+			d.toPeerPkts+d.toClientPkts+d.lookalikes != 2*ph.inKernel {
+			t.Errorf("%s: the kernel carried %v/%v packets to peer/client (%v checksum lookalikes passed), want %v of %v each way",
+				ph.name, d.toPeerPkts, d.toClientPkts, d.lookalikes, ph.inKernel, want)
 		}
 	}
 	// Nothing extra arrived anywhere: a duplicate would be waiting here.
