@@ -178,24 +178,13 @@ func vethKind(name, turndBin, coturnBin string) (serverKind, error) {
 	return serverKind{}, fmt.Errorf("-veth-servers: unknown server %q", name)
 }
 
-// startVethServer starts k in the relay namespace and waits until it
-// answers a STUN Binding request from the client namespace.
+// startServer starts k in the relay namespace and waits until it answers
+// a STUN Binding request from the client namespace.
 func (l *vethLab) startServer(k serverKind) (*server, error) {
-	cmd := k.cmd(vethListenPort)
-	out := &bytes.Buffer{}
-	cmd.Stdout, cmd.Stderr = &lockedWriter{w: out}, &lockedWriter{w: out}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start %s: %w", k.name, err)
-	}
-	track(cmd.Process)
-	s := &server{kind: k.name, cmd: cmd, pid: cmd.Process.Pid, out: out, exited: make(chan struct{}),
-		addr: net.UDPAddrFromAddrPort(netip.AddrPortFrom(netlab.ListenAddr, vethListenPort))}
-	go func() { _ = cmd.Wait(); untrack(cmd.Process); close(s.exited) }()
-	if err := netlab.Do(l.topo.Client, func() error { return s.waitReady(10 * time.Second) }); err != nil {
-		s.stop()
-		return nil, fmt.Errorf("%s: %w\n%s", k.name, err, out.String())
-	}
-	return s, nil
+	return launchServer(k, net.UDPAddrFromAddrPort(netip.AddrPortFrom(netlab.ListenAddr, vethListenPort)),
+		func(s *server) error {
+			return netlab.Do(l.topo.Client, func() error { return s.waitReady(10 * time.Second) })
+		})
 }
 
 // cpuSnap is one reading of every CPU account of the test.
