@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"bufio"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -60,6 +61,14 @@ type conn struct {
 	ip netip.Addr
 	id string // for logs
 
+	// sock and br are the socket and read buffer under ws when it is a plain
+	// TCP connection (sockread.go); nil otherwise.
+	sock *sockConn
+	br   *bufio.Reader
+	// deadline is the read deadline and deadlineSet when the reader last
+	// moved it (reader goroutines only).
+	deadline, deadlineSet time.Time
+
 	// Everything an idle connection holds is in this struct, the gorilla
 	// connection and the socket: channels are made only when a close needs
 	// them, and the rate buckets are inline.
@@ -74,6 +83,11 @@ type conn struct {
 	closeCode  int    // set with closing; 0: no close frame
 	closeText  string // ditto
 	reason     string // ditto
+
+	// readState says where the reader is (warm readers, read.go); the
+	// sweeper cools a warm reader that has had no message for a sweep.
+	readState  uint8
+	readRecent bool // a message since the last sweep
 
 	readerExited bool
 	readerDone   chan struct{} // made on demand; closed when the reader exits
