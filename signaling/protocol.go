@@ -210,7 +210,8 @@ func decodeSignal(b []byte) (ClientMessage, bool) {
 	// (relay splices it into a new frame at once).
 	var typ, to, data gjson.Result
 	var seen int
-	gjson.Parse(unsafe.String(unsafe.SliceData(b), len(b))).ForEach(func(k, v gjson.Result) bool {
+	view := unsafe.String(unsafe.SliceData(b), len(b)) //nolint:gosec // G103: a read-only view of b, which outlives the parse and is not written meanwhile
+	gjson.Parse(view).ForEach(func(k, v gjson.Result) bool {
 		switch {
 		case k.Str == "type" && !typ.Exists():
 			typ, seen = v, seen+1
@@ -225,7 +226,7 @@ func decodeSignal(b []byte) (ClientMessage, bool) {
 		to.Str == "" || len(to.Str) > maxIDLen || data.Type != gjson.JSON || !strings.HasPrefix(data.Raw, "{") {
 		return ClientMessage{}, false
 	}
-	raw := unsafe.Slice(unsafe.StringData(data.Raw), len(data.Raw))
+	raw := unsafe.Slice(unsafe.StringData(data.Raw), len(data.Raw)) //nolint:gosec // G103: bytes of b (see view), never written
 	return ClientMessage{Type: TypeSignal, To: strings.Clone(to.Str), Data: json.RawMessage(raw)}, true
 }
 

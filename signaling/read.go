@@ -58,9 +58,14 @@ func (c *conn) received(typ int, r io.Reader, err error) {
 			c.end(err)
 			return
 		}
-		c.dispatch(m)
+		relayed := c.dispatch(m)
 		putReadBuf(m.buf)
-		if !c.awaitWarm() {
+		// Only signals keep a reader warm: they come in bursts (an offer,
+		// its answer, a run of candidates), while a join or a ping is
+		// usually followed by silence, and a reader that waited warm after
+		// every join would hold its grown stack for a sweep on every newly
+		// joined connection.
+		if !relayed || !c.awaitWarm() {
 			go c.read()
 			return
 		}
@@ -208,15 +213,16 @@ func putReadBuf(b *bytes.Buffer) {
 	}
 }
 
-// dispatch checks the limits on m and handles it.
-func (c *conn) dispatch(m message) {
+// dispatch checks the limits on m and handles it. It reports whether m
+// was a signal the hub relayed.
+func (c *conn) dispatch(m message) (relayed bool) {
 	if c.isClosing() {
-		return // drain until the writer closes the socket
+		return false // drain until the writer closes the socket
 	}
 	if !c.allow(&c.limiter) {
 		c.h.m.receivedType("")
 		c.sendError(CodeRateLimited, "too many messages; this one was dropped", "")
-		return
+		return false
 	}
 	switch {
 	case m.tooLarge:
@@ -229,8 +235,9 @@ func (c *conn) dispatch(m message) {
 		if msg, ok := decodeSignalMessage(m.data); ok {
 			c.h.m.receivedType(TypeSignal)
 			c.h.relay(c, msg)
-			return
+			return true
 		}
 		c.h.handle(c, m.data)
 	}
+	return false
 }

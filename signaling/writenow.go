@@ -76,7 +76,7 @@ func (c *conn) tryWrite(payload []byte) (res writeResult, rest []byte, err error
 		// block, and skipping entersyscall keeps an idle process's sysmon
 		// thread asleep (sockread.go).
 		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf)))
+			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf))) //nolint:gosec // G103: write(2) of buf, never empty (it holds a frame header)
 			if e != syscall.EINTR {
 				n = int(r)
 				if e != 0 {
