@@ -62,12 +62,14 @@ type conn struct {
 	id string // for logs
 
 	// sock and br are the socket and read buffer under ws when it is a plain
-	// TCP connection (sockread.go); nil otherwise.
-	sock *sockConn
-	br   *bufio.Reader
+	// TCP connection (sockread.go); nil otherwise. sock points to sockv.
+	sock  *sockConn
+	br    *bufio.Reader
+	sockv sockConn
 	// deadline is the read deadline and deadlineSet when the reader last
-	// moved it (reader goroutines only).
-	deadline, deadlineSet time.Time
+	// moved it, in Unix nanoseconds (reader goroutines only; int64 rather
+	// than time.Time keeps conn in a smaller allocation size class).
+	deadline, deadlineSet int64
 
 	// Everything an idle connection holds is in this struct, the gorilla
 	// connection and the socket: channels are made only when a close needs
@@ -102,10 +104,11 @@ type conn struct {
 	sess *session // owned by the reader goroutine
 }
 
-func newConn(h *Hub, ws *websocket.Conn, ip netip.Addr) *conn {
+// newConn makes the connection of a client at ip; ws follows once the
+// upgrade is done.
+func newConn(h *Hub, ip netip.Addr) *conn {
 	return &conn{
 		h:          h,
-		ws:         ws,
 		ip:         ip,
 		id:         randomString(6),
 		lastPing:   h.cfg.now(),

@@ -273,7 +273,8 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		go h.sweeper()
 	}
 	h.mu.Unlock()
-	hw := &hijackWriter{ResponseWriter: w}
+	c := newConn(h, ip)
+	hw := &hijackWriter{ResponseWriter: w, sock: &c.sockv}
 	ws, err := h.upgrader.Upgrade(hw, r, nil)
 	if err != nil {
 		// The upgrader has answered with an HTTP error.
@@ -281,8 +282,10 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		h.releaseConn(ip)
 		return
 	}
-	c := newConn(h, ws, ip)
-	c.sock, c.br = hw.sock, hw.br
+	c.ws, c.br = ws, hw.br
+	if hw.useSock {
+		c.sock = &c.sockv
+	}
 	c.lastPing = h.cfg.now()
 	h.mu.Lock()
 	h.conns[c] = struct{}{}

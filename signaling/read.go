@@ -94,7 +94,7 @@ func (c *conn) awaitWarm() bool {
 	c.readState = readBusy
 	if cooled {
 		// Under c.mu, so after the sweeper's deadline in the past.
-		_ = c.ws.SetReadDeadline(c.deadline) // errors surface on read
+		_ = c.ws.SetReadDeadline(time.Unix(0, c.deadline)) // errors surface on read
 	}
 	c.mu.Unlock()
 	return !cooled
@@ -148,9 +148,9 @@ func classify(err error) string {
 // moveReadDeadline gives the client PingInterval + PongTimeout from now to
 // send its next message or pong. Reader goroutines only.
 func (c *conn) moveReadDeadline(now time.Time) error {
-	c.deadlineSet = now
-	c.deadline = now.Add(c.h.cfg.PingInterval + c.h.cfg.PongTimeout)
-	return c.ws.SetReadDeadline(c.deadline)
+	d := now.Add(c.h.cfg.PingInterval + c.h.cfg.PongTimeout)
+	c.deadlineSet, c.deadline = now.UnixNano(), d.UnixNano()
+	return c.ws.SetReadDeadline(d)
 }
 
 // control handles a ping or pong frame from the client. Control frames
@@ -179,7 +179,7 @@ func (c *conn) readMessage(typ int, r io.Reader) (message, error) {
 	// The read deadline moves at most once a second: moving it is a timer
 	// update, and per message that showed in profiles. A client that stops
 	// answering pings is cut at most a second early.
-	if now := time.Now(); now.Sub(c.deadlineSet) >= time.Second {
+	if now := time.Now(); now.UnixNano()-c.deadlineSet >= int64(time.Second) {
 		_ = c.moveReadDeadline(now)
 	}
 	buf := readPool.Get().(*bytes.Buffer)

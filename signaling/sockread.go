@@ -39,12 +39,14 @@ type sockConn struct {
 	rc syscall.RawConn
 }
 
-func newSockConn(tc *net.TCPConn) *sockConn {
+// init makes s read tc; false when tc offers no raw access.
+func (s *sockConn) init(tc *net.TCPConn) bool {
 	rc, err := tc.SyscallConn()
 	if err != nil {
-		return nil
+		return false
 	}
-	return &sockConn{TCPConn: tc, rc: rc}
+	s.TCPConn, s.rc = tc, rc
+	return true
 }
 
 // Read reads from the socket, waiting in the netpoller while it is empty.
@@ -118,8 +120,9 @@ func (s *sockConn) opError(err error) error {
 // test pipes) get the read buffer only.
 type hijackWriter struct {
 	http.ResponseWriter
-	sock *sockConn
-	br   *bufio.Reader
+	sock    *sockConn // set up by Hijack when the connection is TCP
+	useSock bool
+	br      *bufio.Reader
 }
 
 func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -128,11 +131,9 @@ func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		// gorilla refuses data sent before the handshake completes.
 		return nc, brw, err
 	}
-	if tc, ok := nc.(*net.TCPConn); ok {
-		if s := newSockConn(tc); s != nil {
-			w.sock = s
-			nc = s
-		}
+	if tc, ok := nc.(*net.TCPConn); ok && w.sock.init(tc) {
+		w.useSock = true
+		nc = w.sock
 	}
 	w.br = bufio.NewReaderSize(nc, readBufSize)
 	return nc, bufio.NewReadWriter(w.br, brw.Writer), nil
