@@ -134,6 +134,10 @@ func (c *conn) writeNow(f outFrame) {
 		c.qbytes = max(c.qbytes-len(f.b), 0)
 		c.writing = false
 		c.failLocked(0, "", writeReason(err))
+		// failLocked starts no writer when the connection was closing
+		// already (a drain, a cut), and without one nobody closes the
+		// socket: its reader would wait for that forever.
+		c.kickLocked()
 		return
 	}
 	// The token is still held: hand it to a writer.
