@@ -6,8 +6,8 @@
 // goroutine becomes ready while a P is idle, the runtime wakes a thread for
 // that P, which spins looking for work, finds none and sleeps again (a
 // futex wake and sleep and a context switch per event). At the signaling
-// hub's typical loads (well under one core) that was 15-20% of its CPU per
-// relayed message (docs/benchmarks.md). With one P nobody spins; with more
+// hub's typical loads (well under one core) one P instead of two saved 5-27%
+// of its CPU per relayed message in paired runs (docs/benchmarks.md). With one P nobody spins; with more
 // load than one P can carry, more Ps are needed. So: start at the default,
 // drop to what the load needs with headroom, and add Ps as soon as the ones
 // there are busy.
