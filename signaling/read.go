@@ -73,22 +73,26 @@ func (c *conn) received(typ int, r io.Reader, err error) {
 	}
 }
 
-// awaitWarm waits for the connection's next message on the calling,
-// warm, reader. It reports false when the reader should leave for a fresh
-// one instead: the connection went idle (the sweeper cooled it), or it is
-// not a plain socket (no sockConn: every message gets a fresh reader).
-// Errors are left for NextReader to report.
+// awaitWarm waits for the connection's next frame on the calling, warm,
+// reader, reading it into the read buffer (the read gorilla would make).
+// It reports false when the reader should leave for a fresh one instead:
+// the connection went idle (the sweeper cooled it); the next frame is a
+// control frame (a pong after a burst, say: gorilla handles it inside
+// NextReader and then waits there for the next message, which would keep
+// the grown stack on an idle connection); or the connection is not a plain
+// socket (no sockConn: every message gets a fresh reader). Errors are left
+// for NextReader to report: the buffered reader hands an error out once and
+// keeps no state from it, and gorilla, which would, never sees this one.
 func (c *conn) awaitWarm() bool {
 	if c.sock == nil {
 		return false
 	}
-	if c.br.Buffered() > 0 {
-		return true // the next frame, or part of it, is here already
+	if c.br.Buffered() == 0 {
+		c.mu.Lock()
+		c.readState, c.readRecent = readWarm, true
+		c.mu.Unlock()
 	}
-	c.mu.Lock()
-	c.readState, c.readRecent = readWarm, true
-	c.mu.Unlock()
-	_ = c.sock.waitReadable() // a closed socket or a passed deadline: NextReader reports it
+	next, err := c.br.Peek(1) // waits in the netpoller while the socket is empty
 	c.mu.Lock()
 	cooled := c.readState == readCooling
 	c.readState = readBusy
@@ -97,10 +101,17 @@ func (c *conn) awaitWarm() bool {
 		_ = c.ws.SetReadDeadline(time.Unix(0, c.deadline)) // errors surface on read
 	}
 	c.mu.Unlock()
-	return !cooled
+	switch {
+	case cooled:
+		return false
+	case err != nil:
+		return true
+	}
+	const controlOpcode = 0x08 // RFC 6455, 5.2: opcodes 0x8-0xF
+	return next[0]&controlOpcode == 0
 }
 
-// cool makes a warm reader that has seen no message since the last sweep
+// coolLocked makes a warm reader that has seen no message since the last sweep
 // leave for a fresh one, so an idle connection holds a small stack again.
 // The read deadline in the past ends its wait; the reader restores it.
 // c.mu is held.

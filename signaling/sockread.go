@@ -20,13 +20,13 @@ import (
 //     (which wakes the sleeping sysmon thread on every call while the
 //     process is otherwise idle) is skipped.
 //   - gorilla reads through a bufio.Reader the hub supplies (hijack), so
-//     the reader can tell whether the next frame is already buffered.
-//   - The reader goroutine stays warm while its connection is active: after
-//     a message it waits for the socket itself (awaitWarm) and reads the
-//     next message on the same, already grown, stack. Once a connection has
-//     been idle for a sweep, the sweeper cools it: the warm reader exits
-//     and a fresh one parks in NextReader with a small stack, the lean idle
-//     state (read.go).
+//     the reader can wait for the next frame itself and look at it first.
+//   - The reader goroutine stays warm while its connection is active:
+//     after a signal it reads the next frame into that buffer (awaitWarm)
+//     and handles the next message on the same, already grown, stack. Once
+//     a connection has been idle for a sweep, the sweeper cools it: the
+//     warm reader exits and a fresh one parks in NextReader with a small
+//     stack, the lean idle state (read.go).
 
 // readBufSize is the connection's read buffer. gorilla reuses a hijacked
 // reader only when it is larger than 256 bytes (server.go, Upgrade); 288 is
@@ -81,33 +81,6 @@ func (s *sockConn) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
-}
-
-// waitReadable returns once the socket seems readable (the read that
-// follows may still find it empty and wait, or report end of file or an
-// error), its read deadline has passed, or it is closed. It first looks
-// with a one-byte MSG_PEEK, which leaves the data for gorilla's reader;
-// after a wake-up it trusts the netpoller rather than look again.
-func (s *sockConn) waitReadable() error {
-	var b [1]byte
-	woken := false
-	return s.rc.Read(func(fd uintptr) bool {
-		if woken {
-			return true
-		}
-		woken = true
-		for {
-			_, _, e := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1, //nolint:gosec // G103: a one-byte peek into b
-				syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
-			}
-			return true
-		}
-	})
 }
 
 func (s *sockConn) opError(err error) error {

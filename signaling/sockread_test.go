@@ -120,3 +120,47 @@ func maskedTextFrame(msg string) []byte {
 	}
 	return f
 }
+
+// A control frame after a signal sends the warm reader away (a fresh
+// reader handles it, so an idle connection does not keep a grown stack
+// parked inside NextReader); the ping is answered and signals keep flowing.
+func TestWarmReaderLeavesOnControlFrame(t *testing.T) {
+	th := newTestHub(t, Config{})
+	b, wb := th.join(t, "control")
+	raw, w := rawJoin(t, th, "control", nil)
+	expect(t, b, TypePeerJoined)
+	rc := th.connOf(t, w)
+	pongs := make(chan string, 1)
+	raw.SetPongHandler(func(s string) error { pongs <- s; return nil })
+	go func() { // the raw client's reader: control frames are handled inside ReadMessage
+		for {
+			if _, _, err := raw.ReadMessage(); err != nil {
+				return
+			}
+		}
+	}()
+	send := func(n string) {
+		t.Helper()
+		if err := raw.WriteMessage(websocket.TextMessage, []byte(`{"type":"signal","to":"`+wb.ID+`","data":{"n":`+n+`}}`)); err != nil {
+			t.Fatal(err)
+		}
+		if m := expect(t, b, TypeSignal); string(m.Data) != `{"n":`+n+`}` {
+			t.Fatalf("data %s", m.Data)
+		}
+	}
+	send("1")
+	waitReadState(t, rc, readWarm)
+	if err := raw.WriteControl(websocket.PingMessage, []byte("hi"), time.Now().Add(waitFor)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case p := <-pongs:
+		if p != "hi" {
+			t.Fatalf("pong %q", p)
+		}
+	case <-ctxT(t).Done():
+		t.Fatal("no pong")
+	}
+	send("2")
+	waitReadState(t, rc, readWarm)
+}
