@@ -81,6 +81,12 @@ func main() {
 		fmt.Fprintln(os.Stderr, "relaybench: interrupted")
 		os.Exit(2)
 	}()
+	if *satMode != "" { // satload.go
+		if err := runSatload(*satMode, *turndBin, *coturnBin, *peerBin, *rounds, *size, *raw); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	if *vethMode { // veth.go
 		if err := runVeth(*turndBin, *coturnBin, *uclientBin, *peerBin, *rounds, *pps, *size, *seconds, *raw); err != nil {
 			fatal(err)
