@@ -262,7 +262,7 @@ type stepCounts struct {
 
 // satWorker sends for its flows at rate round trips/s (its share) until
 // stop, then reads echoes for drain more, counting those of this step.
-func satWorker(flows []*satFlow, step uint32, rate float64, payload int, start time.Time, stop, drain time.Duration, out *stepCounts) error {
+func satWorker(flows []*satFlow, step uint32, rate float64, payload int, start time.Time, stop, drain, tick time.Duration, out *stepCounts) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
 	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -296,8 +296,8 @@ func satWorker(flows []*satFlow, step uint32, rate float64, payload int, start t
 		if el < stop {
 			tokens += perFlow * now.Sub(last).Seconds()
 			// A stall of this thread is not made up in one burst: at most
-			// 2 ms of sending is owed (and then shows as sent < offered).
-			tokens = min(tokens, max(perFlow*0.002, 2))
+			// two ticks of sending are owed (and then shows as sent < offered).
+			tokens = min(tokens, max(perFlow*(2*tick).Seconds(), 2))
 			last = now
 			for int(tokens) >= 1 {
 				n := min(int(tokens), satBatch)
@@ -325,9 +325,12 @@ func satWorker(flows []*satFlow, step uint32, rate float64, payload int, start t
 				next++
 			}
 		}
-		// Wake on an echo or after 1 ms (epoll's resolution), whichever
-		// comes first: the token bucket then sends what the time earned.
-		ne, err := unix.EpollWait(ep, events, 1)
+		// One pass per tick: send what the bucket earned, read every flow
+		// epoll reports readable, sleep to the next tick. Waking per echo
+		// instead would cost a wake-up and a system call per few datagrams;
+		// this keeps batches large, at the price of up to one tick of read
+		// delay in the measured round trip.
+		ne, err := unix.EpollWait(ep, events, 0)
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			return err
 		}
@@ -361,6 +364,10 @@ func satWorker(flows []*satFlow, step uint32, rate float64, payload int, start t
 					break
 				}
 			}
+		}
+		if d := tick - time.Since(now); d > 0 {
+			ts := unix.NsecToTimespec(d.Nanoseconds())
+			_ = unix.Nanosleep(&ts, nil)
 		}
 	}
 }
@@ -429,7 +436,7 @@ func (e *echoPeer) close() {
 
 // runStep offers rate round trips/s over flows, split over workers, for
 // dur, and returns the merged counts.
-func runStep(flows []*satFlow, workers int, step uint32, rate float64, payload int, dur, drain time.Duration) (stepCounts, error) {
+func runStep(flows []*satFlow, workers int, step uint32, rate float64, payload int, dur, drain, tick time.Duration) (stepCounts, error) {
 	workers = min(workers, len(flows))
 	outs := make([]stepCounts, workers)
 	errs := make([]error, workers)
@@ -443,7 +450,7 @@ func runStep(flows []*satFlow, workers int, step uint32, rate float64, payload i
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[w] = satWorker(mine, step, rate*float64(len(mine))/float64(len(flows)), payload, start, dur, drain, &outs[w])
+			errs[w] = satWorker(mine, step, rate*float64(len(mine))/float64(len(flows)), payload, start, dur, drain, tick, &outs[w])
 		}()
 	}
 	wg.Wait()

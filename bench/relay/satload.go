@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/rtcsuite/rtcsuite/internal/netlab"
 )
 
@@ -27,8 +29,9 @@ var (
 	satMode    = flag.String("satload", "", "run the batched saturation ramp: loopback or veth (root) instead of the other phases")
 	satServers = flag.String("sat-servers", "", "satload: servers, alternating (default loopback turnd,coturn; veth turnd-tc,coturn,turnd-off)")
 	satRates   = flag.String("sat-rates", "20000,30000,40000,50000,60000,80000,100000,120000,160000,200000", "satload: offered round trips/s per step, rising")
-	satFlows   = flag.Int("sat-flows", 32, "satload: flows (allocations with a channel)")
+	satFlows   = flag.Int("sat-flows", 16, "satload: flows (allocations with a channel)")
 	satWorkers = flag.Int("sat-workers", 2, "satload: sender threads (the echo peer has its own)")
+	satTick    = flag.Duration("sat-tick", time.Millisecond, "satload: a sender thread's pass: send what the token bucket earned, read echoes, sleep")
 	satSecs    = flag.Float64("sat-seconds", 3, "satload: sending time per step")
 )
 
@@ -46,7 +49,7 @@ type satStep struct {
 	GenCPU      float64 `json:"gen_cpu_cores"`
 	EchoCPU     float64 `json:"echo_cpu_cores"`
 	SoftirqCPU  float64 `json:"softirq_cpu_cores,omitempty"`
-	RcvbufErrs  []int64 `json:"rcvbuf_errors"` // loopback: host; veth: client, relay, peer ns
+	RcvbufErrs  []int64 `json:"rcvbuf_errors"` // loopback: host, generator+echo sockets, other sockets; veth: client, relay, peer ns
 	P50, P99    float64 // ms, sampled
 }
 
@@ -129,8 +132,10 @@ func newSatEnv(mode, turndBin, coturnBin, peerBin string) (*satEnv, error) {
 			flowLocal: func(i int) netip.AddrPort {
 				return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, byte(1 + i%8)}), 0)
 			},
-			peer:    netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port)),
-			rcvbuf:  func() []int64 { return []int64{hostRcvbufErrors()} },
+			peer: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port)),
+			// Host RcvbufErrors, then per-socket drops (/proc/net/udp) of
+			// the generator's and echo's sockets and of all others.
+			rcvbuf:  func() []int64 { own, other := loopbackDrops(); return []int64{hostRcvbufErrors(), own, other} },
 			softirq: func() time.Duration { return 0 },
 		}
 		env.peerDo = host
@@ -159,7 +164,7 @@ func newSatEnv(mode, turndBin, coturnBin, peerBin string) (*satEnv, error) {
 			start:     l.startServer,
 			inClient:  func(f func() error) error { return netlab.Do(l.topo.Client, f) },
 			flowLocal: func(int) netip.AddrPort { return netip.AddrPortFrom(netlab.ClientAddr, 0) },
-			peer:      netip.AddrPortFrom(netlab.PeerAddr, vethPeerPort+1),
+			peer:      netip.AddrPortFrom(netlab.PeerAddr, vethPeerPort+10), // turnutils_peer holds 3480 and 3481
 			close:     l.close,
 			softirq: func() time.Duration {
 				var s time.Duration
@@ -221,14 +226,18 @@ func satRamp(env *satEnv, k serverKind, echo *echoPeer, size int) ([]satStep, er
 			return nil, fmt.Errorf("%s: %w", k.name, err)
 		}
 		flows = append(flows, f)
+		if sa, err := unix.Getsockname(f.fd); err == nil {
+			ownPorts[uint16(sa.(*unix.SockaddrInet4).Port)] = true
+		}
 	}
+	ownPorts[env.peer.Port()] = true
 	dur := time.Duration(*satSecs * float64(time.Second))
 	drain := 300 * time.Millisecond
 	var steps []satStep
 	for si, rate := range ints(*satRates) {
 		self := os.Getpid()
 		s0, g0, e0, q0, b0 := srv.schedCPU(), schedCPUOf(self), echoCPU(echo), env.softirq(), env.rcvbuf()
-		c, err := runStep(flows, *satWorkers, uint32(si+1), float64(rate), size, dur, drain)
+		c, err := runStep(flows, *satWorkers, uint32(si+1), float64(rate), size, dur, drain, *satTick)
 		if err != nil {
 			return steps, err
 		}
@@ -274,6 +283,34 @@ func echoCPU(e *echoPeer) time.Duration {
 	return time.Duration(v)
 }
 
+// ownPorts are the loopback generator's and echo's local UDP ports.
+var ownPorts = map[uint16]bool{}
+
+// loopbackDrops sums the per-socket drop counters of /proc/net/udp: those
+// of ownPorts, and those of every other socket (the server's, on a quiet
+// machine).
+func loopbackDrops() (own, other int64) {
+	b, err := os.ReadFile("/proc/net/udp")
+	if err != nil {
+		return 0, 0
+	}
+	for _, l := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(l)
+		if len(f) < 13 {
+			continue
+		}
+		_, portHex, _ := strings.Cut(f[1], ":")
+		port, _ := strconv.ParseUint(portHex, 16, 16)
+		d, _ := strconv.ParseInt(f[12], 10, 64)
+		if ownPorts[uint16(port)] {
+			own += d
+		} else {
+			other += d
+		}
+	}
+	return own, other
+}
+
 // hostRcvbufErrors reads Udp: RcvbufErrors of this process's namespace.
 func hostRcvbufErrors() int64 {
 	f, err := os.Open("/proc/net/snmp")
@@ -302,11 +339,14 @@ func hostRcvbufErrors() int64 {
 	return 0
 }
 
-// satBest is the highest step at ≤ 1 % loss, and the step after it.
+// satBest is the step that delivered most at ≤ 1 % loss, and the first
+// step over 1 %.
 func satBest(steps []satStep) (best, over *satStep) {
 	for i := range steps {
 		if steps[i].LossPct <= 1 {
-			best = &steps[i]
+			if best == nil || steps[i].Delivered > best.Delivered {
+				best = &steps[i]
+			}
 		} else {
 			return best, &steps[i]
 		}
@@ -315,13 +355,13 @@ func satBest(steps []satStep) (best, over *satStep) {
 }
 
 func satReport(w io.Writer, mode string, results map[string][][]satStep, names []string, size, rounds int) {
-	fmt.Fprintf(w, "\n## Saturation, batched generator (%s): %d flows, %d B payload, %d sender threads, %.0f s per step, %d rounds\n\n",
-		mode, *satFlows, size, *satWorkers, *satSecs, rounds)
-	fmt.Fprintln(w, "| server | saturation RT/s, median (min–max) | per round | server CPU cores at best | gen / echo CPU at best | first step over 1 %: offered, loss, server CPU, rcvbuf drops |")
-	fmt.Fprintln(w, "|---|---:|---|---:|---:|---|")
+	fmt.Fprintf(w, "\n## Saturation, batched generator (%s): %d flows, %d B payload, %d sender threads, %v tick, %.0f s per step, %d rounds\n\n",
+		mode, *satFlows, size, *satWorkers, *satTick, *satSecs, rounds)
+	fmt.Fprintln(w, "| server | saturation RT/s, median (min–max) | per round | server CPU cores at best | gen / echo CPU at best | sent / offered at best | first step over 1 %: offered, loss, server CPU, rcvbuf drops |")
+	fmt.Fprintln(w, "|---|---:|---|---:|---:|---:|---|")
 	sat := map[string]float64{}
 	for _, n := range names {
-		var v, scpu, gcpu, ecpu []float64
+		var v, scpu, gcpu, ecpu, kept []float64
 		var overs []string
 		for _, steps := range results[n] {
 			best, over := satBest(steps)
@@ -330,6 +370,7 @@ func satReport(w io.Writer, mode string, results map[string][][]satStep, names [
 				scpu = append(scpu, best.ServerCPU)
 				gcpu = append(gcpu, best.GenCPU)
 				ecpu = append(ecpu, best.EchoCPU)
+				kept = append(kept, best.SentRate/best.Offered)
 			} else {
 				v = append(v, 0)
 			}
@@ -344,8 +385,8 @@ func satReport(w io.Writer, mode string, results map[string][][]satStep, names [
 		for _, x := range v {
 			per = append(per, fmt.Sprintf("%.0f", x))
 		}
-		fmt.Fprintf(w, "| %s | %s | %s | %.2f | %.2f / %.2f | %s |\n", n, spread(v, "%.0f"), strings.Join(per, ", "),
-			median(scpu), median(gcpu), median(ecpu), strings.Join(overs, "; "))
+		fmt.Fprintf(w, "| %s | %s | %s | %.2f | %.2f / %.2f | %.2f | %s |\n", n, spread(v, "%.0f"), strings.Join(per, ", "),
+			median(scpu), median(gcpu), median(ecpu), median(kept), strings.Join(overs, "; "))
 	}
 	if c := sat["coturn"]; c > 0 {
 		fmt.Fprintln(w)

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Relay saturation with the batched load generator (bench/relay/batchload.go,
+# satload.go): per server, alternating per round, a ramp of offered round
+# trips/s until loss passes 1 %; prints the best delivered rate at <= 1 %
+# loss with server, generator and echo CPU and socket drops. See
+# docs/benchmarks.md, "Saturation with a batched load generator".
+#
+#   bash bench/relay/satload.sh loopback            # turnd --offload off vs coturn
+#   bash bench/relay/satload.sh veth                # root: turnd tc / coturn / turnd off on veth
+#   ROUNDS=2 bash bench/relay/satload.sh veth -sat-rates 20000,40000   # extra flags go to the harness
+#
+# Writes $OUT/{table.md,raw.jsonl,log.txt,header.txt}.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+MODE=${1:?usage: satload.sh loopback|veth [harness flags]}
+shift
+for c in turnserver turnutils_peer; do
+	command -v "$c" >/dev/null || { echo "satload.sh: $c not found (run e2e/setup.sh as root)" >&2; exit 1; }
+done
+OUT=${OUT:-$(mktemp -d /tmp/relaybench-satload.XXXXXX)}
+mkdir -p "$OUT"
+go build -o "$OUT/turnd" ./cmd/turnd
+go build -o "$OUT/relaybench" ./bench/relay
+{
+	echo "# relaybench -satload $MODE $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+	echo "# $(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+	echo "# kernel $(uname -r); coturn $(turnserver --version 2>/dev/null | head -1 || true); turnd $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
+	echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+} | tee "$OUT/header.txt" >&2
+timeout --kill-after=10s 20m "$OUT/relaybench" -satload "$MODE" \
+	-turnd "$OUT/turnd" \
+	-rounds "${ROUNDS:-3}" \
+	-raw "$OUT/raw.jsonl" \
+	"$@" 2> >(tee "$OUT/log.txt" >&2) | tee "$OUT/table.md"
+echo "# load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/header.txt" >&2
+echo "satload.sh: results in $OUT" >&2
