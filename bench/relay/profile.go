@@ -17,7 +17,7 @@ import (
 // turndKind runs the binary, drives it with turnutils_uclient and writes a
 // CPU profile of the run to path. The bench's own CPU use is negligible
 // while uclient (a separate process) runs, so the profile is the relay's.
-func profileTurnd(path, uclientBin, peerBin string, flows, pps, size, seconds int) error {
+func profileTurnd(path, uclientBin, peerBin string, flows, pps, size, seconds, sources int) error {
 	peerCmd, peer, err := startPeer(peerBin)
 	if err != nil {
 		return err
@@ -48,7 +48,7 @@ func profileTurnd(path, uclientBin, peerBin string, flows, pps, size, seconds in
 		return err
 	}
 	s := &server{kind: "turnd-inproc", pid: os.Getpid(), addr: srv.Addr("udp").(*net.UDPAddr)}
-	res, err := uclientLoad(uclientBin, s, peer, flows, pps, size, seconds)
+	res, err := uclientLoad(uclientBin, s, peer, flows, pps, size, seconds, sources)
 	pprof.StopCPUProfile()
 	if err != nil {
 		return err
