@@ -4,11 +4,12 @@ package relay
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
+	"runtime"
 	"sync"
 	"syscall"
 	"time"
@@ -38,7 +39,7 @@ type rawUDP struct {
 	mu     sync.RWMutex // read-held by every user of fd; Close write-holds it
 	closed bool
 	done   chan struct{}
-	q      chan rawPkt // datagrams for pion
+	q      pionQueue // datagrams for pion
 	loop   *relayLoop
 	id     uint32 // key in loop.socks
 }
@@ -47,10 +48,6 @@ type rawPkt struct {
 	b   []byte
 	src netip.AddrPort
 }
-
-// rawQueue bounds datagrams waiting for pion's goroutine (Data
-// indications); beyond it they drop and count.
-const rawQueue = 16
 
 func listenRawUDP(network string, ap netip.AddrPort) (*rawUDP, error) {
 	family := unix.AF_INET
@@ -76,7 +73,7 @@ func listenRawUDP(network string, ap netip.AddrPort) (*rawUDP, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("relay socket bind %v: %w", ap, e)
 	}
-	c := &rawUDP{fd: fd, family: family, done: make(chan struct{}), q: make(chan rawPkt, rawQueue)}
+	c := &rawUDP{fd: fd, family: family, done: make(chan struct{}), q: newPionQueue()}
 	if got, err := unix.Getsockname(fd); err == nil {
 		switch a := got.(type) {
 		case *unix.SockaddrInet4:
@@ -95,12 +92,11 @@ var errRawClosed = net.ErrClosed
 
 // ReadFrom returns the next datagram the fast path left for pion.
 func (c *rawUDP) ReadFrom(p []byte) (int, net.Addr, error) {
-	select {
-	case pk := <-c.q:
-		return copy(p, pk.b), net.UDPAddrFromAddrPort(pk.src), nil
-	case <-c.done:
+	pk, ok := c.q.pop(c.done)
+	if !ok {
 		return 0, nil, errRawClosed
 	}
+	return copy(p, pk.b), net.UDPAddrFromAddrPort(pk.src), nil
 }
 
 // WriteTo sends without waiting: a full buffer drops (pion's path: Send
@@ -155,16 +151,27 @@ func (c *rawUDP) SetWriteDeadline(t time.Time) error { return nil }
 const loopSlots = 8
 
 // relayLoop reads a set of relay sockets.
+//
+// Its goroutine waits in a blocking epoll_wait (a plain system call, not
+// Go's poller): a peer datagram wakes that thread directly, as coturn's
+// relay threads are woken, instead of waking the poller, which then
+// readies a goroutine another thread must be found (and often woken) to
+// run. While the goroutine waits, its P stays attached to the system call,
+// so the loops add themselves to GOMAXPROCS (loopProcs): otherwise loops
+// blocked in epoll_wait would hold every P, and Go's monitor would have to
+// take them back (every tick) before anything else could run. They do not
+// lock their OS thread: a system call keeps its thread anyway, and after
+// it the goroutine normally resumes on the same P and thread. Close wakes
+// the wait through an eventfd.
 type relayLoop struct {
 	fp   *fastPath
 	epfd int
-	file *os.File // epfd, registered with Go's poller so the loop parks like any reader
-	rc   syscall.RawConn
+	efd  int // eventfd: written once by close, ends the loop
 
 	mu     sync.Mutex
 	socks  map[uint32]*relayFast
 	next   uint32
-	closed bool // epfd is closed (its number may be reused): no epoll_ctl
+	closed bool // close was called: no epoll_ctl (epfd closes after the loop ends)
 
 	// Owned by the loop goroutine.
 	events []unix.EpollEvent
@@ -172,26 +179,29 @@ type relayLoop struct {
 	iovs   [loopSlots]unix.Iovec
 	names  [loopSlots]unix.RawSockaddrInet6
 	bufs   [loopSlots][]byte
-	err    error
-	fn     func(fd uintptr) bool
 }
+
+// wakeID is the epoll key of the eventfd; socket ids start at 1.
+const wakeID = 0
 
 func newRelayLoop(fp *fastPath) (*relayLoop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("relay loop: %w", err)
 	}
-	if err := unix.SetNonblock(epfd, true); err != nil {
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("relay loop: %w", err)
 	}
-	f := os.NewFile(uintptr(epfd), "relay-epoll")
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
+	ev := unix.EpollEvent{Events: unix.EPOLLIN}
+	*(*uint32)(unsafe.Pointer(&ev.Fd)) = wakeID
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
+		unix.Close(efd)
+		unix.Close(epfd)
 		return nil, fmt.Errorf("relay loop: %w", err)
 	}
-	l := &relayLoop{fp: fp, epfd: epfd, file: f, rc: rc, socks: map[uint32]*relayFast{},
+	l := &relayLoop{fp: fp, epfd: epfd, efd: efd, socks: map[uint32]*relayFast{},
 		events: make([]unix.EpollEvent, 128)}
 	backing := make([]byte, loopSlots*(4+slotSize+3))
 	for i := range l.hdrs {
@@ -202,7 +212,6 @@ func newRelayLoop(fp *fastPath) (*relayLoop, error) {
 		l.hdrs[i].Hdr.SetIovlen(1)
 		l.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&l.names[i]))
 	}
-	l.fn = l.poll
 	return l, nil
 }
 
@@ -245,45 +254,24 @@ func (l *relayLoop) remove(c *rawUDP) {
 	l.mu.Unlock()
 }
 
-// run serves until the loop is closed.
+// run serves until close; the caller releases the descriptors after it
+// returns (closeFDs).
 func (l *relayLoop) run() {
 	for {
-		if err := l.rc.Read(l.fn); err != nil || l.err != nil {
-			return
-		}
-	}
-}
-
-func (l *relayLoop) close() error {
-	l.mu.Lock()
-	was := l.closed
-	l.closed = true
-	l.mu.Unlock()
-	if was {
-		return nil
-	}
-	// Not under mu: Close waits for the loop's poll, which takes mu.
-	return l.file.Close()
-}
-
-// poll takes every ready socket, then parks.
-func (l *relayLoop) poll(fd uintptr) bool {
-	for {
-		n, _, e := unix.Syscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&l.events[0])),
-			uintptr(len(l.events)), 0, 0, 0)
-		switch e {
-		case 0:
+		n, err := unix.EpollWait(l.epfd, l.events, -1) // blocks this thread, not the poller
+		switch err {
+		case nil:
 		case unix.EINTR:
 			continue
 		default:
-			l.err = e
-			return true
+			l.fp.s.log.Error("relay event loop stopped", "err", err)
+			return
 		}
-		if n == 0 {
-			return false
-		}
-		for i := 0; i < int(n); i++ {
+		for i := 0; i < n; i++ {
 			id := *(*uint32)(unsafe.Pointer(&l.events[i].Fd))
+			if id == wakeID {
+				return
+			}
 			l.mu.Lock()
 			rf := l.socks[id]
 			l.mu.Unlock()
@@ -291,13 +279,27 @@ func (l *relayLoop) poll(fd uintptr) bool {
 				l.drain(rf)
 			}
 		}
-		if int(n) < len(l.events) {
-			// Every ready socket was drained; any datagram that arrived
-			// since the wait re-arms the (edge-triggered) poller, so park
-			// without another wait.
-			return false
-		}
 	}
+}
+
+// close asks the loop to end; it returns at once.
+func (l *relayLoop) close() {
+	l.mu.Lock()
+	was := l.closed
+	l.closed = true
+	l.mu.Unlock()
+	if was {
+		return
+	}
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	_, _ = unix.Write(l.efd, one[:]) // cannot fail short of a counter overflow
+}
+
+// closeFDs releases the loop's descriptors once run has returned.
+func (l *relayLoop) closeFDs() {
+	unix.Close(l.epfd)
+	unix.Close(l.efd)
 }
 
 // drain reads rf's socket until it is empty (edge-triggered: a short
@@ -341,10 +343,7 @@ func (l *relayLoop) drain(rf *relayFast) {
 // toPion queues a datagram for pion's goroutine (a copy: the loop's
 // buffers are reused at once).
 func (l *relayLoop) toPion(rf *relayFast, frame []byte, src netip.AddrPort) {
-	pk := rawPkt{b: append([]byte(nil), frame[4:]...), src: src}
-	select {
-	case rf.sock.raw.q <- pk:
-	default:
+	if !rf.sock.raw.q.push(rawPkt{b: append([]byte(nil), frame[4:]...), src: src}) {
 		rf.pending.sendFull++
 	}
 }
@@ -370,6 +369,7 @@ func (fp *fastPath) startLoops(n int) {
 			l.run()
 		}()
 	}
+	loopProcs.add(len(fp.loops))
 }
 
 // stopLoops ends the loops and waits for them.
@@ -378,7 +378,33 @@ func (fp *fastPath) stopLoops() {
 		l.close()
 	}
 	fp.loopsWG.Wait()
+	for _, l := range fp.loops {
+		l.closeFDs()
+	}
+	loopProcs.add(-len(fp.loops))
 	fp.loops = nil
+}
+
+// loopProcs adds one P to GOMAXPROCS per running relay loop (see
+// relayLoop): a loop waiting in epoll_wait holds its P, and Go code must
+// keep the parallelism the operator (or the default, one per CPU) chose.
+var loopProcs procBudget
+
+type procBudget struct {
+	sync.Mutex
+	n int // Ps added and not yet returned
+}
+
+func (lp *procBudget) add(d int) {
+	if d == 0 {
+		return
+	}
+	lp.Lock()
+	defer lp.Unlock()
+	if cur := runtime.GOMAXPROCS(0); cur+d >= 1 {
+		runtime.GOMAXPROCS(cur + d)
+	}
+	lp.n += d
 }
 
 // listenRelay makes a relay socket: a raw one read by a loop when the
