@@ -41,7 +41,8 @@ type rawUDP struct {
 	done   chan struct{}
 	q      pionQueue // datagrams for pion
 	loop   *relayLoop
-	id     uint32 // key in loop.socks
+	id     uint32     // key in loop.socks
+	home   *relayLoop // listener sockets: the loop that reads it and its clients' relay sockets
 }
 
 type rawPkt struct {
@@ -169,7 +170,7 @@ type relayLoop struct {
 	efd  int // eventfd: written once by close, ends the loop
 
 	mu     sync.Mutex
-	socks  map[uint32]*relayFast
+	socks  map[uint32]loopSock
 	next   uint32
 	closed bool // close was called: no epoll_ctl (epfd closes after the loop ends)
 
@@ -201,7 +202,7 @@ func newRelayLoop(fp *fastPath) (*relayLoop, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("relay loop: %w", err)
 	}
-	l := &relayLoop{fp: fp, epfd: epfd, efd: efd, socks: map[uint32]*relayFast{},
+	l := &relayLoop{fp: fp, epfd: epfd, efd: efd, socks: map[uint32]loopSock{},
 		events: make([]unix.EpollEvent, 128)}
 	backing := make([]byte, loopSlots*(4+slotSize+3))
 	for i := range l.hdrs {
@@ -215,20 +216,35 @@ func newRelayLoop(fp *fastPath) (*relayLoop, error) {
 	return l, nil
 }
 
+// loopSock is what a loop reads: an allocation's relay socket, or a UDP
+// listener socket the loop took over from Go's poller (adoptListeners).
+type loopSock struct {
+	rf *relayFast
+	lf *listenerFast
+}
+
 // add starts reading rf's raw socket.
 func (l *relayLoop) add(rf *relayFast) error {
-	c := rf.sock.raw
+	return l.register(rf.sock.raw, loopSock{rf: rf})
+}
+
+// addListener starts reading a listener socket (lf.sock.raw).
+func (l *relayLoop) addListener(lf *listenerFast) error {
+	return l.register(lf.sock.raw, loopSock{lf: lf})
+}
+
+func (l *relayLoop) register(c *rawUDP, ls loopSock) error {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
 		return errNoLoop
 	}
 	l.next++
-	for l.socks[l.next] != nil || l.next == 0 {
+	for l.socks[l.next] != (loopSock{}) || l.next == wakeID {
 		l.next++
 	}
 	id := l.next
-	l.socks[id] = rf
+	l.socks[id] = ls
 	c.loop, c.id = l, id
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET}
 	*(*uint32)(unsafe.Pointer(&ev.Fd)) = id
@@ -273,10 +289,13 @@ func (l *relayLoop) run() {
 				return
 			}
 			l.mu.Lock()
-			rf := l.socks[id]
+			ls := l.socks[id]
 			l.mu.Unlock()
-			if rf != nil {
-				l.drain(rf)
+			switch {
+			case ls.rf != nil:
+				l.drain(ls.rf)
+			case ls.lf != nil:
+				l.drainListener(ls.lf)
 			}
 		}
 	}
@@ -338,6 +357,53 @@ func (l *relayLoop) drain(rf *relayFast) {
 		}
 	}
 	rf.flush()
+}
+
+// drainListener reads a listener socket until it is empty: ChannelData of
+// known bindings is forwarded at once, everything else is queued, copied,
+// for pion's read loop (serverPacketConn.ReadFrom), which runs the front
+// door on it.
+func (l *relayLoop) drainListener(lf *listenerFast) {
+	c := lf.sock.raw
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return
+	}
+	for {
+		for i := range l.hdrs {
+			l.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+			l.hdrs[i].Hdr.Flags = 0
+			l.hdrs[i].Len = 0
+		}
+		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&l.hdrs[0])),
+			loopSlots, unix.MSG_DONTWAIT, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			break
+		}
+		k := int(n)
+		for i := 0; i < k; i++ {
+			b := l.bufs[i][4 : 4+l.hdrs[i].Len]
+			src := parseSockaddr(&l.names[i])
+			if l.hdrs[i].Hdr.Flags&unix.MSG_TRUNC != 0 {
+				lf.pending.malformed++ // larger than any datagram: never
+				continue
+			}
+			if isChannelData(b) && lf.fp.forward(lf.local, src, b, lf.snd, &lf.pending) {
+				continue
+			}
+			if !c.q.push(rawPkt{b: append([]byte(nil), b...), src: src}) {
+				lf.pending.sendFull++ // pion's read loop is that far behind
+			}
+		}
+		if k < loopSlots {
+			break
+		}
+	}
+	lf.flush()
 }
 
 // toPion queues a datagram for pion's goroutine (a copy: the loop's
@@ -407,6 +473,62 @@ func (lp *procBudget) add(d int) {
 	lp.n += d
 }
 
+// adoptListeners moves UDP listener sockets off Go's poller: each is
+// re-opened as a raw socket (a dup of its descriptor; the net.UDPConn is
+// closed, which takes it out of the poller) and given a home loop, which
+// reads it once its listenerFast exists (newListener). Registered with the
+// poller, every datagram would wake it as well as the loop. Sockets that
+// cannot be adopted are returned unchanged. Socket options (buffers,
+// reuseport steering) were set on the socket and stay.
+func (fp *fastPath) adoptListeners(pcs []net.PacketConn) []net.PacketConn {
+	if len(fp.loops) == 0 {
+		return pcs
+	}
+	out := make([]net.PacketConn, len(pcs))
+	for i, pc := range pcs {
+		out[i] = pc
+		uc, ok := pc.(*net.UDPConn)
+		if !ok {
+			continue
+		}
+		c, err := rawFromUDPConn(uc)
+		if err != nil {
+			fp.s.log.Warn("listener socket stays on Go's poller", "addr", uc.LocalAddr(), "err", err)
+			continue
+		}
+		c.home = fp.loops[i%len(fp.loops)]
+		uc.Close()
+		out[i] = c
+	}
+	return out
+}
+
+// rawFromUDPConn returns a raw socket on a duplicate of uc's descriptor.
+func rawFromUDPConn(uc *net.UDPConn) (*rawUDP, error) {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	fd, family := -1, 0
+	var serr error
+	if err := rc.Control(func(old uintptr) {
+		if fd, serr = unix.FcntlInt(old, unix.F_DUPFD_CLOEXEC, 0); serr != nil {
+			return
+		}
+		family, serr = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	}); err != nil {
+		return nil, err
+	}
+	if serr != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return nil, serr
+	}
+	local, _ := uc.LocalAddr().(*net.UDPAddr)
+	return &rawUDP{fd: fd, family: family, local: local, done: make(chan struct{}), q: newPionQueue()}, nil
+}
+
 // listenRelay makes a relay socket: a raw one read by a loop when the
 // loops run, else a plain one.
 func (fp *fastPath) listenRelay(network string, ap netip.AddrPort) (net.PacketConn, error) {
@@ -422,6 +544,13 @@ func (fp *fastPath) attachLoop(rf *relayFast) error {
 		return errNoLoop
 	}
 	l := fp.loops[fp.loopNext.Add(1)%uint32(len(fp.loops))]
+	if rf.listener != nil && rf.listener.fast != nil && rf.listener.fast.sock.raw != nil {
+		// Both directions of a client on one loop: one wake-up serves a
+		// client's datagram and its peer's answer when they queue together.
+		if home := rf.listener.fast.sock.raw.home; home != nil {
+			l = home
+		}
+	}
 	return l.add(rf)
 }
 
@@ -456,4 +585,33 @@ func (r rawConnOf) once(f func(fd uintptr) bool) error {
 		return errSendFull
 	}
 	return nil
+}
+
+// loopListenerSock returns the sending side of an adopted listener socket,
+// or nil for one Go's poller still reads.
+func loopListenerSock(pc net.PacketConn) *udpSock {
+	c, ok := pc.(*rawUDP)
+	if !ok || c.home == nil {
+		return nil
+	}
+	return &udpSock{raw: c, family: c.family}
+}
+
+// startLoop hands an adopted listener socket to its loop.
+func (l *listenerFast) startLoop() error {
+	if !l.fed {
+		return nil
+	}
+	return l.sock.raw.home.addListener(l)
+}
+
+// popForPion returns the next datagram the loop queued for pion, waiting
+// until there is one or the socket closes.
+func (l *listenerFast) popForPion() ([]byte, netip.AddrPort, error) {
+	c := l.sock.raw
+	pk, ok := c.q.pop(c.done)
+	if !ok {
+		return nil, netip.AddrPort{}, errRawClosed
+	}
+	return pk.b, pk.src, nil
 }
