@@ -176,10 +176,12 @@ type relayLoop struct {
 
 	// Owned by the loop goroutine.
 	events []unix.EpollEvent
-	hdrs   [loopSlots]unix.Mmsghdr
+	hdrs   [loopSlots]unix.Mmsghdr // one recvmmsg, aimed at ring[used:]
 	iovs   [loopSlots]unix.Iovec
 	names  [loopSlots]unix.RawSockaddrInet6
-	bufs   [loopSlots][]byte
+	ring   [ringSlots][]byte // 4 header bytes, slotSize payload bytes, 3 padding bytes each
+	used   int               // ring slots holding frames that wait in out
+	out    sendBatch
 }
 
 // Keeping Go's monitor thread (sysmon) calm. sysmon takes the P of a
@@ -223,15 +225,20 @@ func newRelayLoop(fp *fastPath) (*relayLoop, error) {
 	}
 	l := &relayLoop{fp: fp, epfd: epfd, efd: efd, socks: map[uint32]loopSock{},
 		events: make([]unix.EpollEvent, 128)}
-	backing := make([]byte, loopSlots*(4+slotSize+3))
+	// One backing array: its pages only become resident as datagrams
+	// (mostly under 1,500 bytes) arrive.
+	const frameSize = 4 + slotSize + 3
+	backing := make([]byte, ringSlots*frameSize)
+	for i := range l.ring {
+		l.ring[i] = backing[i*frameSize : (i+1)*frameSize : (i+1)*frameSize]
+	}
 	for i := range l.hdrs {
-		l.bufs[i] = backing[i*(4+slotSize+3) : (i+1)*(4+slotSize+3) : (i+1)*(4+slotSize+3)]
-		l.iovs[i].Base = &l.bufs[i][4]
 		l.iovs[i].SetLen(slotSize)
 		l.hdrs[i].Hdr.Iov = &l.iovs[i]
 		l.hdrs[i].Hdr.SetIovlen(1)
 		l.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&l.names[i]))
 	}
+	l.out.init(fp.s.metrics)
 	return l, nil
 }
 
@@ -333,6 +340,7 @@ func (l *relayLoop) run() {
 				l.drainListener(ls.lf)
 			}
 		}
+		l.flushSends()
 	}
 }
 
@@ -366,11 +374,7 @@ func (l *relayLoop) drain(rf *relayFast) {
 		return
 	}
 	for {
-		for i := range l.hdrs {
-			l.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
-			l.hdrs[i].Hdr.Flags = 0
-			l.hdrs[i].Len = 0
-		}
+		l.aim()
 		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&l.hdrs[0])),
 			loopSlots, unix.MSG_DONTWAIT, 0, 0)
 		if e == unix.EINTR {
@@ -381,17 +385,38 @@ func (l *relayLoop) drain(rf *relayFast) {
 		}
 		k := int(n)
 		for i := 0; i < k; i++ {
-			frame := l.bufs[i][:4+l.hdrs[i].Len]
+			frame := l.ring[l.used+i][:4+l.hdrs[i].Len]
 			src := parseSockaddr(&l.names[i])
-			if rf.handle(frame, src) {
+			if rf.handle(frame, src) { // may queue frame in l.out (sendChannelData)
 				l.toPion(rf, frame, src)
 			}
 		}
+		l.used += k
 		if k < loopSlots {
 			break
 		}
 	}
 	rf.flush()
+}
+
+// aim points the next recvmmsg at free ring slots, sending what waits
+// first when fewer than loopSlots are free.
+func (l *relayLoop) aim() {
+	if l.used+loopSlots > ringSlots {
+		l.flushSends()
+	}
+	for i := range l.hdrs {
+		l.iovs[i].Base = &l.ring[l.used+i][4]
+		l.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+		l.hdrs[i].Hdr.Flags = 0
+		l.hdrs[i].Len = 0
+	}
+}
+
+// flushSends sends the frames waiting in out and frees the ring.
+func (l *relayLoop) flushSends() {
+	l.out.send()
+	l.used = 0
 }
 
 // drainListener reads a listener socket until it is empty: ChannelData of
@@ -406,11 +431,7 @@ func (l *relayLoop) drainListener(lf *listenerFast) {
 		return
 	}
 	for {
-		for i := range l.hdrs {
-			l.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
-			l.hdrs[i].Hdr.Flags = 0
-			l.hdrs[i].Len = 0
-		}
+		l.aim() // the slots stay free: what this reads is sent (or copied) at once
 		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&l.hdrs[0])),
 			loopSlots, unix.MSG_DONTWAIT, 0, 0)
 		if e == unix.EINTR {
@@ -421,7 +442,7 @@ func (l *relayLoop) drainListener(lf *listenerFast) {
 		}
 		k := int(n)
 		for i := 0; i < k; i++ {
-			b := l.bufs[i][4 : 4+l.hdrs[i].Len]
+			b := l.ring[l.used+i][4 : 4+l.hdrs[i].Len]
 			src := parseSockaddr(&l.names[i])
 			if l.hdrs[i].Hdr.Flags&unix.MSG_TRUNC != 0 {
 				lf.pending.malformed++ // larger than any datagram: never
@@ -586,6 +607,7 @@ func (fp *fastPath) attachLoop(rf *relayFast) error {
 			l = home
 		}
 	}
+	rf.out = &l.out
 	return l.add(rf)
 }
 
