@@ -23,7 +23,8 @@ type sendBatch struct {
 	hdrs    [ringSlots]unix.Mmsghdr
 	iovs    [ringSlots]unix.Iovec
 	bs      [ringSlots]*binding
-	pending counts // full buffers
+	sizes   [ringSlots]uint64 // payload bytes of each frame
+	pending counts            // full buffers
 	m       *metrics
 	fn      func(fd uintptr) bool
 }
@@ -53,6 +54,7 @@ func (o *sendBatch) add(sock *udpSock, to *sockaddr, b *binding, frame []byte) {
 	o.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&to.raw))
 	o.hdrs[i].Hdr.Namelen = to.len
 	o.bs[i] = b
+	o.sizes[i] = uint64(len(frame) - 4)
 	o.n++
 }
 
@@ -95,7 +97,7 @@ func (o *sendBatch) sendmmsg(fd uintptr) {
 		for i := start; i < start+int(r); i++ {
 			b := o.bs[i]
 			b.pktsP2C.Add(1)
-			b.bytesP2C.Add(uint64(o.iovs[i].Len - 4))
+			b.bytesP2C.Add(o.sizes[i])
 		}
 		start += int(r)
 	}
