@@ -115,6 +115,12 @@ type Config struct {
 	// carries every packet (for A/B measurements and as an escape hatch).
 	// Permissions, policy and limits apply either way.
 	DisableFastPath bool
+	// Offload chooses the kernel (eBPF, tcx) path for established
+	// UDP↔UDP channels: OffloadAuto (the default) uses it when the program
+	// loads, passes its self-test and attaches, else logs one line and
+	// relays in user space; OffloadTC makes that failure a start-up error;
+	// OffloadOff never loads it. Reload switches it live (docs/offload.md).
+	Offload OffloadMode
 
 	// RFC5780 enables NAT behaviour discovery answers (off by default since
 	// it raises the amplification factor). Without it a Binding request
@@ -183,6 +189,9 @@ type Config struct {
 	checkHookGoroutine bool
 	// onSelfRefresh (tests) runs after every re-read of own addresses.
 	onSelfRefresh func()
+	// offloadPoll is how often the kernel path's counters are read
+	// (default offloadPollInterval; tests shorten it).
+	offloadPoll time.Duration
 }
 
 // PeerPolicy decides which peer addresses allocations may reach.

@@ -106,11 +106,18 @@ type BindingSnapshot struct {
 	// Enabled is false while the permission is missing or the peer policy
 	// refuses the peer: forward nothing, send everything to user space.
 	Enabled bool
-	// Throttled is true when a bandwidth limit applies: user space shapes.
-	Throttled bool
+	// Capped is true when a bandwidth limit applies (MaxBPS, UserMaxBPS,
+	// BPSCapacity): an offload engine charges what it relays to the
+	// limiters and hands the binding to user space to shape once over.
+	Capped bool
 	// ChannelDeadline and PermissionDeadline bound forwarding even if a
 	// removal were missed.
 	ChannelDeadline, PermissionDeadline, AllocationDeadline int64
+	// Removed is true once the channel is gone; a snapshot that says so
+	// must take the binding out whatever event delivered it.
+	Removed bool
+
+	ref *binding // the table entry (for per-binding accounting)
 }
 
 func newFastPath(s *Server) *fastPath {
@@ -207,13 +214,37 @@ func (fp *fastPath) notify(kind int, b *binding) {
 		return
 	}
 	snap := b.snapshot()
-	switch kind {
-	case bindingAdded:
-		obs.bindingInstalled(snap)
-	case bindingUpdated:
-		obs.bindingChanged(snap)
-	case bindingDeleted:
+	switch {
+	case kind == bindingDeleted || snap.Removed:
 		obs.bindingRemoved(snap)
+		return
+	case kind == bindingAdded:
+		obs.bindingInstalled(snap)
+	default:
+		obs.bindingChanged(snap)
+	}
+	settle(obs, b, snap)
+}
+
+// settle re-reads b after the observer applied snap and applies what
+// changed meanwhile. Two goroutines may report changes of one binding
+// (pion's callback revoking a permission, a listener snooping a refresh)
+// and deliver them in either order; the last delivery of each of them
+// reflects a state read after its own write, so whichever delivers last
+// delivers the current state. A removal is final: a late change that finds
+// the binding removed removes it again rather than resurrecting it.
+func settle(obs bindingObserver, b *binding, snap BindingSnapshot) {
+	for range 8 {
+		now := b.snapshot()
+		if now == snap {
+			return
+		}
+		if now.Removed {
+			obs.bindingRemoved(now)
+			return
+		}
+		obs.bindingChanged(now)
+		snap = now
 	}
 }
 
@@ -224,7 +255,10 @@ const (
 )
 
 // setObserver installs (or, with nil, removes) the table's observer and
-// replays the live bindings to it as installs.
+// replays the live bindings to it as installs. Changes racing with the
+// replay reach the observer too (they see it installed), and settle makes
+// the replayed state the current one, so the observer ends up with exactly
+// the live table.
 func (fp *fastPath) setObserver(o bindingObserver) {
 	fp.mu.Lock()
 	fp.obs = o
@@ -237,7 +271,12 @@ func (fp *fastPath) setObserver(o bindingObserver) {
 		return
 	}
 	for _, b := range live {
-		o.bindingInstalled(b.snapshot())
+		snap := b.snapshot()
+		if snap.Removed {
+			continue
+		}
+		o.bindingInstalled(snap)
+		settle(o, b, snap)
 	}
 }
 
@@ -253,6 +292,7 @@ type binding struct {
 	// Guarded by rf.mu.
 	chanDL, permDL int64
 	permOK, polOK  bool
+	removed        bool // out of the table for good
 
 	// until is the monotonic time the shortcut may forward until; 0 while
 	// disabled. The data path reads only this.
@@ -285,8 +325,8 @@ func (b *binding) snapshot() BindingSnapshot {
 	return BindingSnapshot{
 		Listener: b.key.listener, Client: b.key.client, Relay: rf.bound, Peer: b.peer, Channel: b.channel,
 		ClientUDP: rf.listener != nil, Enabled: b.permOK && b.polOK && !rf.closed,
-		Throttled: rf.bw != nil, ChannelDeadline: b.chanDL, PermissionDeadline: b.permDL,
-		AllocationDeadline: rf.allocDL,
+		Capped: rf.bw != nil, ChannelDeadline: b.chanDL, PermissionDeadline: b.permDL,
+		AllocationDeadline: rf.allocDL, Removed: b.removed, ref: b,
 	}
 }
 

@@ -203,6 +203,7 @@ func (rf *relayFast) removeBinding(peer netip.AddrPort, ch uint16) {
 		return
 	}
 	delete(rf.byPeer, peer)
+	b.removed = true
 	b.until.Store(0)
 	rf.mu.Unlock()
 	rf.fp.drop(b)
@@ -243,6 +244,7 @@ func (rf *relayFast) close() {
 	rf.closed = true
 	bs := make([]*binding, 0, len(rf.byPeer))
 	for _, b := range rf.byPeer {
+		b.removed = true
 		b.until.Store(0)
 		bs = append(bs, b)
 	}

@@ -544,7 +544,7 @@ func TestFastPathOffloadedCounters(t *testing.T) {
 		t.Fatalf("relayed peer→client %v, want %v", got, before+5)
 	}
 	snap := b.snapshot()
-	if snap.Channel != 0x4008 || snap.Peer != r.peerAP || !snap.Enabled || !snap.ClientUDP || snap.Throttled {
+	if snap.Channel != 0x4008 || snap.Peer != r.peerAP || !snap.Enabled || !snap.ClientUDP || snap.Capped {
 		t.Fatalf("snapshot %+v", snap)
 	}
 }

@@ -42,6 +42,9 @@ func newTestServer(t *testing.T, mutate func(*Config)) *Server {
 		Secrets:    [][]byte{testSecret},
 		Peers:      PeerPolicy{AllowLoopback: true},
 		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// The kernel path has tests of its own (offload_test.go); here
+		// user space must see every packet the tests count.
+		Offload: OffloadOff,
 	}
 	if os.Getenv("RELAY_TEST_LOG") != "" {
 		cfg.Logger = slog.New(slog.NewTextHandler(&testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))

@@ -23,6 +23,7 @@ type metrics struct {
 	acceptErrors       prometheus.Counter
 	draining           prometheus.Gauge
 	fastBindings       prometheus.Gauge
+	offload            *offloadMetrics // offload.go
 
 	// Hot-path children, resolved once.
 	bytesC2P, bytesP2C, pktsC2P, pktsP2C prometheus.Counter
@@ -90,6 +91,7 @@ func newMetrics() *metrics {
 	reg.MustRegister(m.allocationsActive, m.allocationsCreated, m.authFailures, m.quotaRejections,
 		m.policyDenials, m.relayedBytes, m.relayedPackets, m.dropped, m.pionEvents, m.bindingAnswers, m.acceptErrors, m.draining, m.fastBindings,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m.offload = newOffloadMetrics(reg)
 	m.bytesC2P = m.relayedBytes.WithLabelValues(dirClientToPeer)
 	m.bytesP2C = m.relayedBytes.WithLabelValues(dirPeerToClient)
 	m.pktsC2P = m.relayedPackets.WithLabelValues(dirClientToPeer)

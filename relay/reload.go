@@ -27,6 +27,7 @@ func (s *Server) Reload(cfg Config) error {
 	s.policy.Store(s.policy.Load().withConfig(cfg.Peers))
 	s.refreshSelf()
 	s.fast.revalidate()
+	offErr := s.offload.setMode(cfg.Offload)
 	if cfg.Certificate != nil {
 		s.cert.Store(cfg.Certificate)
 	}
@@ -60,9 +61,9 @@ func (s *Server) Reload(cfg Config) error {
 		fixed = append(fixed, "rfc5780")
 	}
 	if len(fixed) > 0 {
-		return fmt.Errorf("%w: %v", ErrNeedsRestart, fixed)
+		return errors.Join(offErr, fmt.Errorf("%w: %v", ErrNeedsRestart, fixed))
 	}
-	return nil
+	return offErr
 }
 
 // ErrNeedsRestart marks configuration changes Reload could not apply.

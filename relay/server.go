@@ -42,7 +42,8 @@ type Server struct {
 	userBW      *userLimits
 	behavior    *behaviorResponder
 	draining    atomic.Bool
-	fast        *fastPath // the user-space data plane (fastpath.go)
+	fast        *fastPath  // the user-space data plane (fastpath.go)
+	offload     *offloader // the eBPF kernel path (offload_linux.go)
 	// now is the clock credential expiry is judged by (Config.now).
 	now func() time.Time
 	// acceptFailing counts listeners whose Accept keeps failing.
@@ -202,6 +203,11 @@ func New(cfg Config) (*Server, error) {
 		}
 		return nil, fmt.Errorf("relay: start pion server: %w", err)
 	}
+	s.offload = newOffloader(s)
+	if err := s.offload.setMode(cfg.Offload); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("relay: %w", err)
+	}
 	s.wg.Add(1)
 	go s.janitor()
 	s.watchAddresses()
@@ -342,7 +348,7 @@ func firstInterfaceAddrs() (v4, v6 netip.Addr) {
 	if !v4.IsValid() {
 		v4 = netip.MustParseAddr("127.0.0.1")
 	}
-	if !v6.IsValid() && hostHasIPv6() {
+	if !v6.IsValid() && HostHasIPv6() {
 		v6 = netip.IPv6Loopback()
 	}
 	return v4, v6
@@ -417,6 +423,7 @@ func (s *Server) readSelf() *selfSet {
 // and netlink address events).
 func (s *Server) refreshSelf() {
 	s.policy.Load().setSelf(s.readSelf())
+	s.offload.refresh()
 	if s.cfg.onSelfRefresh != nil {
 		s.cfg.onSelfRefresh()
 	}
@@ -529,6 +536,7 @@ func (s *Server) Run(ctx context.Context) error {
 // to end. It returns the number still alive.
 func (s *Server) Drain(timeout time.Duration) int {
 	if !s.draining.Swap(true) {
+		s.offload.drain()
 		s.metrics.draining.Set(1)
 		active, _, _ := s.allocs.snapshot()
 		s.log.Info("draining: refusing new allocations", "active_allocations", active, "timeout", timeout)
@@ -559,6 +567,9 @@ func (s *Server) Close() error {
 		close(s.stop)
 		if s.netlink != nil {
 			s.netlink.Close()
+		}
+		if s.offload != nil {
+			s.offload.close() // kernel entries go before pion closes the sockets
 		}
 		s.closeErr = s.turn.Close()
 		s.fast.stopLoops()

@@ -122,7 +122,7 @@ func TestRelayUDPTCPTLS(t *testing.T) {
 }
 
 func TestRelayIPv6(t *testing.T) {
-	if !hostHasIPv6() {
+	if !HostHasIPv6() {
 		t.Skip("no IPv6 loopback on this host")
 	}
 	srv := newTestServer(t, func(c *Config) {

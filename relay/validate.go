@@ -20,7 +20,7 @@ func (cfg Config) withDefaults() Config {
 	}
 	if len(cfg.Listeners) == 0 {
 		cfg.Listeners = []Listener{{"udp", "0.0.0.0:3478"}, {"tcp", "0.0.0.0:3478"}}
-		if hostHasIPv6() {
+		if HostHasIPv6() {
 			cfg.Listeners = append(cfg.Listeners, Listener{"udp", "[::]:3478"}, Listener{"tcp", "[::]:3478"})
 		}
 		if cfg.Certificate != nil || cfg.GetCertificate != nil {
@@ -77,6 +77,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.IPv6SourcePrefix == 0 {
 		cfg.IPv6SourcePrefix = 64
+	}
+	if cfg.Offload == "" {
+		cfg.Offload = OffloadAuto
 	}
 	if cfg.now == nil {
 		cfg.now = time.Now
@@ -186,6 +189,9 @@ func (cfg Config) validate() error {
 		errs = append(errs, cfg.validateRFC5780()...)
 	}
 	errs = append(errs, cfg.validateDropIn()...)
+	if err := cfg.Offload.validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -228,7 +234,9 @@ func (cfg Config) primaryUDP() (netip.AddrPort, bool) {
 	return netip.AddrPort{}, false
 }
 
-func hostHasIPv6() bool {
+// HostHasIPv6 reports whether this host can bind a UDP socket on ::1. The
+// relay's default listeners, and turnd's, include [::] only when it can.
+func HostHasIPv6() bool {
 	c, err := new(net.ListenConfig).ListenPacket(context.Background(), "udp6", "[::1]:0")
 	if err != nil {
 		return false

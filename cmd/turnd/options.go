@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
@@ -182,7 +181,7 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 	ips := []string(o.listeningIPs)
 	if len(ips) == 0 {
 		ips = []string{"0.0.0.0"}
-		if hostHasIPv6() {
+		if relay.HostHasIPv6() {
 			ips = append(ips, "::")
 		}
 	}
@@ -441,13 +440,4 @@ func readLines(path string) ([]string, error) {
 		}
 	}
 	return out, nil
-}
-
-func hostHasIPv6() bool {
-	c, err := new(net.ListenConfig).ListenPacket(context.Background(), "udp6", "[::1]:0")
-	if err != nil {
-		return false
-	}
-	c.Close()
-	return true
 }

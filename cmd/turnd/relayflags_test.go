@@ -131,3 +131,29 @@ func FuzzParseCipherList(f *testing.F) {
 		}
 	})
 }
+
+// TestOffloadOption: --offload defaults to auto, takes tc and off from a
+// flag or a config file line, and refuses anything else by name.
+func TestOffloadOption(t *testing.T) {
+	for _, tc := range []struct {
+		lines, args []string
+		want        relay.OffloadMode
+	}{
+		{nil, nil, relay.OffloadAuto},
+		{nil, []string{"--offload", "tc"}, relay.OffloadTC},
+		{[]string{"offload=off"}, nil, relay.OffloadOff},
+		{[]string{"offload=off"}, []string{"--offload=auto"}, relay.OffloadAuto},
+	} {
+		_, l, _, err := loadCoturn(t, writeCoturnConf(t, tc.lines...), tc.args...)
+		if err != nil {
+			t.Fatalf("%q %q: %v", tc.lines, tc.args, err)
+		}
+		if l.relay.Offload != tc.want {
+			t.Errorf("%q %q: offload %q, want %q", tc.lines, tc.args, l.relay.Offload, tc.want)
+		}
+	}
+	_, _, _, err := loadCoturn(t, writeCoturnConf(t), "--offload", "xdp")
+	if err == nil || !strings.Contains(err.Error(), `"xdp"`) || !strings.Contains(err.Error(), "auto, tc or off") {
+		t.Errorf("--offload xdp: %v, want an error naming the value and the choices", err)
+	}
+}
