@@ -29,6 +29,7 @@ func profileTurnd(path, uclientBin, peerBin string, flows, pps, size, seconds, s
 		Listeners:    []relay.Listener{{Network: "udp", Addr: "127.0.0.1:0"}},
 		Users:        []relay.User{{Name: benchUser, Key: turnrest.LongTermKey(benchUser, benchRealm, benchPass)}},
 		Peers:        relay.PeerPolicy{AllowLoopback: true},
+		Offload:      relay.OffloadOff, // the user-space path, as the bench runs turnd
 		UnauthRate:   -1,
 		AuthFailRate: -1,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
