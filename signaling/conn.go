@@ -1,6 +1,7 @@
 package signaling
 
 import (
+	"bufio"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -60,6 +61,16 @@ type conn struct {
 	ip netip.Addr
 	id string // for logs
 
+	// sock and br are the socket and read buffer under ws when it is a plain
+	// TCP connection (sockread.go); nil otherwise. sock points to sockv.
+	sock  *sockConn
+	br    *bufio.Reader
+	sockv sockConn
+	// deadline is the read deadline and deadlineSet when the reader last
+	// moved it, in Unix nanoseconds (reader goroutines only; int64 rather
+	// than time.Time keeps conn in a smaller allocation size class).
+	deadline, deadlineSet int64
+
 	// Everything an idle connection holds is in this struct, the gorilla
 	// connection and the socket: channels are made only when a close needs
 	// them, and the rate buckets are inline.
@@ -75,6 +86,11 @@ type conn struct {
 	closeText  string // ditto
 	reason     string // ditto
 
+	// readState says where the reader is (warm readers, read.go); the
+	// sweeper cools a warm reader that has had no message for a sweep.
+	readState  uint8
+	readRecent bool // a message since the last sweep
+
 	readerExited bool
 	readerDone   chan struct{} // made on demand; closed when the reader exits
 	socketClosed bool
@@ -88,10 +104,11 @@ type conn struct {
 	sess *session // owned by the reader goroutine
 }
 
-func newConn(h *Hub, ws *websocket.Conn, ip netip.Addr) *conn {
+// newConn makes the connection of a client at ip; ws follows once the
+// upgrade is done.
+func newConn(h *Hub, ip netip.Addr) *conn {
 	return &conn{
 		h:          h,
-		ws:         ws,
 		ip:         ip,
 		id:         randomString(6),
 		lastPing:   h.cfg.now(),

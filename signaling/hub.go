@@ -92,9 +92,9 @@ func NewHub(cfg Config) (*Hub, error) {
 	h.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
 		// Idle connections should cost little: a small read buffer of the
-		// connection's own (the HTTP server's 4 KiB one is released), and
-		// write buffers pooled between writes.
-		ReadBufferSize:  256,
+		// connection's own (hijackWriter supplies it, readBufSize; the HTTP
+		// server's 4 KiB one is released), and write buffers pooled between
+		// writes.
 		WriteBufferSize: 4096,
 		WriteBufferPool: &sync.Pool{},
 		// The origin is checked before the upgrade (serveWS), so the
@@ -273,14 +273,19 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 		go h.sweeper()
 	}
 	h.mu.Unlock()
-	ws, err := h.upgrader.Upgrade(w, r, nil)
+	c := newConn(h, ip)
+	hw := &hijackWriter{ResponseWriter: w, sock: &c.sockv}
+	ws, err := h.upgrader.Upgrade(hw, r, nil)
 	if err != nil {
 		// The upgrader has answered with an HTTP error.
 		h.m.rejected.WithLabelValues("handshake").Inc()
 		h.releaseConn(ip)
 		return
 	}
-	c := newConn(h, ws, ip)
+	c.ws, c.br = ws, hw.br
+	if hw.useSock {
+		c.sock = &c.sockv
+	}
 	c.lastPing = h.cfg.now()
 	h.mu.Lock()
 	h.conns[c] = struct{}{}

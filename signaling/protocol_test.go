@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/tidwall/gjson"
 )
 
 func TestDecodeClientMessage(t *testing.T) {
@@ -267,6 +269,27 @@ func FuzzDecodeSignalFastPath(f *testing.F) {
 		}
 		if d := bytes.TrimSpace(m.Data); d[0] != '{' {
 			t.Fatalf("%q: data is not an object: %s", b, m.Data)
+		}
+	})
+}
+
+// The signal fast path validates with gjson's validator (decodeSignal): on
+// valid UTF-8 it must accept exactly what encoding/json accepts, or a
+// frame the hub forwards could be one a browser's JSON.parse rejects.
+func FuzzValidMatchesEncodingJSON(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"signal","to":"p","data":{"a":[1,-0.5e+3,true,false,null,"\u00e9\n"]}}`,
+		`{"a":01}`, `{"a":1.}`, `{"a":"\x"}`, `{"a":"` + "\t" + `"}`, `{"a":1}x`, ` {} `, `{"a":-}`,
+		`{"a":"\ud800"}`, `[1,]`, `{,}`, `{"a" 1}`, `1e`, `"\u12"`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		if !utf8.Valid(b) {
+			return
+		}
+		if g, j := gjson.ValidBytes(b), json.Valid(b); g != j {
+			t.Fatalf("%q: gjson.ValidBytes %v, json.Valid %v", b, g, j)
 		}
 	})
 }

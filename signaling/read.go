@@ -14,41 +14,113 @@ import (
 // start begins reading in a goroutine of the connection's own.
 func (c *conn) start() {
 	c.ws.SetReadLimit(4 * int64(c.h.cfg.MaxMessageBytes))
-	_ = c.ws.SetReadDeadline(c.readDeadline()) // errors surface on read
+	_ = c.moveReadDeadline(time.Now()) // errors surface on read
 	c.ws.SetPongHandler(func(s string) error { return c.control(false, s) })
 	c.ws.SetPingHandler(func(s string) error { return c.control(true, s) })
 	c.ws.SetCloseHandler(c.closeHandler)
 	go c.read()
 }
 
-// read reads one message, handles it, and starts a fresh reader for the
-// next. While the connection is idle its reader is parked in NextReader
-// with a stack under the 2 KiB a goroutine starts with; handling a message
-// may grow the stack, and the fresh reader leaves that stack behind. The
-// message is handled here rather than passed to another goroutine: at
-// 5,000 msgs/s the hand-off and its wake-ups cost more than the growth
-// (about 15% of hub CPU in paired runs once decoding and encoding got
-// lighter).
+// read is a fresh reader: it parks in NextReader until the connection's
+// next message and then handles it and the ones after it (received). While
+// the connection is idle this frame and NextReader's are all its stack
+// holds: together under the 2 KiB a goroutine starts with, so an idle
+// connection costs a small stack. Handling a message grows the stack; the
+// reader then stays warm, on that grown stack, while messages keep coming
+// (no new goroutine, no stack growth per message: together about a tenth
+// of hub CPU at 5,000 msgs/s when every message had a fresh reader), and
+// leaves it behind for a fresh reader once the sweeper finds the
+// connection idle (awaitWarm).
 func (c *conn) read() {
-	// While the connection is idle this frame and NextReader's are all
-	// the stack holds: together under the 2 KiB a goroutine starts with.
 	typ, r, err := c.ws.NextReader()
 	c.received(typ, r, err)
 }
 
-// received handles the message NextReader returned, or ends the
-// connection.
+// Reader states (conn.readState).
+const (
+	readBusy    uint8 = iota // reading or handling
+	readWarm                 // in awaitWarm, waiting for the socket
+	readCooling              // told by the sweeper to leave; its read deadline is in the past
+)
+
+// received handles the message NextReader returned and the connection's
+// next ones while it stays warm, or ends the connection.
 //
 //go:noinline
 func (c *conn) received(typ int, r io.Reader, err error) {
-	if err == nil {
-		var m message
-		if m, err = c.readMessage(typ, r); err == nil {
-			m.process()
+	for {
+		if err != nil {
+			c.end(err)
 			return
 		}
+		var m message
+		if m, err = c.readMessage(typ, r); err != nil {
+			c.end(err)
+			return
+		}
+		relayed := c.dispatch(m)
+		putReadBuf(m.buf)
+		// Only signals keep a reader warm: they come in bursts (an offer,
+		// its answer, a run of candidates), while a join or a ping is
+		// usually followed by silence, and a reader that waited warm after
+		// every join would hold its grown stack for a sweep on every newly
+		// joined connection.
+		if !relayed || !c.awaitWarm() {
+			go c.read()
+			return
+		}
+		typ, r, err = c.ws.NextReader()
 	}
-	c.end(err)
+}
+
+// awaitWarm waits for the connection's next frame on the calling, warm,
+// reader, reading it into the read buffer (the read gorilla would make).
+// It reports false when the reader should leave for a fresh one instead:
+// the connection went idle (the sweeper cooled it); the next frame is a
+// control frame (a pong after a burst, say: gorilla handles it inside
+// NextReader and then waits there for the next message, which would keep
+// the grown stack on an idle connection); or the connection is not a plain
+// socket (no sockConn: every message gets a fresh reader). Errors are left
+// for NextReader to report: the buffered reader hands an error out once and
+// keeps no state from it, and gorilla, which would, never sees this one.
+func (c *conn) awaitWarm() bool {
+	if c.sock == nil {
+		return false
+	}
+	if c.br.Buffered() == 0 {
+		c.mu.Lock()
+		c.readState, c.readRecent = readWarm, true
+		c.mu.Unlock()
+	}
+	next, err := c.br.Peek(1) // waits in the netpoller while the socket is empty
+	c.mu.Lock()
+	cooled := c.readState == readCooling
+	c.readState = readBusy
+	if cooled {
+		// Under c.mu, so after the sweeper's deadline in the past.
+		_ = c.ws.SetReadDeadline(time.Unix(0, c.deadline)) // errors surface on read
+	}
+	c.mu.Unlock()
+	switch {
+	case cooled:
+		return false
+	case err != nil:
+		return true
+	}
+	const controlOpcode = 0x08 // RFC 6455, 5.2: opcodes 0x8-0xF
+	return next[0]&controlOpcode == 0
+}
+
+// coolLocked makes a warm reader that has seen no message since the last sweep
+// leave for a fresh one, so an idle connection holds a small stack again.
+// The read deadline in the past ends its wait; the reader restores it.
+// c.mu is held.
+func (c *conn) coolLocked() {
+	if c.readState == readWarm && !c.readRecent {
+		c.readState = readCooling
+		_ = c.ws.SetReadDeadline(time.Unix(1, 0)) // errors surface on read
+	}
+	c.readRecent = false
 }
 
 // message is one client message.
@@ -58,13 +130,6 @@ type message struct {
 	data     []byte
 	buf      *bytes.Buffer // holds data; back to readPool once handled
 	tooLarge bool
-}
-
-// process handles m, then reads the connection's next message.
-func (m message) process() {
-	m.c.dispatch(m)
-	putReadBuf(m.buf)
-	go m.c.read()
 }
 
 // classify names why a read failed, when the hub did not close the
@@ -91,8 +156,12 @@ func classify(err error) string {
 	return reasonNetwork
 }
 
-func (c *conn) readDeadline() time.Time {
-	return time.Now().Add(c.h.cfg.PingInterval + c.h.cfg.PongTimeout)
+// moveReadDeadline gives the client PingInterval + PongTimeout from now to
+// send its next message or pong. Reader goroutines only.
+func (c *conn) moveReadDeadline(now time.Time) error {
+	d := now.Add(c.h.cfg.PingInterval + c.h.cfg.PongTimeout)
+	c.deadlineSet, c.deadline = now.UnixNano(), d.UnixNano()
+	return c.ws.SetReadDeadline(d)
 }
 
 // control handles a ping or pong frame from the client. Control frames
@@ -104,7 +173,7 @@ func (c *conn) control(ping bool, data string) error {
 		c.chargeError(CodeRateLimited)
 		return nil
 	}
-	if err := c.ws.SetReadDeadline(c.readDeadline()); err != nil {
+	if err := c.moveReadDeadline(time.Now()); err != nil {
 		return err
 	}
 	if ping {
@@ -118,7 +187,12 @@ func (c *conn) control(ping bool, data string) error {
 //go:noinline
 func (c *conn) readMessage(typ int, r io.Reader) (message, error) {
 	maxBytes := int64(c.h.cfg.MaxMessageBytes)
-	_ = c.ws.SetReadDeadline(c.readDeadline())
+	// The read deadline moves at most once a second: moving it is a timer
+	// update, and per message that showed in profiles. A client that stops
+	// answering pings is cut at most a second early.
+	if now := time.Now(); now.UnixNano()-c.deadlineSet >= int64(time.Second) {
+		_ = c.moveReadDeadline(now)
+	}
 	buf := readPool.Get().(*bytes.Buffer)
 	buf.Reset()
 	_, err := buf.ReadFrom(&io.LimitedReader{R: r, N: maxBytes + 1})
@@ -150,15 +224,16 @@ func putReadBuf(b *bytes.Buffer) {
 	}
 }
 
-// dispatch checks the limits on m and handles it.
-func (c *conn) dispatch(m message) {
+// dispatch checks the limits on m and handles it. It reports whether m
+// was a signal the hub relayed.
+func (c *conn) dispatch(m message) (relayed bool) {
 	if c.isClosing() {
-		return // drain until the writer closes the socket
+		return false // drain until the writer closes the socket
 	}
 	if !c.allow(&c.limiter) {
 		c.h.m.receivedType("")
 		c.sendError(CodeRateLimited, "too many messages; this one was dropped", "")
-		return
+		return false
 	}
 	switch {
 	case m.tooLarge:
@@ -171,8 +246,9 @@ func (c *conn) dispatch(m message) {
 		if msg, ok := decodeSignalMessage(m.data); ok {
 			c.h.m.receivedType(TypeSignal)
 			c.h.relay(c, msg)
-			return
+			return true
 		}
 		c.h.handle(c, m.data)
 	}
+	return false
 }

@@ -139,6 +139,7 @@ func (c *conn) sweep(now time.Time) {
 	if pingDue {
 		c.lastPing = now
 	}
+	c.coolLocked()
 	c.mu.Unlock()
 	if stalled {
 		c.log().Info("slow consumer: write blocked, disconnecting", "blocked", blocked, "limit", c.h.cfg.WriteTimeout)

@@ -5,6 +5,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"unsafe"
 
 	"github.com/gorilla/websocket"
 )
@@ -17,7 +18,7 @@ import (
 // whole frame at once never blocks the sender: what is left goes to the
 // on-demand writer, which finishes it before anything else (close frames
 // included) and from then on the usual rules hold (send-queue bytes,
-// blocked-write timeout). Only plain sockets take this path; others (TLS
+// blocked-write timeout). Only plain TCP sockets (sockConn) take this path; others (TLS
 // terminated in process, test pipes) always go through the writer.
 //
 // The frame bypasses gorilla's writer, which is safe because every write to
@@ -61,23 +62,26 @@ const (
 // tryWrite writes payload as one text frame with a single non-blocking
 // write(2). On wrotePart, rest holds the unwritten tail of the framed bytes.
 func (c *conn) tryWrite(payload []byte) (res writeResult, rest []byte, err error) {
-	sc, ok := c.ws.NetConn().(syscall.Conn)
-	if !ok {
+	if c.sock == nil {
 		return wroteNothing, nil, nil
 	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return wroteNothing, nil, nil
-	}
+	rc := c.sock.rc
 	bp := framePool.Get().(*[]byte)
 	buf := appendTextFrameHeader((*bp)[:0], len(payload))
 	buf = append(buf, payload...)
 	var n int
 	var werr error
 	cerr := rc.Write(func(fd uintptr) bool {
+		// A raw system call: the socket is non-blocking, so the call cannot
+		// block, and skipping entersyscall keeps an idle process's sysmon
+		// thread asleep (sockread.go).
 		for {
-			n, werr = syscall.Write(int(fd), buf)
-			if !errors.Is(werr, syscall.EINTR) {
+			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf))) //nolint:gosec // G103: write(2) of buf, never empty (it holds a frame header)
+			if e != syscall.EINTR {
+				n = int(r)
+				if e != 0 {
+					n, werr = 0, e
+				}
 				return true // one attempt: never wait for the socket
 			}
 		}
@@ -130,6 +134,10 @@ func (c *conn) writeNow(f outFrame) {
 		c.qbytes = max(c.qbytes-len(f.b), 0)
 		c.writing = false
 		c.failLocked(0, "", writeReason(err))
+		// failLocked starts no writer when the connection was closing
+		// already (a drain, a cut), and without one nobody closes the
+		// socket: its reader would wait for that forever.
+		c.kickLocked()
 		return
 	}
 	// The token is still held: hand it to a writer.

@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"encoding/json"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -33,4 +34,40 @@ func TestInlineFrameLengths(t *testing.T) {
 func dataForFrame(from string, n int) json.RawMessage {
 	base := len(signalFrame(from, []byte(`{"p":""}`)))
 	return json.RawMessage(`{"p":"` + strings.Repeat("x", n-base) + `"}`)
+}
+
+// An inline write that fails on a connection already closing (a drain
+// that began meanwhile) still gets the socket closed: the connection's
+// reader waits for that before it settles the session.
+func TestFailedInlineWriteOnClosingConnClosesSocket(t *testing.T) {
+	th := newTestHub(t, Config{})
+	_, w := rawJoin(t, th, "failing", nil)
+	c := th.connOf(t, w)
+	if c.sock == nil {
+		t.Skip("not a plain TCP connection")
+	}
+	if err := c.sock.CloseWrite(); err != nil { // the next write fails (EPIPE)
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	c.closing, c.reason = true, reasonDrain // as fail does, without its writer
+	c.writing = true                        // the token, as enqueue takes it
+	c.qbytes += 2
+	c.mu.Unlock()
+	c.writeNow(outFrame{b: []byte(`{}`)})
+	ctx := ctxT(t)
+	for {
+		c.mu.Lock()
+		closed := c.socketClosed
+		c.mu.Unlock()
+		if closed {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal("socket never closed after a failed inline write on a closing connection")
+		default:
+			runtime.Gosched()
+		}
+	}
 }

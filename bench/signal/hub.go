@@ -11,9 +11,11 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
 	"runtime"
 	"time"
 
+	"github.com/rtcsuite/rtcsuite/internal/procs"
 	"github.com/rtcsuite/rtcsuite/signaling"
 )
 
@@ -32,6 +34,7 @@ func runHub(ctx context.Context, args []string, stderr io.Writer) error {
 	contention := fs.Bool("contention-profile", false, "record mutex and block profiles (/debug/pprof/mutex, /block)")
 	redisURL := fs.String("redis", "", "run as a cluster node on this Redis (cluster.sh)")
 	node := fs.String("node-id", "", "cluster node id (with -redis)")
+	procsFlag := fs.String("procs", "auto", "as cmd/signal --procs: auto, or a fixed GOMAXPROCS (0 = all CPUs)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -40,6 +43,13 @@ func runHub(ctx context.Context, args []string, stderr io.Writer) error {
 		runtime.SetBlockProfileRate(int(10 * time.Microsecond))
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	ps, err := procs.Parse(*procsFlag)
+	if err != nil {
+		return err
+	}
+	if err := procs.Apply(ctx, ps, os.Getenv, nil); err != nil {
+		return err
+	}
 	store, closeStore, err := redisStore(ctx, *redisURL, *node, log)
 	if err != nil {
 		return err

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/rtcsuite/rtcsuite/internal/conf"
+	"github.com/rtcsuite/rtcsuite/internal/procs"
 	"github.com/rtcsuite/rtcsuite/signaling"
 )
 
@@ -57,6 +58,7 @@ type options struct {
 	logFormat     string
 	logLevel      string
 	drain         time.Duration
+	procs         string
 
 	dev          bool
 	devBindAll   bool
@@ -103,6 +105,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.StringVar(&o.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.DurationVar(&o.drain, "drain-timeout", 10*time.Second, "on SIGTERM, how long closing connections may take")
+	fs.StringVar(&o.procs, "procs", "auto", "Go scheduler threads (GOMAXPROCS): auto follows the load between 1 and all CPUs; a count fixes it (0 = all CPUs); a GOMAXPROCS environment variable wins over auto")
 	fs.BoolVar(&o.dev, "dev", false, "development mode: embedded TURN relay (allows loopback/private peers), open rooms, loopback only")
 	fs.BoolVar(&o.devBindAll, "dev-bind-all", false, "with --dev: listen on all interfaces (other devices on the LAN)")
 	fs.BoolVar(&o.devHTTPS, "dev-https", false, "with --dev: serve HTTPS with a generated self-signed certificate")
@@ -122,6 +125,7 @@ type loaded struct {
 	// turnURLs and turnSecret make the ICE servers outside --dev.
 	turnURLs   []string
 	turnSecret []byte
+	procs      procs.Setting
 }
 
 // build turns options into a hub configuration, reporting every problem
@@ -312,6 +316,11 @@ func (o *options) build(stderr io.Writer) (loaded, error) {
 	}
 	if o.resumeGrace == 0 {
 		add("resume-grace 0: use a negative value to disable resuming")
+	}
+	if ps, err := procs.Parse(o.procs); err != nil {
+		errs = append(errs, err)
+	} else {
+		l.procs = ps
 	}
 	if o.drain <= 0 {
 		add("drain-timeout %v: must be positive", o.drain)

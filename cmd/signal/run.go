@@ -18,6 +18,7 @@ import (
 
 	"github.com/rtcsuite/rtcsuite/internal/buildinfo"
 	"github.com/rtcsuite/rtcsuite/internal/conf"
+	"github.com/rtcsuite/rtcsuite/internal/procs"
 	"github.com/rtcsuite/rtcsuite/signaling"
 	"github.com/rtcsuite/rtcsuite/web"
 )
@@ -66,6 +67,11 @@ func run(ctx context.Context, args []string, env runEnv) int {
 		return exitConfig
 	}
 	log := l.logger
+	if err := procs.Apply(ctx, l.procs, env.getenv, func(from, to int) {
+		log.Debug("scheduler threads", "from", from, "to", to)
+	}); err != nil {
+		log.Warn("procs auto unavailable; keeping the Go default", "err", err)
+	}
 
 	// Bind first: the dev relay must know the ports to protect, and tests
 	// ask for port 0.

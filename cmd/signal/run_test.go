@@ -327,6 +327,7 @@ func TestRunConfigErrors(t *testing.T) {
 		{"missing config file", []string{"-config", "/nonexistent/signal.conf", "-allow-open"}, nil, []string{"config file"}},
 		{"unknown flag", []string{"-frobnicate"}, nil, []string{"frobnicate"}},
 		{"stray argument", []string{"-allow-open", "extra"}, nil, []string{"unexpected arguments"}},
+		{"bad procs", []string{"-allow-open", "-procs", "many"}, nil, []string{`procs "many"`}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

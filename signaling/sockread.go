@@ -1,0 +1,113 @@
+package signaling
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"syscall"
+	"unsafe"
+)
+
+// The read side of a connection, built so that a relayed message costs what
+// an event loop pays for it: a read(2) as the socket becomes readable, no
+// thread woken for the system call, and no new goroutine.
+//
+//   - sockConn is the hijacked TCP connection as gorilla sees it. Its Read
+//     issues read(2) as a raw system call: the socket is non-blocking, so
+//     the call cannot block, and the runtime's entersyscall bookkeeping
+//     (which wakes the sleeping sysmon thread on every call while the
+//     process is otherwise idle) is skipped.
+//   - gorilla reads through a bufio.Reader the hub supplies (hijack), so
+//     the reader can wait for the next frame itself and look at it first.
+//   - The reader goroutine stays warm while its connection is active:
+//     after a signal it reads the next frame into that buffer (awaitWarm)
+//     and handles the next message on the same, already grown, stack. Once
+//     a connection has been idle for a sweep, the sweeper cools it: the
+//     warm reader exits and a fresh one parks in NextReader with a small
+//     stack, the lean idle state (read.go).
+
+// readBufSize is the connection's read buffer. gorilla reuses a hijacked
+// reader only when it is larger than 256 bytes (server.go, Upgrade); 288 is
+// the allocator's size class just above.
+const readBufSize = 288
+
+// sockConn is a hijacked TCP connection read with raw system calls.
+type sockConn struct {
+	*net.TCPConn
+	rc syscall.RawConn
+}
+
+// init makes s read tc; false when tc offers no raw access.
+func (s *sockConn) init(tc *net.TCPConn) bool {
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	s.TCPConn, s.rc = tc, rc
+	return true
+}
+
+// Read reads from the socket, waiting in the netpoller while it is empty.
+// Every wait follows a read that found the socket empty: the runtime
+// clears the socket's readiness when a wait begins (pollReset), so waiting
+// without trying first could sleep through data already there.
+func (s *sockConn) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var n int
+	var errno syscall.Errno
+	err := s.rc.Read(func(fd uintptr) bool {
+		for {
+			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p))) //nolint:gosec // G103: read(2) into p, len(p) > 0
+			switch e {
+			case syscall.EINTR:
+				continue
+			case syscall.EAGAIN:
+				return false
+			}
+			n, errno = int(r), e
+			return true
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, s.opError(err)
+	case errno != 0:
+		return 0, s.opError(os.NewSyscallError("read", errno))
+	case n == 0:
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (s *sockConn) opError(err error) error {
+	return &net.OpError{Op: "read", Net: "tcp", Source: s.LocalAddr(), Addr: s.RemoteAddr(), Err: err}
+}
+
+// hijackWriter hands gorilla's Upgrade a TCP connection wrapped in a
+// sockConn and a read buffer of the hub's own, which gorilla then uses as
+// the connection's reader. Other connections (TLS terminated in process,
+// test pipes) get the read buffer only.
+type hijackWriter struct {
+	http.ResponseWriter
+	sock    *sockConn // set up by Hijack when the connection is TCP
+	useSock bool
+	br      *bufio.Reader
+}
+
+func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
+	if err != nil || brw.Reader.Buffered() > 0 {
+		// gorilla refuses data sent before the handshake completes.
+		return nc, brw, err
+	}
+	if tc, ok := nc.(*net.TCPConn); ok && w.sock.init(tc) {
+		w.useSock = true
+		nc = w.sock
+	}
+	w.br = bufio.NewReaderSize(nc, readBufSize)
+	return nc, bufio.NewReadWriter(w.br, brw.Writer), nil
+}
