@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -203,6 +204,23 @@ const (
 	loopQuietTicks = 333
 )
 
+// Crowded: something set GOMAXPROCS after the loops added their Ps (an
+// embedding program's own scheduler sizing, such as signal --procs auto),
+// leaving no more Ps than loops. A loop waiting in epoll_wait then holds a
+// P the rest of the program needs, and only sysmon would take it back. So
+// a crowded loop never waits longer than crowdedTickMS and yields after
+// crowdedYieldNS: other goroutines wait at most about a millisecond or two.
+const (
+	crowdedTickMS  = 1
+	crowdedYieldNS = int64(time.Millisecond)
+)
+
+// loopsRunning counts the relay loops of every server in the process.
+var loopsRunning atomic.Int32
+
+// loopsCrowded reports whether GOMAXPROCS leaves no P beyond the loops'.
+func loopsCrowded() bool { return runtime.GOMAXPROCS(0) <= int(loopsRunning.Load()) }
+
 // wakeID is the epoll key of the eventfd; socket ids start at 1.
 const wakeID = 0
 
@@ -301,14 +319,19 @@ func (l *relayLoop) remove(c *rawUDP) {
 func (l *relayLoop) run() {
 	quiet := 0 // consecutive empty waits
 	lastYield := monoNow()
+	crowded := loopsCrowded()
 	for {
-		if now := monoNow(); now-lastYield > loopYieldNS {
+		if now := monoNow(); now-lastYield > loopYieldNS || crowded && now-lastYield > crowdedYieldNS {
 			// Let the scheduler see a fresh time slice (see loopYieldNS).
 			runtime.Gosched()
 			lastYield = now
+			crowded = loopsCrowded()
 		}
 		timeout := loopTickMS
-		if quiet >= loopQuietTicks {
+		switch {
+		case crowded:
+			timeout = crowdedTickMS
+		case quiet >= loopQuietTicks:
 			timeout = -1 // idle relay: sleep until traffic
 		}
 		n, err := unix.EpollWait(l.epfd, l.events, timeout) // blocks this thread, not the poller
@@ -491,6 +514,7 @@ func (fp *fastPath) startLoops(n int) {
 			l.run()
 		}()
 	}
+	loopsRunning.Add(int32(len(fp.loops)))
 	loopProcs.add(len(fp.loops))
 }
 
@@ -503,6 +527,7 @@ func (fp *fastPath) stopLoops() {
 	for _, l := range fp.loops {
 		l.closeFDs()
 	}
+	loopsRunning.Add(-int32(len(fp.loops)))
 	loopProcs.add(-len(fp.loops))
 	fp.loops = nil
 }

@@ -2,7 +2,10 @@
 
 package relay
 
-import "testing"
+import (
+	"runtime"
+	"testing"
+)
 
 // The UDP listener sockets are read by the relay loops (off Go's poller),
 // a client's relay socket shares the loop of its listener socket, and
@@ -65,5 +68,22 @@ func TestRelayLoopsReadListeners(t *testing.T) {
 	lf.sock.raw.mu.RUnlock()
 	if !closed {
 		t.Error("listener socket still open after Close")
+	}
+}
+
+// An embedding program that lowers GOMAXPROCS below the loops' count (as
+// signal --procs auto may) leaves the loops crowded: they still relay both
+// ways, and they hand the P back within about a millisecond.
+func TestRelayLoopsCrowded(t *testing.T) {
+	before := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(before) }) // after the server's own cleanup
+	r := newFPRig(t, nil)
+	r.bind(0x4002)
+	runtime.GOMAXPROCS(1)
+	if !loopsCrowded() {
+		t.Fatalf("GOMAXPROCS 1 with %d loops not seen as crowded", loopsRunning.Load())
+	}
+	for i := 0; i < 5; i++ {
+		r.roundTrip(0x4002, 500)
 	}
 }
