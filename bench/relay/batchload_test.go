@@ -11,8 +11,8 @@ func TestRTTHistQuantile(t *testing.T) {
 	for i := 0; i < 10; i++ {
 		h.add(2_500_000)
 	}
-	h.add(-5)         // clock oddity: lands in the first bucket
-	h.add(1 << 40)    // beyond the range: the last bucket
+	h.add(-5)      // clock oddity: lands in the first bucket
+	h.add(1 << 40) // beyond the range: the last bucket
 	var o rttHist
 	o.add(15_000)
 	h.merge(&o)
