@@ -67,6 +67,7 @@ type turnd_proc struct {
 	UDP, TCP string // bound STUN/TURN addresses (host:port)
 	Admin    string // admin HTTP address
 	log      *turnd_logBuffer
+	cmd      *exec.Cmd
 }
 
 // turnd_start runs the turnd binary with args plus JSON logging, waits
@@ -76,7 +77,13 @@ type turnd_proc struct {
 func turnd_start(t *testing.T, bin string, args ...string) *turnd_proc {
 	t.Helper()
 	args = append(append([]string(nil), args...), "--log-format", "json")
-	cmd := exec.Command(bin, args...)
+	return turnd_run(t, exec.Command(bin, args...))
+}
+
+// turnd_run starts cmd, a turnd command line with JSON logging (possibly
+// wrapped, as by `ip netns exec`, which keeps the pid), as turnd_start does.
+func turnd_run(t *testing.T, cmd *exec.Cmd) *turnd_proc {
+	t.Helper()
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")} // no TURND_* from the caller
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
@@ -85,7 +92,7 @@ func turnd_start(t *testing.T, bin string, args ...string) *turnd_proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start turnd: %v", err)
 	}
-	p := &turnd_proc{log: &turnd_logBuffer{}}
+	p := &turnd_proc{log: &turnd_logBuffer{}, cmd: cmd}
 	exited := make(chan struct{})
 	ready := make(chan struct{})
 	go func() {
@@ -151,10 +158,17 @@ func turnd_start(t *testing.T, bin string, args ...string) *turnd_proc {
 // `turnd_relayed_packets_total{direction="client_to_peer"}`.
 func turnd_metrics(t *testing.T, admin string) map[string]float64 {
 	t.Helper()
+	return turnd_metricsVia(t, http.DefaultClient, admin)
+}
+
+// turnd_metricsVia is turnd_metrics through client (e.g. one that dials
+// inside a network namespace).
+func turnd_metricsVia(t *testing.T, client *http.Client, admin string) map[string]float64 {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("GET /metrics: %v", err)
 	}

@@ -57,14 +57,34 @@ func TestTurndWebRTCRelayOnly(t *testing.T) {
 	}
 	offerer, answerer := newPeer("alice"), newPeer("bob")
 
-	// The answerer echoes every message with a prefix.
+	turnd_echoOverDataChannel(t, offerer, answerer, 20)
+
+	for name, pc := range map[string]*webrtc.PeerConnection{"offerer": offerer, "answerer": answerer} {
+		pair, err := pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
+		if err != nil || pair == nil {
+			t.Fatalf("%s: no selected candidate pair (%v)", name, err)
+		}
+		if pair.Local.Typ != webrtc.ICECandidateTypeRelay || pair.Remote.Typ != webrtc.ICECandidateTypeRelay {
+			t.Errorf("%s: selected pair %s -> %s, want relay on both ends", name, pair.Local, pair.Remote)
+		}
+	}
+	st := srv.Stats()
+	if st.ActiveAllocations < 2 || st.TotalAllocations < 2 {
+		t.Errorf("turnd stats %+v, want at least 2 allocations (one per peer)", st)
+	}
+}
+
+// turnd_echoOverDataChannel negotiates offerer and answerer, opens a data
+// channel, sends messages from the offerer, and requires each echoed back
+// by the answerer, in order (data channels are reliable and ordered by
+// default), within 30 s in all.
+func turnd_echoOverDataChannel(t *testing.T, offerer, answerer *webrtc.PeerConnection, messages int) {
+	t.Helper()
 	answerer.OnDataChannel(func(dc *webrtc.DataChannel) {
 		dc.OnMessage(func(m webrtc.DataChannelMessage) {
 			_ = dc.SendText("echo:" + string(m.Data)) // a lost echo fails the test below
 		})
 	})
-
-	const messages = 20
 	dc, err := offerer.CreateDataChannel("e2e", nil)
 	if err != nil {
 		t.Fatal(err)
@@ -97,27 +117,12 @@ func TestTurndWebRTCRelayOnly(t *testing.T) {
 	for i := 0; i < messages; i++ {
 		select {
 		case got := <-echoes:
-			// SCTP data channels are reliable and ordered by default.
 			if want := fmt.Sprintf("echo:msg-%d", i); got != want {
 				t.Fatalf("echo %d = %q, want %q", i, got, want)
 			}
 		case <-timeout.C:
 			t.Fatalf("got %d of %d echoes", i, messages)
 		}
-	}
-
-	for name, pc := range map[string]*webrtc.PeerConnection{"offerer": offerer, "answerer": answerer} {
-		pair, err := pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
-		if err != nil || pair == nil {
-			t.Fatalf("%s: no selected candidate pair (%v)", name, err)
-		}
-		if pair.Local.Typ != webrtc.ICECandidateTypeRelay || pair.Remote.Typ != webrtc.ICECandidateTypeRelay {
-			t.Errorf("%s: selected pair %s -> %s, want relay on both ends", name, pair.Local, pair.Remote)
-		}
-	}
-	st := srv.Stats()
-	if st.ActiveAllocations < 2 || st.TotalAllocations < 2 {
-		t.Errorf("turnd stats %+v, want at least 2 allocations (one per peer)", st)
 	}
 }
 

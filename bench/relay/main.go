@@ -77,9 +77,16 @@ func main() {
 	go func() {
 		<-sig
 		killTracked()
+		vethCleanup() // veth.go: the namespaces, if any
 		fmt.Fprintln(os.Stderr, "relaybench: interrupted")
 		os.Exit(2)
 	}()
+	if *vethMode { // veth.go
+		if err := runVeth(*turndBin, *coturnBin, *uclientBin, *peerBin, *rounds, *pps, *size, *seconds, *raw); err != nil {
+			fatal(err)
+		}
+		return
+	}
 
 	peerCmd, peer, err := startPeer(*peerBin)
 	if err != nil {

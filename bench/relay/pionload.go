@@ -52,8 +52,12 @@ func allocateFlows(srv *server, n int) ([]*pionFlow, error) {
 	return flows, nil
 }
 
+// flowConn opens a flow's client socket: on loopback, or (veth mode)
+// inside the client namespace.
+var flowConn = func() (net.PacketConn, error) { return net.ListenPacket("udp4", "127.0.0.1:0") }
+
 func allocateFlow(srv *server) (*pionFlow, error) {
-	conn, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	conn, err := flowConn()
 	if err != nil {
 		return nil, err
 	}

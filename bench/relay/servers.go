@@ -83,17 +83,23 @@ func startServer(k serverKind) (*server, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := k.cmd(port)
+	return launchServer(k, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port},
+		func(s *server) error { return s.waitReady(10 * time.Second) })
+}
+
+// launchServer starts k serving STUN/TURN on addr and waits until ready
+// (which probes it) says it serves.
+func launchServer(k serverKind, addr *net.UDPAddr, ready func(*server) error) (*server, error) {
+	cmd := k.cmd(addr.Port)
 	out := &bytes.Buffer{}
 	cmd.Stdout, cmd.Stderr = &lockedWriter{w: out}, &lockedWriter{w: out}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", k.name, err)
 	}
 	track(cmd.Process)
-	s := &server{kind: k.name, cmd: cmd, pid: cmd.Process.Pid, out: out, exited: make(chan struct{}),
-		addr: &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port}}
+	s := &server{kind: k.name, cmd: cmd, pid: cmd.Process.Pid, out: out, exited: make(chan struct{}), addr: addr}
 	go func() { _ = cmd.Wait(); untrack(cmd.Process); close(s.exited) }()
-	if err := s.waitReady(10 * time.Second); err != nil {
+	if err := ready(s); err != nil {
 		s.stop()
 		return nil, fmt.Errorf("%s: %w\n%s", k.name, err, out.String())
 	}
@@ -180,8 +186,11 @@ func (s *server) cpu() (time.Duration, error) {
 
 // schedCPU sums the nanosecond run time of the process's live threads from
 // /proc/PID/task/*/schedstat: finer than utime+stime, used as a cross-check.
-func (s *server) schedCPU() time.Duration {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", s.pid))
+func (s *server) schedCPU() time.Duration { return schedCPUOf(s.pid) }
+
+// schedCPUOf sums the run time of process pid's live threads.
+func schedCPUOf(pid int) time.Duration {
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
 	var sum int64
 	for _, t := range tasks {
 		b, err := os.ReadFile(t)

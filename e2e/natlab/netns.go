@@ -1,13 +1,10 @@
 package natlab
 
 import (
-	"fmt"
 	"net"
 	"net/netip"
-	"os"
-	"runtime"
 
-	"golang.org/x/sys/unix"
+	"github.com/rtcsuite/rtcsuite/internal/netlab"
 )
 
 // ListenUDP opens a UDP socket on addr inside the namespace of role, from
@@ -37,34 +34,4 @@ func (l *Lab) ListenUDP(r Role, addr netip.AddrPort) (*net.UDPConn, error) {
 func (l *Lab) inNS(r Role, f func() error) error { return inNamespace(l.NS(r), f) }
 
 // inNamespace runs f on an OS thread switched into the named namespace.
-func inNamespace(ns string, f func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		self, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer self.Close()
-		target, err := os.Open("/run/netns/" + ns)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("open namespace %s: %w", ns, err)
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- fmt.Errorf("enter namespace %s: %w", ns, err)
-			return
-		}
-		ferr := f()
-		if unix.Setns(int(self.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- ferr
-	}()
-	return <-errc
-}
+func inNamespace(ns string, f func() error) error { return netlab.Do(ns, f) }

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/rtcsuite/rtcsuite/internal/checksum"
 )
 
 // FuzzProgram feeds arbitrary frames to the program with the table tests'
@@ -65,7 +67,7 @@ func checkForwarded(t *testing.T, in, out []byte) {
 	if ethLen+len(udp)+ipHeaderLen(src.Is4()) != len(out) {
 		t.Fatalf("forwarded frame has %d bytes past its IP length", len(out)-ethLen-len(udp)-ipHeaderLen(src.Is4()))
 	}
-	if src.Is4() && fold(sum16(out[ethLen:ethLen+ip4Len])) != 0xffff {
+	if src.Is4() && checksum.Fold(checksum.Sum16(out[ethLen:ethLen+ip4Len])) != 0xffff {
 		t.Fatalf("IPv4 header checksum wrong in\n% x", out)
 	}
 	isrc, idst, iudp, ok := parseFrame(in)
@@ -73,7 +75,7 @@ func checkForwarded(t *testing.T, in, out []byte) {
 		t.Fatalf("forwarded a frame that is not IP/UDP:\n% x", in)
 	}
 	inCheck := binary.BigEndian.Uint16(iudp[6:])
-	if inCheck == 0 || inCheck == fold(pseudoSum(isrc, idst, len(iudp))) {
+	if inCheck == 0 || inCheck == checksum.Fold(checksum.PseudoHeader(isrc, idst, len(iudp))) {
 		return // no checksum, or a partial one: covered by the table tests
 	}
 	if r, w := residual(src, dst, udp), residual(isrc, idst, iudp); r != w {
@@ -91,7 +93,7 @@ func ipHeaderLen(v4 bool) int {
 // residual is the ones'-complement sum a receiver checks (0xffff for a
 // correct checksum), with +0 and -0 identified.
 func residual(src, dst netip.Addr, udp []byte) uint16 {
-	r := fold(pseudoSum(src, dst, len(udp)) + sum16(udp))
+	r := checksum.Fold(checksum.PseudoHeader(src, dst, len(udp)) + checksum.Sum16(udp))
 	if r == 0 {
 		r = 0xffff
 	}

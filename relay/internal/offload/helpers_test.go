@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf/btf"
+	"github.com/rtcsuite/rtcsuite/internal/checksum"
+	"github.com/rtcsuite/rtcsuite/internal/netlab"
 	"github.com/rtcsuite/rtcsuite/internal/testenv"
 )
 
@@ -48,7 +50,7 @@ func checkFrame(t *testing.T, b []byte, allowZero bool) {
 		t.Fatalf("output is not IP/UDP: % x", b)
 	}
 	if src.Is4() {
-		if c := fold(sum16(b[ethLen : ethLen+ip4Len])); c != 0xffff {
+		if c := checksum.Fold(checksum.Sum16(b[ethLen : ethLen+ip4Len])); c != 0xffff {
 			t.Errorf("IPv4 header checksum wrong (sum %#04x)", c)
 		}
 	}
@@ -56,44 +58,16 @@ func checkFrame(t *testing.T, b []byte, allowZero bool) {
 	if got == 0 && src.Is4() && allowZero {
 		return
 	}
-	if want := udpChecksum(src, dst, udp); got != want {
+	if want := checksum.UDP(src, dst, udp); got != want {
 		t.Errorf("UDP checksum %#04x, recomputed %#04x", got, want)
 	}
 }
 
 // parseFrame splits an Ethernet/IP/UDP frame (no options, no extension
-// headers) at the lengths its IP header states.
+// headers) at the lengths its IP header states (internal/netlab).
 func parseFrame(b []byte) (src, dst netip.Addr, udp []byte, ok bool) {
-	if len(b) < ethLen+ip4Len+udpLen {
-		return
-	}
-	switch binary.BigEndian.Uint16(b[12:]) {
-	case 0x0800:
-		ip := b[ethLen:]
-		if ip[0] != 0x45 || ip[9] != 17 {
-			return
-		}
-		tot := int(binary.BigEndian.Uint16(ip[2:]))
-		if tot > len(ip) || tot < ip4Len+udpLen {
-			return
-		}
-		src, dst = netip.AddrFrom4([4]byte(ip[12:16])), netip.AddrFrom4([4]byte(ip[16:20]))
-		udp = ip[ip4Len:tot]
-	case 0x86dd:
-		ip := b[ethLen:]
-		if len(ip) < ip6Len+udpLen || ip[6] != 17 {
-			return
-		}
-		pl := int(binary.BigEndian.Uint16(ip[4:]))
-		if ip6Len+pl > len(ip) {
-			return
-		}
-		src, dst = netip.AddrFrom16([16]byte(ip[8:24])), netip.AddrFrom16([16]byte(ip[24:40]))
-		udp = ip[ip6Len : ip6Len+pl]
-	default:
-		return
-	}
-	return src, dst, udp, int(binary.BigEndian.Uint16(udp[4:])) == len(udp)
+	s, d, udp, ok := netlab.ParseUDP(b)
+	return s.Addr(), d.Addr(), udp, ok
 }
 
 // skbContext returns a __sk_buff for BPF_PROG_TEST_RUN with the GSO fields

@@ -1,16 +1,13 @@
 package offload
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -19,8 +16,9 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/rtcsuite/rtcsuite/internal/checksum"
+	"github.com/rtcsuite/rtcsuite/internal/netlab"
 	"github.com/rtcsuite/rtcsuite/internal/testenv"
-	"golang.org/x/sys/unix"
 )
 
 // The lab: client ns — veth — relay ns — veth — peer ns. The program sits at
@@ -114,35 +112,7 @@ func (l *lab) output(ns string, cmd ...string) string {
 // and route lookups made by f belong to ns.
 func inNS(t *testing.T, ns string, f func() error) {
 	t.Helper()
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		self, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer self.Close()
-		target, err := os.Open("/run/netns/" + ns)
-		if err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		defer target.Close()
-		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			errc <- err
-			return
-		}
-		ferr := f()
-		if unix.Setns(int(self.Fd()), unix.CLONE_NEWNET) == nil {
-			runtime.UnlockOSThread()
-		}
-		errc <- ferr
-	}()
-	if err := <-errc; err != nil {
+	if err := netlab.Do(ns, f); err != nil {
 		t.Fatalf("in namespace %s: %v", ns, err)
 	}
 }
@@ -169,30 +139,12 @@ func (l *lab) ifindex(ns, dev string) int {
 	return idx
 }
 
-// inCsumErrors reads Udp InCsumErrors (and Udp6 for IPv6) of a namespace.
+// inCsumErrors reads Udp InCsumErrors and Udp6InCsumErrors of a namespace.
 func (l *lab) inCsumErrors(ns string) (v4, v6 uint64) {
-	snmp := l.output(ns, "cat", "/proc/net/snmp")
-	var names []string
-	sc := bufio.NewScanner(strings.NewReader(snmp))
-	for sc.Scan() {
-		f := strings.Fields(sc.Text())
-		if len(f) == 0 || f[0] != "Udp:" {
-			continue
-		}
-		if names == nil {
-			names = f
-			continue
-		}
-		for i, n := range names {
-			if n == "InCsumErrors" {
-				v4, _ = strconv.ParseUint(f[i], 10, 64)
-			}
-		}
-	}
-	for _, line := range strings.Split(l.output(ns, "cat", "/proc/net/snmp6"), "\n") {
-		if f := strings.Fields(line); len(f) == 2 && f[0] == "Udp6InCsumErrors" {
-			v6, _ = strconv.ParseUint(f[1], 10, 64)
-		}
+	l.t.Helper()
+	v4, v6, err := netlab.UDPCsumErrors(ns)
+	if err != nil {
+		l.t.Fatal(err)
 	}
 	return v4, v6
 }
@@ -283,98 +235,33 @@ func (fb *fallback) relayed(ch uint16) (toPeer, toClient int) {
 	return fb.toPeer[ch], fb.toClient[ch]
 }
 
-// capture is an AF_PACKET socket on one interface that keeps every frame
-// arriving there, with the kernel's "checksum not ready" mark.
-type capture struct {
-	fd int
-}
-
-type captured struct {
-	frame    []byte
-	notReady bool // TP_STATUS_CSUMNOTREADY: a CHECKSUM_PARTIAL skb
-}
-
-func (l *lab) capture(ns, dev string) *capture {
-	c := &capture{}
-	inNS(l.t, ns, func() error {
-		ifi, err := net.InterfaceByName(dev)
-		if err != nil {
-			return err
-		}
-		proto := int(htons(unix.ETH_P_ALL))
-		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, proto)
-		if err != nil {
-			return err
-		}
-		c.fd = fd
-		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_AUXDATA, 1); err != nil {
-			return err
-		}
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 16<<20); err != nil {
-			return err
-		}
-		return unix.Bind(fd, &unix.SockaddrLinklayer{Protocol: uint16(proto), Ifindex: ifi.Index})
-	})
-	l.t.Cleanup(func() { unix.Close(c.fd) })
+func (l *lab) capture(ns, dev string) *netlab.Capture {
+	l.t.Helper()
+	c, err := netlab.NewCapture(ns, dev)
+	if err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { c.Close() })
 	return c
 }
 
-// drain returns the frames that arrived (not those sent) so far.
-func (c *capture) drain(t *testing.T) []captured {
+// verifyCaptured recomputes the UDP checksum of every datagram from src to
+// dst that arrived at c since the last call (internal/netlab) and returns
+// how many there were.
+func verifyCaptured(t *testing.T, c *netlab.Capture, src, dst netip.AddrPort) int {
 	t.Helper()
-	var out []captured
-	buf := make([]byte, 4096)
-	oob := make([]byte, 256)
-	for {
-		n, oobn, _, from, err := unix.Recvmsg(c.fd, buf, oob, unix.MSG_DONTWAIT)
-		if errors.Is(err, unix.EAGAIN) {
-			return out
-		}
-		if err != nil {
-			t.Fatalf("capture: %v", err)
-		}
-		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
-			continue
-		}
-		p := captured{frame: append([]byte{}, buf[:n]...)}
-		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
-		if err != nil {
-			t.Fatalf("capture: %v", err)
-		}
-		for _, m := range msgs {
-			if m.Header.Level == unix.SOL_PACKET && m.Header.Type == unix.PACKET_AUXDATA && len(m.Data) >= 4 {
-				p.notReady = binary.NativeEndian.Uint32(m.Data)&unix.TP_STATUS_CSUMNOTREADY != 0
-			}
-		}
-		out = append(out, p)
+	frames, dropped, err := c.Drain()
+	if err != nil {
+		t.Fatal(err)
 	}
-}
-
-// verifyCaptured recomputes the UDP checksum of every captured datagram
-// from src to dst and returns how many there were. A datagram the kernel
-// marks "checksum not ready" must carry the pseudo-header sum (what the
-// stack would complete); any other must carry the full checksum.
-func verifyCaptured(t *testing.T, frames []captured, src, dst netip.AddrPort) int {
-	t.Helper()
-	n := 0
-	for _, c := range frames {
-		s, d, udp, ok := parseFrame(c.frame)
-		if !ok || s != src.Addr() || d != dst.Addr() ||
-			binary.BigEndian.Uint16(udp[0:]) != src.Port() || binary.BigEndian.Uint16(udp[2:]) != dst.Port() {
-			continue
-		}
-		n++
-		got := binary.BigEndian.Uint16(udp[6:])
-		want := udpChecksum(s, d, udp)
-		if c.notReady {
-			want = fold(pseudoSum(s, d, len(udp)))
-		}
-		if got != want {
-			t.Errorf("captured %v→%v (%d bytes, not ready %v): UDP checksum %#04x, recomputed %#04x",
-				src, dst, len(udp), c.notReady, got, want)
-		}
+	if dropped != 0 {
+		t.Errorf("the capture dropped %d frames", dropped)
 	}
-	return n
+	r := netlab.VerifyUDP(frames, func(s, d netip.AddrPort) bool { return s == src && d == dst })
+	for _, b := range r.Bad {
+		t.Error("captured " + b)
+	}
+	return r.Checked
 }
 
 // TestNetnsForwarding runs real UDP sockets through the attached program in
@@ -489,12 +376,12 @@ func runNetns(t *testing.T, txOff bool) {
 						toPeer, toCli, st.ToPeerPackets, st.ToClientPackets, packets)
 				}
 				if lg.peerNS == l.peer {
-					if n := verifyCaptured(t, capPeer.drain(t), relayAddr, b.Peer); n != packets {
+					if n := verifyCaptured(t, capPeer, relayAddr, b.Peer); n != packets {
 						t.Errorf("captured %d datagrams at the peer, want %d", n, packets)
 					}
 				}
 				if lg.clientNS == l.client {
-					if n := verifyCaptured(t, capClient.drain(t), listenAddr, b.Client); n != packets {
+					if n := verifyCaptured(t, capClient, listenAddr, b.Client); n != packets {
 						t.Errorf("captured %d datagrams at the client, want %d", n, packets)
 					}
 				}
@@ -668,5 +555,5 @@ func lookalike(src, dst netip.AddrPort, pl []byte) bool {
 	binary.BigEndian.PutUint16(d[2:], dst.Port())
 	binary.BigEndian.PutUint16(d[4:], uint16(len(d)))
 	copy(d[udpLen:], pl)
-	return udpChecksum(src.Addr(), dst.Addr(), d) == fold(pseudoSum(src.Addr(), dst.Addr(), len(d)))
+	return checksum.UDP(src.Addr(), dst.Addr(), d) == checksum.Fold(checksum.PseudoHeader(src.Addr(), dst.Addr(), len(d)))
 }

@@ -3,6 +3,8 @@ package offload
 import (
 	"encoding/binary"
 	"net/netip"
+
+	"github.com/rtcsuite/rtcsuite/internal/checksum"
 )
 
 // This file builds Ethernet/IP/UDP frames with checksums computed from
@@ -59,7 +61,7 @@ func (f frame) bytes() []byte {
 		s, d := f.src.Addr().As4(), f.dst.Addr().As4()
 		copy(ip[12:16], s[:])
 		copy(ip[16:20], d[:])
-		binary.BigEndian.PutUint16(ip[10:], ^fold(sum16(ip[:ip4Len])))
+		binary.BigEndian.PutUint16(ip[10:], ^checksum.Fold(checksum.Sum16(ip[:ip4Len])))
 	} else {
 		binary.BigEndian.PutUint32(ip[0:], 0x60012345) // flow label 0x12345
 		binary.BigEndian.PutUint16(ip[4:], uint16(ulen))
@@ -77,56 +79,11 @@ func (f frame) bytes() []byte {
 	switch {
 	case f.noCsum && v4:
 	case f.partial:
-		binary.BigEndian.PutUint16(u[6:], fold(pseudoSum(f.src.Addr(), f.dst.Addr(), ulen)))
+		binary.BigEndian.PutUint16(u[6:], checksum.Fold(checksum.PseudoHeader(f.src.Addr(), f.dst.Addr(), ulen)))
 	default:
-		binary.BigEndian.PutUint16(u[6:], udpChecksum(f.src.Addr(), f.dst.Addr(), u[:ulen]))
+		binary.BigEndian.PutUint16(u[6:], checksum.UDP(f.src.Addr(), f.dst.Addr(), u[:ulen]))
 	}
 	return b
-}
-
-// udpChecksum computes the UDP checksum of datagram (header with any checksum
-// field value ignored, plus payload) from scratch.
-func udpChecksum(src, dst netip.Addr, datagram []byte) uint16 {
-	s := pseudoSum(src, dst, len(datagram))
-	s += sum16(datagram[:6])
-	s += sum16(datagram[8:])
-	c := ^fold(s)
-	if c == 0 {
-		c = 0xffff
-	}
-	return c
-}
-
-func pseudoSum(src, dst netip.Addr, ulen int) uint32 {
-	var s uint32
-	if src.Is4() {
-		a, b := src.As4(), dst.As4()
-		s = sum16(a[:]) + sum16(b[:])
-	} else {
-		a, b := src.As16(), dst.As16()
-		s = sum16(a[:]) + sum16(b[:])
-	}
-	return s + 17 + uint32(ulen)
-}
-
-// sum16 adds b as big-endian 16-bit words (an odd tail is padded with zero).
-func sum16(b []byte) uint32 {
-	var s uint32
-	for len(b) >= 2 {
-		s += uint32(b[0])<<8 | uint32(b[1])
-		b = b[2:]
-	}
-	if len(b) == 1 {
-		s += uint32(b[0]) << 8
-	}
-	return s
-}
-
-func fold(s uint32) uint16 {
-	for s>>16 != 0 {
-		s = s&0xffff + s>>16
-	}
-	return uint16(s)
 }
 
 // channelData returns the 4-byte ChannelData header, data and pad bytes.

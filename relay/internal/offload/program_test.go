@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"testing"
 	"time"
+
+	"github.com/rtcsuite/rtcsuite/internal/checksum"
 )
 
 // Bindings the table tests install. The program redirects both remote and
@@ -69,7 +71,7 @@ func ip4Fix(b []byte) []byte {
 	ip := b[ethLen:]
 	ihl := int(ip[0]&0xf) * 4
 	ip[10], ip[11] = 0, 0
-	binary.BigEndian.PutUint16(ip[10:], ^fold(sum16(ip[:ihl])))
+	binary.BigEndian.PutUint16(ip[10:], ^checksum.Fold(checksum.Sum16(ip[:ihl])))
 	return b
 }
 
@@ -315,7 +317,7 @@ func TestProgram(t *testing.T) {
 // (whose output keeps the partial form rather than a full checksum).
 func (c progCase) in2partial() bool {
 	src, dst, udp, ok := parseFrame(c.in)
-	return ok && binary.BigEndian.Uint16(udp[6:]) == fold(pseudoSum(src, dst, len(udp)))
+	return ok && binary.BigEndian.Uint16(udp[6:]) == checksum.Fold(checksum.PseudoHeader(src, dst, len(udp)))
 }
 
 func must(t *testing.T, err error) {
