@@ -373,7 +373,7 @@ func (s *Server) FastPathStats() FastPathStats {
 }
 
 // counts are a reader's tallies not yet added to Prometheus.
-type counts struct{ pkts, bytes, sendFull, noPerm, bwDrops uint64 }
+type counts struct{ pkts, bytes, sendFull, noPerm, bwDrops, malformed uint64 }
 
 // addTallies adds a reader's tallies (dir: dirClientToPeer or
 // dirPeerToClient) to the metrics and zeroes them: one call per burst.
@@ -399,10 +399,14 @@ func (m *metrics) addTallies(c *counts, dir string) {
 	if c.bwDrops > 0 {
 		m.dropped.WithLabelValues(dropBandwidth).Add(float64(c.bwDrops))
 	}
+	if c.malformed > 0 {
+		m.dropped.WithLabelValues(dropMalformed).Add(float64(c.malformed))
+	}
 	*c = counts{}
 }
 
 // dropNoPermission counts data without a live permission (both
-// directions, both paths). Full send buffers count as dropSendBuffer, a
+// directions, both paths). Full send buffers (and a full queue towards
+// pion's read loop) count as dropSendBuffer, a
 // peer datagram too large for a TCP/TLS client's stream as dropOversize.
 const dropNoPermission = "no_permission"

@@ -22,7 +22,12 @@ type listenerFast struct {
 	conn *serverPacketConn
 	sock *udpSock
 
-	// Owned by the reading goroutine.
+	// fed: a relay loop reads the socket (adoptListeners) and queues for
+	// pion what it does not forward; otherwise pion's goroutine reads it
+	// through rd.
+	fed bool
+
+	// Owned by the reading goroutine (the loop's, when fed).
 	rd      *batchReader
 	next    int              // next message of the batch to look at
 	toPion  [batchSlots]bool // messages of the batch the shortcut did not take
@@ -57,8 +62,18 @@ type pendingRequest struct {
 const snoopLimit = 4096
 
 func (fp *fastPath) newListener(c *serverPacketConn) *listenerFast {
+	if fp == nil || !fastPathSupported {
+		return nil
+	}
+	if sock := loopListenerSock(c.PacketConn); sock != nil {
+		return &listenerFast{
+			snooper: snooper{fp: fp, local: unmapAP(toAddrPort(c.LocalAddr())),
+				snoop: map[[stun.TransactionIDSize]byte]pendingRequest{}},
+			conn: c, sock: sock, snd: newNBSender(), fed: true,
+		}
+	}
 	uc, ok := c.PacketConn.(*net.UDPConn)
-	if fp == nil || !ok || !fastPathSupported {
+	if !ok {
 		return nil
 	}
 	sock, err := newUDPSock(uc)
@@ -79,10 +94,33 @@ func (fp *fastPath) newListener(c *serverPacketConn) *listenerFast {
 	return l
 }
 
+// active reports whether the data plane reads this socket (the loop, or
+// the batch reader under pion's goroutine).
+func (l *listenerFast) active() bool { return l != nil && (l.fed || l.rd != nil) }
+
 // readFrom returns the next datagram pion should handle, forwarding
 // ChannelData of known bindings on the way.
 func (l *listenerFast) readFrom(p []byte) (int, net.Addr, error) {
 	s := l.fp.s
+	if l.fed {
+		for {
+			b, src, err := l.popForPion()
+			if err != nil {
+				return 0, nil, err
+			}
+			if len(b) >= len(p) {
+				s.metrics.dropped.WithLabelValues(dropMalformed).Inc()
+				continue
+			}
+			addr := net.UDPAddrFromAddrPort(src)
+			n, ok := l.conn.front.pass(b, addr)
+			if !ok {
+				continue
+			}
+			l.snoopRequest(b[:n], src)
+			return copy(p, b[:n]), addr, nil
+		}
+	}
 	for {
 		if l.next >= l.rd.n {
 			l.next, l.rd.n = 0, 0

@@ -33,6 +33,7 @@ type relayFast struct {
 
 	// Owned by the relay socket's reading goroutine.
 	rd       *pktReader
+	out      *sendBatch // the reading loop's batch (relay loops only)
 	snd      *nbSender
 	ind      stun.Message
 	pending  counts
@@ -384,6 +385,10 @@ func (rf *relayFast) sendChannelData(b *binding, frame []byte) {
 	buf := frame
 	binary.BigEndian.PutUint16(buf[0:2], b.channel)
 	binary.BigEndian.PutUint16(buf[2:4], uint16(n))
+	if rf.out != nil {
+		rf.out.add(rf.listener.fast.sock, &rf.clientSA, b, buf) // sent by the loop's sendmmsg
+		return
+	}
 	if err := rf.snd.sendTo(rf.listener.fast.sock, buf, &rf.clientSA); err != nil {
 		rf.pending.sendFull++
 		return

@@ -94,3 +94,13 @@ func (fp *fastPath) listenRelay(network string, ap netip.AddrPort) (net.PacketCo
 func (fp *fastPath) attachLoop(*relayFast) error { return errors.ErrUnsupported }
 
 type relayLoop struct{}
+
+func (fp *fastPath) adoptListeners(pcs []net.PacketConn) []net.PacketConn { return pcs }
+
+func loopListenerSock(net.PacketConn) *udpSock { return nil }
+
+func (l *listenerFast) startLoop() error { return nil }
+
+func (l *listenerFast) popForPion() ([]byte, netip.AddrPort, error) {
+	return nil, netip.AddrPort{}, errors.ErrUnsupported
+}

@@ -4,12 +4,14 @@ package relay
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -38,19 +40,16 @@ type rawUDP struct {
 	mu     sync.RWMutex // read-held by every user of fd; Close write-holds it
 	closed bool
 	done   chan struct{}
-	q      chan rawPkt // datagrams for pion
+	q      pionQueue // datagrams for pion
 	loop   *relayLoop
-	id     uint32 // key in loop.socks
+	id     uint32     // key in loop.socks
+	home   *relayLoop // listener sockets: the loop that reads it and its clients' relay sockets
 }
 
 type rawPkt struct {
 	b   []byte
 	src netip.AddrPort
 }
-
-// rawQueue bounds datagrams waiting for pion's goroutine (Data
-// indications); beyond it they drop and count.
-const rawQueue = 16
 
 func listenRawUDP(network string, ap netip.AddrPort) (*rawUDP, error) {
 	family := unix.AF_INET
@@ -76,7 +75,7 @@ func listenRawUDP(network string, ap netip.AddrPort) (*rawUDP, error) {
 		unix.Close(fd)
 		return nil, fmt.Errorf("relay socket bind %v: %w", ap, e)
 	}
-	c := &rawUDP{fd: fd, family: family, done: make(chan struct{}), q: make(chan rawPkt, rawQueue)}
+	c := &rawUDP{fd: fd, family: family, done: make(chan struct{}), q: newPionQueue()}
 	if got, err := unix.Getsockname(fd); err == nil {
 		switch a := got.(type) {
 		case *unix.SockaddrInet4:
@@ -95,12 +94,11 @@ var errRawClosed = net.ErrClosed
 
 // ReadFrom returns the next datagram the fast path left for pion.
 func (c *rawUDP) ReadFrom(p []byte) (int, net.Addr, error) {
-	select {
-	case pk := <-c.q:
-		return copy(p, pk.b), net.UDPAddrFromAddrPort(pk.src), nil
-	case <-c.done:
+	pk, ok := c.q.pop(c.done)
+	if !ok {
 		return 0, nil, errRawClosed
 	}
+	return copy(p, pk.b), net.UDPAddrFromAddrPort(pk.src), nil
 }
 
 // WriteTo sends without waiting: a full buffer drops (pion's path: Send
@@ -155,71 +153,142 @@ func (c *rawUDP) SetWriteDeadline(t time.Time) error { return nil }
 const loopSlots = 8
 
 // relayLoop reads a set of relay sockets.
+//
+// Its goroutine waits in a blocking epoll_wait (a plain system call, not
+// Go's poller): a peer datagram wakes that thread directly, as coturn's
+// relay threads are woken, instead of waking the poller, which then
+// readies a goroutine another thread must be found (and often woken) to
+// run. While the goroutine waits, its P stays attached to the system call,
+// so the loops add themselves to GOMAXPROCS (loopProcs): otherwise loops
+// blocked in epoll_wait would hold every P, and Go's monitor would have to
+// take them back (every tick) before anything else could run. They do not
+// lock their OS thread: a system call keeps its thread anyway, and after
+// it the goroutine normally resumes on the same P and thread. Close wakes
+// the wait through an eventfd.
 type relayLoop struct {
 	fp   *fastPath
 	epfd int
-	file *os.File // epfd, registered with Go's poller so the loop parks like any reader
-	rc   syscall.RawConn
+	efd  int // eventfd: written once by close, ends the loop
 
 	mu     sync.Mutex
-	socks  map[uint32]*relayFast
+	socks  map[uint32]loopSock
 	next   uint32
-	closed bool // epfd is closed (its number may be reused): no epoll_ctl
+	closed bool // close was called: no epoll_ctl (epfd closes after the loop ends)
 
 	// Owned by the loop goroutine.
 	events []unix.EpollEvent
-	hdrs   [loopSlots]unix.Mmsghdr
+	hdrs   [loopSlots]unix.Mmsghdr // one recvmmsg, aimed at ring[used:]
 	iovs   [loopSlots]unix.Iovec
 	names  [loopSlots]unix.RawSockaddrInet6
-	bufs   [loopSlots][]byte
-	err    error
-	fn     func(fd uintptr) bool
+	ring   [ringSlots][]byte // 4 header bytes, slotSize payload bytes, 3 padding bytes each
+	used   int               // ring slots holding frames that wait in out
+	out    sendBatch
 }
+
+// Keeping Go's monitor thread (sysmon) calm. sysmon takes the P of a
+// goroutine that has run 10 ms on one scheduler time slice, or sat 10 ms
+// in one system call, and every such take resets it from sleeping 10 ms at
+// a time to waking every 20 µs. A loop goroutine never reschedules by
+// itself (it goes from system call to system call), so sysmon took its P
+// (with a preemption signal) every 10 ms: strace at 10 flows showed four
+// sysmon nanosleeps per relayed datagram. So the loop yields its time
+// slice (runtime.Gosched) when loopYieldNS have passed, and cuts its wait
+// into ticks of loopTickMS while traffic flows, which puts a yield in
+// every 10 ms window. A yield is not free (it wakes a spinning thread:
+// 27% of turnd's CPU at 10 flows when it ran every 3-7 ms), hence as rare
+// as sysmon allows. After loopQuietTicks empty ticks (1 s without
+// traffic) the loop waits without limit, so an idle relay costs nothing.
+const (
+	loopYieldNS    = int64(6500 * time.Microsecond)
+	loopTickMS     = 3
+	loopQuietTicks = 333
+)
+
+// Crowded: something set GOMAXPROCS after the loops added their Ps (an
+// embedding program's own scheduler sizing, such as signal --procs auto),
+// leaving no more Ps than loops. A loop waiting in epoll_wait then holds a
+// P the rest of the program needs, and only sysmon would take it back. So
+// a crowded loop never waits longer than crowdedTickMS and yields after
+// crowdedYieldNS: other goroutines wait at most about a millisecond or two.
+const (
+	crowdedTickMS  = 1
+	crowdedYieldNS = int64(time.Millisecond)
+)
+
+// loopsRunning counts the relay loops of every server in the process.
+var loopsRunning atomic.Int32
+
+// loopsCrowded reports whether GOMAXPROCS leaves no P beyond the loops'.
+func loopsCrowded() bool { return runtime.GOMAXPROCS(0) <= int(loopsRunning.Load()) }
+
+// wakeID is the epoll key of the eventfd; socket ids start at 1.
+const wakeID = 0
 
 func newRelayLoop(fp *fastPath) (*relayLoop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("relay loop: %w", err)
 	}
-	if err := unix.SetNonblock(epfd, true); err != nil {
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("relay loop: %w", err)
 	}
-	f := os.NewFile(uintptr(epfd), "relay-epoll")
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
+	ev := unix.EpollEvent{Events: unix.EPOLLIN}
+	*(*uint32)(unsafe.Pointer(&ev.Fd)) = wakeID
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
+		unix.Close(efd)
+		unix.Close(epfd)
 		return nil, fmt.Errorf("relay loop: %w", err)
 	}
-	l := &relayLoop{fp: fp, epfd: epfd, file: f, rc: rc, socks: map[uint32]*relayFast{},
+	l := &relayLoop{fp: fp, epfd: epfd, efd: efd, socks: map[uint32]loopSock{},
 		events: make([]unix.EpollEvent, 128)}
-	backing := make([]byte, loopSlots*(4+slotSize+3))
+	// One backing array: its pages only become resident as datagrams
+	// (mostly under 1,500 bytes) arrive.
+	const frameSize = 4 + slotSize + 3
+	backing := make([]byte, ringSlots*frameSize)
+	for i := range l.ring {
+		l.ring[i] = backing[i*frameSize : (i+1)*frameSize : (i+1)*frameSize]
+	}
 	for i := range l.hdrs {
-		l.bufs[i] = backing[i*(4+slotSize+3) : (i+1)*(4+slotSize+3) : (i+1)*(4+slotSize+3)]
-		l.iovs[i].Base = &l.bufs[i][4]
 		l.iovs[i].SetLen(slotSize)
 		l.hdrs[i].Hdr.Iov = &l.iovs[i]
 		l.hdrs[i].Hdr.SetIovlen(1)
 		l.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&l.names[i]))
 	}
-	l.fn = l.poll
+	l.out.init(fp.s.metrics)
 	return l, nil
+}
+
+// loopSock is what a loop reads: an allocation's relay socket, or a UDP
+// listener socket the loop took over from Go's poller (adoptListeners).
+type loopSock struct {
+	rf *relayFast
+	lf *listenerFast
 }
 
 // add starts reading rf's raw socket.
 func (l *relayLoop) add(rf *relayFast) error {
-	c := rf.sock.raw
+	return l.register(rf.sock.raw, loopSock{rf: rf})
+}
+
+// addListener starts reading a listener socket (lf.sock.raw).
+func (l *relayLoop) addListener(lf *listenerFast) error {
+	return l.register(lf.sock.raw, loopSock{lf: lf})
+}
+
+func (l *relayLoop) register(c *rawUDP, ls loopSock) error {
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
 		return errNoLoop
 	}
 	l.next++
-	for l.socks[l.next] != nil || l.next == 0 {
+	for l.socks[l.next] != (loopSock{}) || l.next == wakeID {
 		l.next++
 	}
 	id := l.next
-	l.socks[id] = rf
+	l.socks[id] = ls
 	c.loop, c.id = l, id
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET}
 	*(*uint32)(unsafe.Pointer(&ev.Fd)) = id
@@ -245,59 +314,77 @@ func (l *relayLoop) remove(c *rawUDP) {
 	l.mu.Unlock()
 }
 
-// run serves until the loop is closed.
+// run serves until close; the caller releases the descriptors after it
+// returns (closeFDs).
 func (l *relayLoop) run() {
+	quiet := 0 // consecutive empty waits
+	lastYield := monoNow()
+	crowded := loopsCrowded()
 	for {
-		if err := l.rc.Read(l.fn); err != nil || l.err != nil {
+		if now := monoNow(); now-lastYield > loopYieldNS || crowded && now-lastYield > crowdedYieldNS {
+			// Let the scheduler see a fresh time slice (see loopYieldNS).
+			runtime.Gosched()
+			lastYield = now
+			crowded = loopsCrowded()
+		}
+		timeout := loopTickMS
+		switch {
+		case crowded:
+			timeout = crowdedTickMS
+		case quiet >= loopQuietTicks:
+			timeout = -1 // idle relay: sleep until traffic
+		}
+		n, err := unix.EpollWait(l.epfd, l.events, timeout) // blocks this thread, not the poller
+		switch err {
+		case nil:
+		case unix.EINTR:
+			continue
+		default:
+			l.fp.s.log.Error("relay event loop stopped", "err", err)
 			return
 		}
+		if n == 0 {
+			quiet++
+			continue
+		}
+		quiet = 0
+		for i := 0; i < n; i++ {
+			id := *(*uint32)(unsafe.Pointer(&l.events[i].Fd))
+			if id == wakeID {
+				return
+			}
+			l.mu.Lock()
+			ls := l.socks[id]
+			l.mu.Unlock()
+			switch {
+			case ls.rf != nil:
+				l.drain(ls.rf)
+			case ls.lf != nil:
+				l.drainListener(ls.lf)
+			}
+		}
+		l.flushSends()
 	}
 }
 
-func (l *relayLoop) close() error {
+// close asks the loop to end; it returns at once.
+func (l *relayLoop) close() {
 	l.mu.Lock()
 	was := l.closed
 	l.closed = true
 	l.mu.Unlock()
 	if was {
-		return nil
+		return
 	}
-	// Not under mu: Close waits for the loop's poll, which takes mu.
-	return l.file.Close()
+	var one [8]byte
+	binary.NativeEndian.PutUint64(one[:], 1)
+	_, _ = unix.Write(l.efd, one[:]) // cannot fail short of a counter overflow
 }
 
-// poll takes every ready socket, then parks.
-func (l *relayLoop) poll(fd uintptr) bool {
-	for {
-		n, _, e := unix.Syscall6(unix.SYS_EPOLL_PWAIT, fd, uintptr(unsafe.Pointer(&l.events[0])),
-			uintptr(len(l.events)), 0, 0, 0)
-		switch e {
-		case 0:
-		case unix.EINTR:
-			continue
-		default:
-			l.err = e
-			return true
-		}
-		if n == 0 {
-			return false
-		}
-		for i := 0; i < int(n); i++ {
-			id := *(*uint32)(unsafe.Pointer(&l.events[i].Fd))
-			l.mu.Lock()
-			rf := l.socks[id]
-			l.mu.Unlock()
-			if rf != nil {
-				l.drain(rf)
-			}
-		}
-		if int(n) < len(l.events) {
-			// Every ready socket was drained; any datagram that arrived
-			// since the wait re-arms the (edge-triggered) poller, so park
-			// without another wait.
-			return false
-		}
-	}
+// closeFDs releases the loop's descriptors once run has returned.
+func (l *relayLoop) closeFDs() {
+	unix.Close(l.epfd)
+	unix.Close(l.efd)
 }
 
 // drain reads rf's socket until it is empty (edge-triggered: a short
@@ -310,11 +397,7 @@ func (l *relayLoop) drain(rf *relayFast) {
 		return
 	}
 	for {
-		for i := range l.hdrs {
-			l.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
-			l.hdrs[i].Hdr.Flags = 0
-			l.hdrs[i].Len = 0
-		}
+		l.aim()
 		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&l.hdrs[0])),
 			loopSlots, unix.MSG_DONTWAIT, 0, 0)
 		if e == unix.EINTR {
@@ -325,12 +408,13 @@ func (l *relayLoop) drain(rf *relayFast) {
 		}
 		k := int(n)
 		for i := 0; i < k; i++ {
-			frame := l.bufs[i][:4+l.hdrs[i].Len]
+			frame := l.ring[l.used+i][:4+l.hdrs[i].Len]
 			src := parseSockaddr(&l.names[i])
-			if rf.handle(frame, src) {
+			if rf.handle(frame, src) { // may queue frame in l.out (sendChannelData)
 				l.toPion(rf, frame, src)
 			}
 		}
+		l.used += k
 		if k < loopSlots {
 			break
 		}
@@ -338,13 +422,73 @@ func (l *relayLoop) drain(rf *relayFast) {
 	rf.flush()
 }
 
+// aim points the next recvmmsg at free ring slots, sending what waits
+// first when fewer than loopSlots are free.
+func (l *relayLoop) aim() {
+	if l.used+loopSlots > ringSlots {
+		l.flushSends()
+	}
+	for i := range l.hdrs {
+		l.iovs[i].Base = &l.ring[l.used+i][4]
+		l.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+		l.hdrs[i].Hdr.Flags = 0
+		l.hdrs[i].Len = 0
+	}
+}
+
+// flushSends sends the frames waiting in out and frees the ring.
+func (l *relayLoop) flushSends() {
+	l.out.send()
+	l.used = 0
+}
+
+// drainListener reads a listener socket until it is empty: ChannelData of
+// known bindings is forwarded at once, everything else is queued, copied,
+// for pion's read loop (serverPacketConn.ReadFrom), which runs the front
+// door on it.
+func (l *relayLoop) drainListener(lf *listenerFast) {
+	c := lf.sock.raw
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed {
+		return
+	}
+	for {
+		l.aim() // the slots stay free: what this reads is sent (or copied) at once
+		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&l.hdrs[0])),
+			loopSlots, unix.MSG_DONTWAIT, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			break
+		}
+		k := int(n)
+		for i := 0; i < k; i++ {
+			b := l.ring[l.used+i][4 : 4+l.hdrs[i].Len]
+			src := parseSockaddr(&l.names[i])
+			if l.hdrs[i].Hdr.Flags&unix.MSG_TRUNC != 0 {
+				lf.pending.malformed++ // larger than any datagram: never
+				continue
+			}
+			if isChannelData(b) && lf.fp.forward(lf.local, src, b, lf.snd, &lf.pending) {
+				continue
+			}
+			if !c.q.push(rawPkt{b: append([]byte(nil), b...), src: src}) {
+				lf.pending.sendFull++ // pion's read loop is that far behind
+			}
+		}
+		if k < loopSlots {
+			break
+		}
+	}
+	lf.flush()
+}
+
 // toPion queues a datagram for pion's goroutine (a copy: the loop's
 // buffers are reused at once).
 func (l *relayLoop) toPion(rf *relayFast, frame []byte, src netip.AddrPort) {
-	pk := rawPkt{b: append([]byte(nil), frame[4:]...), src: src}
-	select {
-	case rf.sock.raw.q <- pk:
-	default:
+	if !rf.sock.raw.q.push(rawPkt{b: append([]byte(nil), frame[4:]...), src: src}) {
 		rf.pending.sendFull++
 	}
 }
@@ -370,6 +514,8 @@ func (fp *fastPath) startLoops(n int) {
 			l.run()
 		}()
 	}
+	loopsRunning.Add(int32(len(fp.loops)))
+	loopProcs.add(len(fp.loops))
 }
 
 // stopLoops ends the loops and waits for them.
@@ -378,7 +524,90 @@ func (fp *fastPath) stopLoops() {
 		l.close()
 	}
 	fp.loopsWG.Wait()
+	for _, l := range fp.loops {
+		l.closeFDs()
+	}
+	loopsRunning.Add(-int32(len(fp.loops)))
+	loopProcs.add(-len(fp.loops))
 	fp.loops = nil
+}
+
+// loopProcs adds one P to GOMAXPROCS per running relay loop (see
+// relayLoop): a loop waiting in epoll_wait holds its P, and Go code must
+// keep the parallelism the operator (or the default, one per CPU) chose.
+var loopProcs procBudget
+
+type procBudget struct {
+	sync.Mutex
+	n int // Ps added and not yet returned
+}
+
+func (lp *procBudget) add(d int) {
+	if d == 0 {
+		return
+	}
+	lp.Lock()
+	defer lp.Unlock()
+	if cur := runtime.GOMAXPROCS(0); cur+d >= 1 {
+		runtime.GOMAXPROCS(cur + d)
+	}
+	lp.n += d
+}
+
+// adoptListeners moves UDP listener sockets off Go's poller: each is
+// re-opened as a raw socket (a dup of its descriptor; the net.UDPConn is
+// closed, which takes it out of the poller) and given a home loop, which
+// reads it once its listenerFast exists (newListener). Registered with the
+// poller, every datagram would wake it as well as the loop. Sockets that
+// cannot be adopted are returned unchanged. Socket options (buffers,
+// reuseport steering) were set on the socket and stay.
+func (fp *fastPath) adoptListeners(pcs []net.PacketConn) []net.PacketConn {
+	if len(fp.loops) == 0 {
+		return pcs
+	}
+	out := make([]net.PacketConn, len(pcs))
+	for i, pc := range pcs {
+		out[i] = pc
+		uc, ok := pc.(*net.UDPConn)
+		if !ok {
+			continue
+		}
+		c, err := rawFromUDPConn(uc)
+		if err != nil {
+			fp.s.log.Warn("listener socket stays on Go's poller", "addr", uc.LocalAddr(), "err", err)
+			continue
+		}
+		c.home = fp.loops[i%len(fp.loops)]
+		uc.Close()
+		out[i] = c
+	}
+	return out
+}
+
+// rawFromUDPConn returns a raw socket on a duplicate of uc's descriptor.
+func rawFromUDPConn(uc *net.UDPConn) (*rawUDP, error) {
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return nil, err
+	}
+	fd, family := -1, 0
+	var serr error
+	if err := rc.Control(func(old uintptr) {
+		if fd, serr = unix.FcntlInt(old, unix.F_DUPFD_CLOEXEC, 0); serr != nil {
+			return
+		}
+		family, serr = unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_DOMAIN)
+	}); err != nil {
+		return nil, err
+	}
+	if serr != nil {
+		if fd >= 0 {
+			unix.Close(fd)
+		}
+		return nil, serr
+	}
+	local, _ := uc.LocalAddr().(*net.UDPAddr)
+	return &rawUDP{fd: fd, family: family, local: local, done: make(chan struct{}), q: newPionQueue()}, nil
 }
 
 // listenRelay makes a relay socket: a raw one read by a loop when the
@@ -396,6 +625,14 @@ func (fp *fastPath) attachLoop(rf *relayFast) error {
 		return errNoLoop
 	}
 	l := fp.loops[fp.loopNext.Add(1)%uint32(len(fp.loops))]
+	if rf.listener != nil && rf.listener.fast != nil && rf.listener.fast.sock.raw != nil {
+		// Both directions of a client on one loop: one wake-up serves a
+		// client's datagram and its peer's answer when they queue together.
+		if home := rf.listener.fast.sock.raw.home; home != nil {
+			l = home
+		}
+	}
+	rf.out = &l.out
 	return l.add(rf)
 }
 
@@ -430,4 +667,33 @@ func (r rawConnOf) once(f func(fd uintptr) bool) error {
 		return errSendFull
 	}
 	return nil
+}
+
+// loopListenerSock returns the sending side of an adopted listener socket,
+// or nil for one Go's poller still reads.
+func loopListenerSock(pc net.PacketConn) *udpSock {
+	c, ok := pc.(*rawUDP)
+	if !ok || c.home == nil {
+		return nil
+	}
+	return &udpSock{raw: c, family: c.family}
+}
+
+// startLoop hands an adopted listener socket to its loop.
+func (l *listenerFast) startLoop() error {
+	if !l.fed {
+		return nil
+	}
+	return l.sock.raw.home.addListener(l)
+}
+
+// popForPion returns the next datagram the loop queued for pion, waiting
+// until there is one or the socket closes.
+func (l *listenerFast) popForPion() ([]byte, netip.AddrPort, error) {
+	c := l.sock.raw
+	pk, ok := c.q.pop(c.done)
+	if !ok {
+		return nil, netip.AddrPort{}, errRawClosed
+	}
+	return pk.b, pk.src, nil
 }

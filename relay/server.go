@@ -105,7 +105,14 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if s.fast.enabled {
+		// The loops read relay sockets and, adopted off Go's poller, the
+		// UDP listener sockets (relayloop_linux.go).
+		s.fast.startLoops(cfg.UDPSockets)
+		pcs = s.fast.adoptListeners(pcs)
+	}
 	closeAll := func() {
+		s.fast.stopLoops()
 		for _, c := range pcs {
 			c.Close()
 		}
@@ -186,9 +193,6 @@ func New(cfg Config) (*Server, error) {
 		tc.ListenerConfigs = append(tc.ListenerConfigs, turn.ListenerConfig{
 			Listener: l, RelayAddressGenerator: gen, PermissionHandler: perm,
 		})
-	}
-	if s.fast.enabled {
-		s.fast.startLoops(cfg.UDPSockets)
 	}
 	s.turn, err = turn.NewServer(tc)
 	if err != nil {

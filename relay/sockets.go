@@ -104,12 +104,17 @@ func newServerPacketConn(s *Server, c net.PacketConn) (*serverPacketConn, error)
 	}
 	sc.front = f
 	sc.fast = s.fast.newListener(sc)
+	if sc.fast != nil {
+		if err := sc.fast.startLoop(); err != nil {
+			return nil, fmt.Errorf("listener %v: %w", c.LocalAddr(), err)
+		}
+	}
 	return sc, nil
 }
 
 // ReadFrom returns the next datagram pion should handle.
 func (c *serverPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
-	if c.fast != nil && c.fast.rd != nil {
+	if c.fast.active() {
 		return c.fast.readFrom(p) // batched, forwarding known ChannelData itself
 	}
 	for {
@@ -131,7 +136,7 @@ func (c *serverPacketConn) ReadFrom(p []byte) (int, net.Addr, error) {
 // WriteTo sends pion's answers and relayed data to a client.
 func (c *serverPacketConn) WriteTo(b []byte, to net.Addr) (int, error) {
 	c.front.observe(b, to)
-	if c.fast != nil && c.fast.rd != nil {
+	if c.fast.active() {
 		c.fast.snoopWrite(b, to) // refreshed lifetimes for the data plane
 	}
 	return c.write(b, to)

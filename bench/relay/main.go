@@ -43,6 +43,7 @@ func main() {
 	tcpLoads := flag.String("tcp-loads", "", "uclient phases with TCP clients (uclient -t): comma-separated flow counts")
 	pps := flag.Int("pps", 50, "packets per second per flow")
 	size := flag.Int("size", 1200, "payload bytes per packet")
+	sources := flag.Int("sources", 4, "uclient phases: client source addresses (127.0.0.2, .3, ...), one uclient process each, flows split evenly")
 	seconds := flag.Int("seconds", 10, "sending time per load phase")
 	idle := flag.Int("idle", 1000, "idle allocations for the memory phase (0 skips)")
 	raw := flag.String("raw", "", "also write every measurement as JSON lines here")
@@ -56,7 +57,7 @@ func main() {
 	flag.Parse()
 
 	if *profile != "" {
-		if err := profileTurnd(*profile, *uclientBin, *peerBin, *profFlows, *pps, *size, *seconds); err != nil {
+		if err := profileTurnd(*profile, *uclientBin, *peerBin, *profFlows, *pps, *size, *seconds, *sources); err != nil {
 			fatal(err)
 		}
 		return
@@ -120,12 +121,12 @@ func main() {
 	var phases []phase
 	for _, n := range ints(*loads) {
 		phases = append(phases, phase{fmt.Sprintf("uclient-%d", n), func(s *server) (any, error) {
-			return uclientLoad(*uclientBin, s, peer, n, *pps, *size, *seconds)
+			return uclientLoad(*uclientBin, s, peer, n, *pps, *size, *seconds, *sources)
 		}})
 	}
 	for _, n := range ints(*tcpLoads) {
 		phases = append(phases, phase{fmt.Sprintf("uclient-tcp-%d", n), func(s *server) (any, error) {
-			return uclientLoad(*uclientBin, s, peer, n, *pps, *size, *seconds, "-t")
+			return uclientLoad(*uclientBin, s, peer, n, *pps, *size, *seconds, *sources, "-t")
 		}})
 	}
 	for _, n := range ints(*rttLoads) {
@@ -189,8 +190,8 @@ type phase struct {
 func brief(res any) string {
 	switch r := res.(type) {
 	case loadResult:
-		return fmt.Sprintf("sent %d recv %d loss %.3f%% cpu %v (sched %v) %.2f us/pkt rss %.1f MiB p50 %.3f p99 %.3f ms",
-			r.Sent, r.Received, r.LossPct, r.CPU, r.SchedCPU.Round(time.Millisecond), r.CPUPerPkt, mib(r.RSS), r.P50, r.P99)
+		return fmt.Sprintf("sources %d sent %d recv %d loss %.3f%% cpu %v (sched %v) %.2f us/pkt rss %.1f MiB p50 %.3f p99 %.3f ms",
+			r.Sources, r.Sent, r.Received, r.LossPct, r.CPU, r.SchedCPU.Round(time.Millisecond), r.CPUPerPkt, mib(r.RSS), r.P50, r.P99)
 	case idleResult:
 		return fmt.Sprintf("rss %.1f -> %.1f MiB, %.0f B/alloc, %d threads", mib(r.RSSBefore), mib(r.RSSAfter), r.BytesPerAlloc, r.Threads)
 	}
@@ -261,7 +262,7 @@ func report(w io.Writer, results map[string]map[string][]any, phases []string, p
 				col(func(r loadResult) float64 { return r.LossPct }),
 				cpuMed[srv],
 				col(func(r loadResult) float64 {
-					return float64(r.SchedCPU.Nanoseconds()) / 1e3 / float64(max(r.Relayed, 1))
+					return float64(r.SchedCPU.Nanoseconds()) / 1e3 / float64(max(r.counted(), 1))
 				}),
 				rtt(col(func(r loadResult) float64 { return r.P50 })),
 				rtt(col(func(r loadResult) float64 { return r.P99 })),

@@ -17,7 +17,7 @@ import (
 // turndKind runs the binary, drives it with turnutils_uclient and writes a
 // CPU profile of the run to path. The bench's own CPU use is negligible
 // while uclient (a separate process) runs, so the profile is the relay's.
-func profileTurnd(path, uclientBin, peerBin string, flows, pps, size, seconds int) error {
+func profileTurnd(path, uclientBin, peerBin string, flows, pps, size, seconds, sources int) error {
 	peerCmd, peer, err := startPeer(peerBin)
 	if err != nil {
 		return err
@@ -29,6 +29,7 @@ func profileTurnd(path, uclientBin, peerBin string, flows, pps, size, seconds in
 		Listeners:    []relay.Listener{{Network: "udp", Addr: "127.0.0.1:0"}},
 		Users:        []relay.User{{Name: benchUser, Key: turnrest.LongTermKey(benchUser, benchRealm, benchPass)}},
 		Peers:        relay.PeerPolicy{AllowLoopback: true},
+		Offload:      relay.OffloadOff, // the user-space path, as the bench runs turnd
 		UnauthRate:   -1,
 		AuthFailRate: -1,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -48,7 +49,7 @@ func profileTurnd(path, uclientBin, peerBin string, flows, pps, size, seconds in
 		return err
 	}
 	s := &server{kind: "turnd-inproc", pid: os.Getpid(), addr: srv.Addr("udp").(*net.UDPAddr)}
-	res, err := uclientLoad(uclientBin, s, peer, flows, pps, size, seconds)
+	res, err := uclientLoad(uclientBin, s, peer, flows, pps, size, seconds, sources)
 	pprof.StopCPUProfile()
 	if err != nil {
 		return err

@@ -43,6 +43,10 @@ func turndKind(bin string, extra, env []string) serverKind {
 			// per-IP limiters would (rightly) refuse.
 			"--unauth-rate", "-1", "--auth-fail-rate", "-1", "--max-stream-conns-per-ip", "-1",
 			"--admin-listen", "", "--log-level", "warn", "--drain-timeout", "1s",
+			// This bench measures the user-space data path (issue 9 step
+			// A); as root, turnd's default would move UDP channels into
+			// the kernel. -turnd-args "--offload auto" measures that.
+			"--offload", "off",
 		}
 		cmd := exec.Command(bin, append(args, extra...)...)
 		cmd.Env = append(os.Environ(), env...)

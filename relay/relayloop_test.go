@@ -1,0 +1,89 @@
+//go:build linux
+
+package relay
+
+import (
+	"runtime"
+	"testing"
+)
+
+// The UDP listener sockets are read by the relay loops (off Go's poller),
+// a client's relay socket shares the loop of its listener socket, and
+// Close ends every loop and returns its descriptors.
+func TestRelayLoopsReadListeners(t *testing.T) {
+	r := newFPRig(t, nil)
+	r.bind(0x4001)
+	r.roundTrip(0x4001, 100)
+	fp := r.srv.fast
+	if len(fp.loops) != 2 {
+		t.Fatalf("%d relay loops, want one per UDP socket (2)", len(fp.loops))
+	}
+	b := r.binding(0x4001)
+	if b == nil || b.rf.listener == nil {
+		t.Fatal("no fast-path binding for the rig's channel")
+	}
+	lf := b.rf.listener.fast
+	if !lf.fed || lf.sock.raw == nil || lf.sock.raw.home == nil {
+		t.Fatalf("listener socket not adopted by a loop (fed %v)", lf.fed)
+	}
+	listeners, relayOn := 0, (*relayLoop)(nil)
+	for _, l := range fp.loops {
+		l.mu.Lock()
+		for _, ls := range l.socks {
+			if ls.lf != nil {
+				listeners++
+				if ls.lf.sock.raw.home != l {
+					t.Errorf("listener %v read by a loop other than its home", ls.lf.local)
+				}
+			}
+			if ls.rf == b.rf {
+				relayOn = l
+			}
+		}
+		l.mu.Unlock()
+	}
+	if listeners != 2 {
+		t.Errorf("loops read %d listener sockets, want 2", listeners)
+	}
+	if relayOn != lf.sock.raw.home {
+		t.Error("the client's relay socket is not on its listener socket's loop")
+	}
+
+	loops := fp.loops
+	if err := r.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if fp.loops != nil {
+		t.Error("loops still listed after Close")
+	}
+	for i, l := range loops {
+		l.mu.Lock()
+		if !l.closed {
+			t.Errorf("loop %d not closed", i)
+		}
+		l.mu.Unlock()
+	}
+	lf.sock.raw.mu.RLock()
+	closed := lf.sock.raw.closed
+	lf.sock.raw.mu.RUnlock()
+	if !closed {
+		t.Error("listener socket still open after Close")
+	}
+}
+
+// An embedding program that lowers GOMAXPROCS below the loops' count (as
+// signal --procs auto may) leaves the loops crowded: they still relay both
+// ways, and they hand the P back within about a millisecond.
+func TestRelayLoopsCrowded(t *testing.T) {
+	before := runtime.GOMAXPROCS(0)
+	t.Cleanup(func() { runtime.GOMAXPROCS(before) }) // after the server's own cleanup
+	r := newFPRig(t, nil)
+	r.bind(0x4002)
+	runtime.GOMAXPROCS(1)
+	if !loopsCrowded() {
+		t.Fatalf("GOMAXPROCS 1 with %d loops not seen as crowded", loopsRunning.Load())
+	}
+	for i := 0; i < 5; i++ {
+		r.roundTrip(0x4002, 500)
+	}
+}
