@@ -139,7 +139,8 @@ func DecodeClientMessage(b []byte) (ClientMessage, error) {
 		return m, badf("invalid UTF-8")
 	}
 	if m, ok := decodeSignal(b); ok {
-		m.Data = bytes.Clone(m.Data) // decodeSignal's points into b
+		// decodeSignal's To and Data point into b.
+		m.To, m.Data = strings.Clone(m.To), bytes.Clone(m.Data)
 		return m, nil
 	}
 	if err := json.Unmarshal(b, &m); err != nil {
@@ -205,9 +206,10 @@ func decodeSignal(b []byte) (ClientMessage, bool) {
 		return ClientMessage{}, false
 	}
 	// One pass over the top-level members; the first of a repeated name
-	// counts. The results point into b, not into a copy: To is cloned, and
-	// Data stays b's bytes, which the caller must not keep past b's life
-	// (relay splices it into a new frame at once).
+	// counts. The results point into b, not into a copy: To and Data are
+	// b's bytes, which the caller must not keep past b's life (relay looks
+	// To up and splices Data into a new frame at once; a copy of To was an
+	// allocation per relayed message).
 	var typ, to, data gjson.Result
 	var seen int
 	view := unsafe.String(unsafe.SliceData(b), len(b)) //nolint:gosec // G103: a read-only view of b, which outlives the parse and is not written meanwhile
@@ -227,7 +229,7 @@ func decodeSignal(b []byte) (ClientMessage, bool) {
 		return ClientMessage{}, false
 	}
 	raw := unsafe.Slice(unsafe.StringData(data.Raw), len(data.Raw)) //nolint:gosec // G103: bytes of b (see view), never written
-	return ClientMessage{Type: TypeSignal, To: strings.Clone(to.Str), Data: json.RawMessage(raw)}, true
+	return ClientMessage{Type: TypeSignal, To: to.Str, Data: json.RawMessage(raw)}, true
 }
 
 // DecodeServerMessage parses one hub frame (for clients). It checks only

@@ -128,7 +128,7 @@ type message struct {
 	c        *conn
 	typ      int
 	data     []byte
-	buf      *bytes.Buffer // holds data; back to readPool once handled
+	buf      *readBuf // holds data; back to readPool once handled
 	tooLarge bool
 }
 
@@ -193,9 +193,11 @@ func (c *conn) readMessage(typ int, r io.Reader) (message, error) {
 	if now := time.Now(); now.UnixNano()-c.deadlineSet >= int64(time.Second) {
 		_ = c.moveReadDeadline(now)
 	}
-	buf := readPool.Get().(*bytes.Buffer)
+	buf := readPool.Get().(*readBuf)
 	buf.Reset()
-	_, err := buf.ReadFrom(&io.LimitedReader{R: r, N: maxBytes + 1})
+	buf.lr = io.LimitedReader{R: r, N: maxBytes + 1}
+	_, err := buf.ReadFrom(&buf.lr)
+	buf.lr.R = nil
 	if err != nil {
 		putReadBuf(buf)
 		return message{}, err
@@ -216,9 +218,17 @@ func (c *conn) readMessage(typ int, r io.Reader) (message, error) {
 // readPool holds the buffers messages are read into. Nothing keeps a
 // reference to a message's bytes once it is handled (decoding copies what
 // it keeps), so the buffer goes back after dispatch.
-var readPool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+var readPool = sync.Pool{New: func() any { return new(readBuf) }}
 
-func putReadBuf(b *bytes.Buffer) {
+// readBuf is a message's buffer with the limit its read goes through, kept
+// together so that the limit (which ReadFrom takes as an interface) is not
+// an allocation per message.
+type readBuf struct {
+	bytes.Buffer
+	lr io.LimitedReader
+}
+
+func putReadBuf(b *readBuf) {
 	if b != nil && b.Cap() <= maxPooledFrame {
 		readPool.Put(b)
 	}

@@ -424,7 +424,9 @@ func (h *Hub) handle(c *conn, data []byte) {
 	}
 }
 
-// relay forwards a signal from c's peer to msg.To.
+// relay forwards a signal from c's peer to msg.To. msg.To and msg.Data
+// point into the read buffer (decodeSignal): nothing keeps them past the
+// return.
 //
 //go:noinline
 func (h *Hub) relay(c *conn, msg ClientMessage) {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -57,21 +58,12 @@ func (s *sockConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var errno syscall.Errno
-	err := s.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p))) //nolint:gosec // G103: read(2) into p, len(p) > 0
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
-			}
-			n, errno = int(r), e
-			return true
-		}
-	})
+	op := readOpPool.Get().(*readOp)
+	op.p = p
+	err := s.rc.Read(op.fn)
+	n, errno := op.n, op.errno
+	*op = readOp{fn: op.fn}
+	readOpPool.Put(op)
 	switch {
 	case err != nil:
 		return 0, s.opError(err)
@@ -81,6 +73,38 @@ func (s *sockConn) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// readOp is one Read's state for the callback RawConn.Read calls. A
+// closure over Read's variables would escape (RawConn is an interface) and
+// cost an allocation per read, two per relayed message; readOps, with
+// their callback bound once, are reused instead.
+type readOp struct {
+	p     []byte
+	n     int
+	errno syscall.Errno
+	fn    func(fd uintptr) bool // op.read
+}
+
+var readOpPool = sync.Pool{New: func() any {
+	op := new(readOp)
+	op.fn = op.read
+	return op
+}}
+
+// read issues read(2) into op.p; false (wait in the netpoller) on EAGAIN.
+func (op *readOp) read(fd uintptr) bool {
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&op.p[0])), uintptr(len(op.p))) //nolint:gosec // G103: read(2) into p, len(p) > 0
+		switch e {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
+		}
+		op.n, op.errno = int(r), e
+		return true
+	}
 }
 
 func (s *sockConn) opError(err error) error {

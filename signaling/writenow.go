@@ -69,23 +69,12 @@ func (c *conn) tryWrite(payload []byte) (res writeResult, rest []byte, err error
 	bp := framePool.Get().(*[]byte)
 	buf := appendTextFrameHeader((*bp)[:0], len(payload))
 	buf = append(buf, payload...)
-	var n int
-	var werr error
-	cerr := rc.Write(func(fd uintptr) bool {
-		// A raw system call: the socket is non-blocking, so the call cannot
-		// block, and skipping entersyscall keeps an idle process's sysmon
-		// thread asleep (sockread.go).
-		for {
-			r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&buf[0])), uintptr(len(buf))) //nolint:gosec // G103: write(2) of buf, never empty (it holds a frame header)
-			if e != syscall.EINTR {
-				n = int(r)
-				if e != 0 {
-					n, werr = 0, e
-				}
-				return true // one attempt: never wait for the socket
-			}
-		}
-	})
+	op := writeOpPool.Get().(*writeOp)
+	op.b = buf
+	cerr := rc.Write(op.fn)
+	n, werr := op.n, op.err
+	*op = writeOp{fn: op.fn}
+	writeOpPool.Put(op)
 	switch {
 	case errors.Is(cerr, os.ErrDeadlineExceeded):
 		// An earlier write's deadline has passed; the writer sets a new one.
@@ -108,6 +97,39 @@ func (c *conn) tryWrite(payload []byte) (res writeResult, rest []byte, err error
 		framePool.Put(bp)
 	}
 	return res, rest, err
+}
+
+// writeOp is one inline write's state for the callback RawConn.Write calls,
+// reused with its callback bound once (a closure would escape and cost an
+// allocation per write; see readOp).
+type writeOp struct {
+	b   []byte
+	n   int
+	err error
+	fn  func(fd uintptr) bool // op.write
+}
+
+var writeOpPool = sync.Pool{New: func() any {
+	op := new(writeOp)
+	op.fn = op.write
+	return op
+}}
+
+// write makes one write(2) attempt of op.b: it never waits for the socket.
+// A raw system call: the socket is non-blocking, so the call cannot block,
+// and skipping entersyscall keeps an idle process's sysmon thread asleep
+// (sockread.go).
+func (op *writeOp) write(fd uintptr) bool {
+	for {
+		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&op.b[0])), uintptr(len(op.b))) //nolint:gosec // G103: write(2) of b, never empty (it holds a frame header)
+		if e != syscall.EINTR {
+			op.n = int(r)
+			if e != 0 {
+				op.n, op.err = 0, e
+			}
+			return true
+		}
+	}
 }
 
 // writeNow writes f, a text frame, on the calling goroutine; the caller has
