@@ -192,6 +192,9 @@ type Config struct {
 	// offloadPoll is how often the kernel path's counters are read
 	// (default offloadPollInterval; tests shorten it).
 	offloadPoll time.Duration
+	// offloadReconcile is how often the kernel's bindings are reconciled
+	// with user space's (default offloadReconcileInterval).
+	offloadReconcile time.Duration
 }
 
 // PeerPolicy decides which peer addresses allocations may reach.

@@ -34,6 +34,10 @@ func (m OffloadMode) validate() error {
 // into metrics, per-binding totals and bandwidth decisions.
 const offloadPollInterval = time.Second
 
+// offloadReconcileInterval is how often the kernel's bindings are compared
+// with user space's and fixed (a failed map write, any drift).
+const offloadReconcileInterval = 30 * time.Second
+
 // Reasons a channel binding stays in user space although the kernel path
 // runs (turnd_offload_skipped_bindings_total{reason}).
 const (
@@ -46,6 +50,15 @@ const (
 
 var skipReasons = []string{skipStreamClient, skipNoLocalAddr, skipInvalid, skipFull, skipError}
 
+// Kinds of reconciliation fix (turnd_offload_reconciled_total{kind}).
+const (
+	reconcileStale   = "stale"   // in the kernel, not wanted by user space: removed
+	reconcileMissing = "missing" // wanted, not in the kernel: installed
+	reconcileChanged = "changed" // in the kernel with other forwarding values: rewritten
+)
+
+var reconcileKinds = []string{reconcileStale, reconcileMissing, reconcileChanged}
+
 // offloadMetrics are the kernel path's series.
 type offloadMetrics struct {
 	active   prometheus.Gauge
@@ -54,6 +67,8 @@ type offloadMetrics struct {
 	bytes    *prometheus.CounterVec // direction
 	passed   *prometheus.CounterVec // reason
 	skipped  *prometheus.CounterVec // reason
+	// reconciled counts fixes of the reconciliation pass, by kind.
+	reconciled *prometheus.CounterVec
 }
 
 func newOffloadMetrics(reg prometheus.Registerer) *offloadMetrics {
@@ -76,14 +91,20 @@ func newOffloadMetrics(reg prometheus.Registerer) *offloadMetrics {
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "turnd_offload_skipped_bindings_total", Help: "Channel bindings kept in user space while the kernel path runs, by reason.",
 		}, []string{"reason"}),
+		reconciled: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "turnd_offload_reconciled_total", Help: "Kernel bindings the periodic reconciliation fixed: stale (removed), missing (installed), changed (rewritten).",
+		}, []string{"kind"}),
 	}
-	reg.MustRegister(m.active, m.bindings, m.packets, m.bytes, m.passed, m.skipped)
+	reg.MustRegister(m.active, m.bindings, m.packets, m.bytes, m.passed, m.skipped, m.reconciled)
 	for _, d := range []string{dirClientToPeer, dirPeerToClient} {
 		m.packets.WithLabelValues(d)
 		m.bytes.WithLabelValues(d)
 	}
 	for _, r := range skipReasons {
 		m.skipped.WithLabelValues(r)
+	}
+	for _, k := range reconcileKinds {
+		m.reconciled.WithLabelValues(k)
 	}
 	return m
 }

@@ -105,13 +105,18 @@ func (o *offloader) startLocked() error {
 		}
 	}
 	o.eng = eng
-	o.k = &kernelObserver{eng: eng, m: o.m, log: o.log, tracked: map[offload.BindingID]*tracked{}}
+	o.k = &kernelObserver{eng: eng, m: o.m, log: o.log,
+		tracked: map[offload.BindingID]*tracked{}, retry: map[offload.BindingID]retryBinding{}}
 	o.stopPoll, o.pollDone = make(chan struct{}), make(chan struct{})
 	interval := o.s.cfg.offloadPoll
 	if interval <= 0 {
 		interval = offloadPollInterval
 	}
-	go o.k.pollLoop(interval, o.stopPoll, o.pollDone)
+	every := o.s.cfg.offloadReconcile
+	if every <= 0 {
+		every = offloadReconcileInterval
+	}
+	go o.k.pollLoop(interval, every, o.stopPoll, o.pollDone)
 	o.m.active.Set(1)
 	// Replays every live binding; changes racing with it reach k too.
 	o.s.fast.setObserver(o.k)

@@ -69,6 +69,7 @@ type offRig struct {
 	peer   *net.UDPConn
 	relay  netip.AddrPort
 	turnd  netip.AddrPort // where the client sends
+	ns     string         // the client's and peer's namespace
 	seq    uint32
 }
 
@@ -98,12 +99,13 @@ func newOffRig(t *testing.T, mutate func(*Config)) *offRig {
 		c.MinPort, c.MaxPort = labRelayMin, labRelayMax
 		c.Peers = PeerPolicy{Allowed: []netip.Prefix{netip.MustParsePrefix("198.51.100.0/24")}}
 		c.Offload = OffloadTC
-		c.offloadPoll = time.Hour // the tests read counters themselves
+		c.offloadPoll = time.Hour      // the tests read counters themselves
+		c.offloadReconcile = time.Hour // and reconcile themselves
 		if mutate != nil {
 			mutate(c)
 		}
 	})
-	r := &offRig{t: t, srv: srv,
+	r := &offRig{t: t, srv: srv, ns: w,
 		client: listenUDPIn(t, w, netip.AddrPortFrom(labClient, 0)),
 		peer:   listenUDPIn(t, w, netip.AddrPortFrom(labPeer, 0)),
 		turnd:  netip.AddrPortFrom(labTurnd, toAddrPort(srv.Addr("udp")).Port()),
@@ -195,6 +197,18 @@ func (r *offRig) awaitKernel(what string, ok func([]offload.BindingID) bool) {
 		}
 	}
 	r.t.Fatalf("kernel path: %s did not happen", what)
+}
+
+// observer returns the running kernel observer.
+func (r *offRig) observer() *kernelObserver {
+	r.t.Helper()
+	o := r.srv.offload
+	o.ctl.Lock()
+	defer o.ctl.Unlock()
+	if o.k == nil {
+		r.t.Fatal("the kernel path is not running")
+	}
+	return o.k
 }
 
 func (r *offRig) counters() offload.Counters {

@@ -26,6 +26,10 @@ type kernelObserver struct {
 	mu      sync.Mutex
 	gen     uint64
 	tracked map[offload.BindingID]*tracked
+	// retry holds bindings user space wants in the kernel whose install
+	// failed (table full, a map write error): they stay in user space and
+	// the next reconciliation pass tries again.
+	retry map[offload.BindingID]retryBinding
 
 	lastReasons []uint64 // owned by the poller
 }
@@ -36,6 +40,12 @@ type tracked struct {
 	want offload.Binding // as last written
 	last offload.Stats   // counters already added to b
 	gen  uint64          // when installed (see poll)
+}
+
+// retryBinding is a binding wanted in the kernel but not installed.
+type retryBinding struct {
+	b    *binding
+	want offload.Binding
 }
 
 func (k *kernelObserver) bindingInstalled(s BindingSnapshot) { k.apply(s, true) }
@@ -96,23 +106,23 @@ func (k *kernelObserver) apply(s BindingSnapshot, installed bool) {
 		}
 	}
 	if err := k.eng.Upsert(want); err != nil {
-		reason := skipError
-		switch {
-		case errors.Is(err, offload.ErrInvalid):
-			reason = skipInvalid
-		case errors.Is(err, offload.ErrFull):
-			reason = skipFull
-		case errors.Is(err, offload.ErrClosed):
+		if errors.Is(err, offload.ErrClosed) {
 			return
 		}
+		reason := skipReason(err)
 		k.m.skipped.WithLabelValues(reason).Inc()
 		k.log.Debug("offload: binding stays in user space", "err", err)
-		// A failed update may have rolled the entry back: forget it.
+		// A failed update may have rolled the entry back: take out what
+		// is left and keep the binding in user space.
 		if old := k.tracked[id]; old != nil {
 			k.removeLocked(id, old.b)
 		}
+		if reason != skipInvalid { // the program can never carry an invalid one
+			k.retry[id] = retryBinding{b: s.ref, want: want}
+		}
 		return
 	}
+	delete(k.retry, id)
 	if t == nil {
 		k.gen++
 		t = &tracked{b: s.ref, gen: k.gen}
@@ -125,6 +135,9 @@ func (k *kernelObserver) apply(s BindingSnapshot, installed bool) {
 // removeLocked takes binding id out of the kernel when it is b's, and
 // adds its last counters to b.
 func (k *kernelObserver) removeLocked(id offload.BindingID, b *binding) {
+	if r, ok := k.retry[id]; ok && r.b == b {
+		delete(k.retry, id)
+	}
 	t := k.tracked[id]
 	if t == nil || t.b != b {
 		return
@@ -193,17 +206,33 @@ func sub(a, b uint64) uint64 {
 	return a - b
 }
 
-// pollLoop reads the counters every interval until stop closes.
-func (k *kernelObserver) pollLoop(interval time.Duration, stop <-chan struct{}, done chan<- struct{}) {
+// skipReason names why an Upsert left a binding in user space.
+func skipReason(err error) string {
+	switch {
+	case errors.Is(err, offload.ErrInvalid):
+		return skipInvalid
+	case errors.Is(err, offload.ErrFull):
+		return skipFull
+	}
+	return skipError
+}
+
+// pollLoop reads the counters every interval and reconciles the kernel's
+// bindings with user space's every reconcile, until stop closes.
+func (k *kernelObserver) pollLoop(interval, reconcile time.Duration, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	rt := time.NewTicker(reconcile)
+	defer rt.Stop()
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
 			k.poll()
+		case <-rt.C:
+			k.reconcile()
 		}
 	}
 }

@@ -381,6 +381,19 @@ func (e *Engine) Bindings() []BindingID {
 	return out
 }
 
+// Installed returns the installed bindings as last written, routes as
+// resolved: what a caller reconciling its own table against the kernel's
+// compares with.
+func (e *Engine) Installed() []Binding {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]Binding, 0, len(e.bindings))
+	for _, n := range e.bindings {
+		out = append(out, n.b)
+	}
+	return out
+}
+
 // a16 is the program's 16-byte address form: IPv4 as ::ffff:a.b.c.d.
 func a16(a netip.Addr) [16]byte { return a.As16() }
 
