@@ -161,12 +161,24 @@ func capLifetime(b []byte, max time.Duration, key []byte) bool {
 		if off+4+l > end {
 			return false
 		}
+		// pion reads the first attribute of each type, so only the first
+		// counts here; a first one of the wrong size is left for pion to
+		// refuse, uncapped.
 		switch {
-		case t == stun.AttrLifetime && l == 4 && miOff < 0:
+		case t == stun.AttrLifetime && lifeOff < 0:
+			if l != 4 {
+				return false
+			}
 			lifeOff = off + 4
-		case t == stun.AttrMessageIntegrity && l == 20 && miOff < 0:
+		case t == stun.AttrMessageIntegrity && miOff < 0:
+			if l != 20 {
+				return false
+			}
 			miOff = off
-		case t == stun.AttrFingerprint && l == 4:
+		case t == stun.AttrFingerprint && fpOff < 0:
+			if l != 4 {
+				return false
+			}
 			fpOff = off
 		}
 		off += 4 + (l+3)&^3
@@ -179,15 +191,20 @@ func capLifetime(b []byte, max time.Duration, key []byte) bool {
 		return false
 	}
 	binary.BigEndian.PutUint32(b[lifeOff:], limit)
-	// RFC 8489 section 14.5: the HMAC covers the message up to the
-	// attribute, with the header length counting up to its end.
-	total := binary.BigEndian.Uint16(b[2:4])
-	binary.BigEndian.PutUint16(b[2:4], uint16(miOff+24-20))
-	mac := hmac.New(sha1.New, key)
-	mac.Write(b[:miOff])
-	copy(b[miOff+4:miOff+24], mac.Sum(nil))
-	binary.BigEndian.PutUint16(b[2:4], total)
-	if fpOff > miOff {
+	// A LIFETIME after MESSAGE-INTEGRITY is not covered by it, but pion
+	// still reads it: cap it all the same, and sign again only what the
+	// HMAC covers.
+	if lifeOff < miOff {
+		// RFC 8489 section 14.5: the HMAC covers the message up to the
+		// attribute, with the header length counting up to its end.
+		total := binary.BigEndian.Uint16(b[2:4])
+		binary.BigEndian.PutUint16(b[2:4], uint16(miOff+24-20))
+		mac := hmac.New(sha1.New, key)
+		mac.Write(b[:miOff])
+		copy(b[miOff+4:miOff+24], mac.Sum(nil))
+		binary.BigEndian.PutUint16(b[2:4], total)
+	}
+	if fpOff > lifeOff {
 		binary.BigEndian.PutUint32(b[fpOff+4:], crc32.ChecksumIEEE(b[:fpOff])^0x5354554e)
 	}
 	return true

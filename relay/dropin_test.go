@@ -224,22 +224,36 @@ func FuzzDropInParsers(f *testing.F) {
 	req := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodRefresh, stun.ClassRequest),
 		lifetime(time.Hour), stun.NewUsername("u"), stun.NewNonce("ABC"), stun.MessageIntegrity(key), stun.Fingerprint)
 	f.Add(req.Raw, "ABC")
+	// pion reads a LIFETIME the HMAC does not cover, and the first of two.
+	after := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodRefresh, stun.ClassRequest),
+		stun.NewUsername("u"), stun.MessageIntegrity(key), lifetime(time.Hour), stun.Fingerprint)
+	f.Add(after.Raw, "")
+	twice := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodRefresh, stun.ClassRequest),
+		lifetime(time.Hour), lifetime(time.Second), stun.NewUsername("u"), stun.MessageIntegrity(key))
+	f.Add(twice.Raw, "")
 	f.Add([]byte{0, 1, 0, 0}, "")
 	f.Fuzz(func(t *testing.T, b []byte, nonce string) {
 		nonceMinute(nonce)
 		spoilNonce(append([]byte(nil), b...))
 		c := append([]byte(nil), b...)
-		if capLifetime(c, time.Minute, key) {
-			m := &stun.Message{Raw: c}
-			if m.Decode() != nil {
-				return
-			}
-			if raw, err := m.Get(stun.AttrLifetime); err == nil && len(raw) == 4 && binary.BigEndian.Uint32(raw) > 60 {
-				t.Errorf("LIFETIME %d after capping to 60", binary.BigEndian.Uint32(raw))
-			}
-			if stun.MessageIntegrity(key).Check(m) != nil {
-				t.Error("capped request no longer authenticates")
-			}
+		authentic := func(raw []byte) bool {
+			m := &stun.Message{Raw: append([]byte(nil), raw...)}
+			return m.Decode() == nil && stun.MessageIntegrity(key).Check(m) == nil
+		}
+		before := authentic(b)
+		capped := capLifetime(c, time.Minute, key)
+		m := &stun.Message{Raw: c}
+		if m.Decode() != nil {
+			return
+		}
+		// What pion would grant: the first LIFETIME of a request that
+		// authenticates. The capper must leave none above the cap.
+		if raw, err := m.Get(stun.AttrLifetime); err == nil && len(raw) == 4 &&
+			binary.BigEndian.Uint32(raw) > 60 && authentic(c) {
+			t.Errorf("LIFETIME %d granted past the cap of 60 (capped=%v)", binary.BigEndian.Uint32(raw), capped)
+		}
+		if capped && before && !authentic(c) {
+			t.Error("capped request no longer authenticates")
 		}
 	})
 }
