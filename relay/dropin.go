@@ -162,8 +162,10 @@ func capLifetime(b []byte, max time.Duration, key []byte) bool {
 			return false
 		}
 		// pion reads the first attribute of each type, so only the first
-		// counts here; a first one of the wrong size is left for pion to
-		// refuse, uncapped.
+		// counts here. A first LIFETIME of the wrong size gets pion's
+		// default lifetime (capped by withDefaults), and a first
+		// MESSAGE-INTEGRITY of the wrong size fails authentication: both
+		// are left alone.
 		switch {
 		case t == stun.AttrLifetime && lifeOff < 0:
 			if l != 4 {
@@ -175,11 +177,11 @@ func capLifetime(b []byte, max time.Duration, key []byte) bool {
 				return false
 			}
 			miOff = off
-		case t == stun.AttrFingerprint && fpOff < 0:
-			if l != 4 {
-				return false
-			}
+		case t == stun.AttrFingerprint && fpOff == -1:
 			fpOff = off
+			if l != 4 {
+				fpOff = -2 // malformed: nothing to sign again
+			}
 		}
 		off += 4 + (l+3)&^3
 	}
