@@ -398,15 +398,7 @@ func (l *relayLoop) drain(rf *relayFast) {
 	}
 	for {
 		l.aim()
-		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&l.hdrs[0])),
-			loopSlots, unix.MSG_DONTWAIT, 0, 0)
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			break
-		}
-		k := int(n)
+		k := l.recv(c.fd)
 		for i := 0; i < k; i++ {
 			frame := l.ring[l.used+i][:4+l.hdrs[i].Len]
 			src := parseSockaddr(&l.names[i])
@@ -436,6 +428,24 @@ func (l *relayLoop) aim() {
 	}
 }
 
+// recv takes up to loopSlots datagrams from fd into the aimed slots
+// without blocking; 0 when the socket is empty or the read failed (a
+// pending ICMP error on a UDP socket, consumed by this read).
+func (l *relayLoop) recv(fd int) int {
+	for {
+		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&l.hdrs[0])),
+			loopSlots, unix.MSG_DONTWAIT, 0, 0)
+		switch e {
+		case 0:
+			return int(n)
+		case unix.EINTR:
+			continue
+		default:
+			return 0
+		}
+	}
+}
+
 // flushSends sends the frames waiting in out and frees the ring.
 func (l *relayLoop) flushSends() {
 	l.out.send()
@@ -455,15 +465,7 @@ func (l *relayLoop) drainListener(lf *listenerFast) {
 	}
 	for {
 		l.aim() // the slots stay free: what this reads is sent (or copied) at once
-		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(c.fd), uintptr(unsafe.Pointer(&l.hdrs[0])),
-			loopSlots, unix.MSG_DONTWAIT, 0, 0)
-		if e == unix.EINTR {
-			continue
-		}
-		if e != 0 {
-			break
-		}
-		k := int(n)
+		k := l.recv(c.fd)
 		for i := 0; i < k; i++ {
 			b := l.ring[l.used+i][4 : 4+l.hdrs[i].Len]
 			src := parseSockaddr(&l.names[i])
