@@ -9,9 +9,8 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
+	"os"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -154,20 +153,26 @@ const loopSlots = 8
 
 // relayLoop reads a set of relay sockets.
 //
-// Its goroutine waits in a blocking epoll_wait (a plain system call, not
-// Go's poller): a peer datagram wakes that thread directly, as coturn's
-// relay threads are woken, instead of waking the poller, which then
-// readies a goroutine another thread must be found (and often woken) to
-// run. While the goroutine waits, its P stays attached to the system call,
-// so the loops add themselves to GOMAXPROCS (loopProcs): otherwise loops
-// blocked in epoll_wait would hold every P, and Go's monitor would have to
-// take them back (every tick) before anything else could run. They do not
-// lock their OS thread: a system call keeps its thread anyway, and after
-// it the goroutine normally resumes on the same P and thread. Close wakes
-// the wait through an eventfd.
+// Its sockets are registered with an epoll instance of its own, and that
+// epoll descriptor is registered with Go's poller (an epoll descriptor is
+// readable while it has ready events). The loop's goroutine takes every
+// ready socket with non-blocking epoll_wait calls while they keep finding
+// some, then parks in Go's poller until the descriptor is readable again.
+// So an idle loop holds no P and no thread: a burst of datagrams wakes the
+// thread blocked in Go's netpoll, which runs the loop's goroutine itself
+// (findRunnable returns the goroutine netpoll readied; no other thread is
+// woken for one ready loop). A busy loop never parks and runs like a
+// blocking event loop: one wake-up serves every ready socket, as in
+// coturn's relay threads. The sockets are edge-triggered and every ready
+// one is drained to empty, and Go's poller watches the epoll descriptor
+// edge-triggered too: a datagram arriving after the last empty epoll_wait
+// makes the descriptor readable again, so parking loses no wake-up. Close
+// wakes the loop through an eventfd in its epoll set.
 type relayLoop struct {
 	fp   *fastPath
 	epfd int
+	epf  *os.File // epfd, registered with Go's poller
+	wait syscall.RawConn
 	efd  int // eventfd: written once by close, ends the loop
 
 	mu     sync.Mutex
@@ -176,50 +181,16 @@ type relayLoop struct {
 	closed bool // close was called: no epoll_ctl (epfd closes after the loop ends)
 
 	// Owned by the loop goroutine.
-	events []unix.EpollEvent
-	hdrs   [loopSlots]unix.Mmsghdr // one recvmmsg, aimed at ring[used:]
-	iovs   [loopSlots]unix.Iovec
-	names  [loopSlots]unix.RawSockaddrInet6
-	ring   [ringSlots][]byte // 4 header bytes, slotSize payload bytes, 3 padding bytes each
-	used   int               // ring slots holding frames that wait in out
-	out    sendBatch
+	serveFn func(uintptr) bool // l.serve, made once: no allocation per wake-up
+	ended   bool               // serve saw the eventfd or a failed epoll_wait
+	events  []unix.EpollEvent
+	hdrs    [loopSlots]unix.Mmsghdr // one recvmmsg, aimed at ring[used:]
+	iovs    [loopSlots]unix.Iovec
+	names   [loopSlots]unix.RawSockaddrInet6
+	ring    [ringSlots][]byte // 4 header bytes, slotSize payload bytes, 3 padding bytes each
+	used    int               // ring slots holding frames that wait in out
+	out     sendBatch
 }
-
-// Keeping Go's monitor thread (sysmon) calm. sysmon takes the P of a
-// goroutine that has run 10 ms on one scheduler time slice, or sat 10 ms
-// in one system call, and every such take resets it from sleeping 10 ms at
-// a time to waking every 20 µs. A loop goroutine never reschedules by
-// itself (it goes from system call to system call), so sysmon took its P
-// (with a preemption signal) every 10 ms: strace at 10 flows showed four
-// sysmon nanosleeps per relayed datagram. So the loop yields its time
-// slice (runtime.Gosched) when loopYieldNS have passed, and cuts its wait
-// into ticks of loopTickMS while traffic flows, which puts a yield in
-// every 10 ms window. A yield is not free (it wakes a spinning thread:
-// 27% of turnd's CPU at 10 flows when it ran every 3-7 ms), hence as rare
-// as sysmon allows. After loopQuietTicks empty ticks (1 s without
-// traffic) the loop waits without limit, so an idle relay costs nothing.
-const (
-	loopYieldNS    = int64(6500 * time.Microsecond)
-	loopTickMS     = 3
-	loopQuietTicks = 333
-)
-
-// Crowded: something set GOMAXPROCS after the loops added their Ps (an
-// embedding program's own scheduler sizing, such as signal --procs auto),
-// leaving no more Ps than loops. A loop waiting in epoll_wait then holds a
-// P the rest of the program needs, and only sysmon would take it back. So
-// a crowded loop never waits longer than crowdedTickMS and yields after
-// crowdedYieldNS: other goroutines wait at most about a millisecond or two.
-const (
-	crowdedTickMS  = 1
-	crowdedYieldNS = int64(time.Millisecond)
-)
-
-// loopsRunning counts the relay loops of every server in the process.
-var loopsRunning atomic.Int32
-
-// loopsCrowded reports whether GOMAXPROCS leaves no P beyond the loops'.
-func loopsCrowded() bool { return runtime.GOMAXPROCS(0) <= int(loopsRunning.Load()) }
 
 // wakeID is the epoll key of the eventfd; socket ids start at 1.
 const wakeID = 0
@@ -241,8 +212,14 @@ func newRelayLoop(fp *fastPath) (*relayLoop, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("relay loop: %w", err)
 	}
-	l := &relayLoop{fp: fp, epfd: epfd, efd: efd, socks: map[uint32]loopSock{},
+	epf, wait, err := pollable(epfd)
+	if err != nil { // epfd is closed
+		unix.Close(efd)
+		return nil, fmt.Errorf("relay loop: %w", err)
+	}
+	l := &relayLoop{fp: fp, epfd: epfd, epf: epf, wait: wait, efd: efd, socks: map[uint32]loopSock{},
 		events: make([]unix.EpollEvent, 128)}
+	l.serveFn = l.serve
 	// One backing array: its pages only become resident as datagrams
 	// (mostly under 1,500 bytes) arrive.
 	const frameSize = 4 + slotSize + 3
@@ -317,54 +294,85 @@ func (l *relayLoop) remove(c *rawUDP) {
 // run serves until close; the caller releases the descriptors after it
 // returns (closeFDs).
 func (l *relayLoop) run() {
-	quiet := 0 // consecutive empty waits
-	lastYield := monoNow()
-	crowded := loopsCrowded()
+	if oldWait {
+		l.runOld()
+		return
+	}
+	for !l.ended {
+		// serve returns false when the epoll set is empty: Read parks the
+		// goroutine in Go's poller until epfd is readable, then calls it again.
+		if err := l.wait.Read(l.serveFn); err != nil {
+			l.fp.s.log.Error("relay event loop stopped", "err", err)
+			return
+		}
+	}
+}
+
+// serve handles ready sockets until an epoll_wait that does not block
+// finds none (false: wait for epfd), or until close (true, l.ended).
+func (l *relayLoop) serve(uintptr) bool {
 	for {
-		if now := monoNow(); now-lastYield > loopYieldNS || crowded && now-lastYield > crowdedYieldNS {
-			// Let the scheduler see a fresh time slice (see loopYieldNS).
-			runtime.Gosched()
-			lastYield = now
-			crowded = loopsCrowded()
-		}
-		timeout := loopTickMS
-		switch {
-		case crowded:
-			timeout = crowdedTickMS
-		case quiet >= loopQuietTicks:
-			timeout = -1 // idle relay: sleep until traffic
-		}
-		n, err := unix.EpollWait(l.epfd, l.events, timeout) // blocks this thread, not the poller
+		n, err := unix.EpollWait(l.epfd, l.events, 0)
 		switch err {
 		case nil:
 		case unix.EINTR:
 			continue
 		default:
 			l.fp.s.log.Error("relay event loop stopped", "err", err)
-			return
+			l.ended = true
+			return true
 		}
 		if n == 0 {
-			quiet++
-			continue
+			return false
 		}
-		quiet = 0
-		for i := 0; i < n; i++ {
-			id := *(*uint32)(unsafe.Pointer(&l.events[i].Fd))
-			if id == wakeID {
-				return
-			}
-			l.mu.Lock()
-			ls := l.socks[id]
-			l.mu.Unlock()
-			switch {
-			case ls.rf != nil:
-				l.drain(ls.rf)
-			case ls.lf != nil:
-				l.drainListener(ls.lf)
-			}
+		if l.handle(n) {
+			l.ended = true
+			return true
 		}
-		l.flushSends()
 	}
+}
+
+// handle serves the first n of l.events; true when close was asked for.
+func (l *relayLoop) handle(n int) (closing bool) {
+	for i := 0; i < n; i++ {
+		id := *(*uint32)(unsafe.Pointer(&l.events[i].Fd))
+		if id == wakeID {
+			return true
+		}
+		l.mu.Lock()
+		ls := l.socks[id]
+		l.mu.Unlock()
+		switch {
+		case ls.rf != nil:
+			l.drain(ls.rf)
+		case ls.lf != nil:
+			l.drainListener(ls.lf)
+		}
+	}
+	l.flushSends()
+	return false
+}
+
+// pollable registers an epoll descriptor with Go's poller and returns it
+// as a file (which owns fd from now on) and its RawConn.
+func pollable(fd int) (*os.File, syscall.RawConn, error) {
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, nil, err
+	}
+	f := os.NewFile(uintptr(fd), "relay-loop-epoll")
+	// A descriptor Go's poller refused (os.NewFile does not say) has no
+	// deadlines.
+	if err := f.SetReadDeadline(time.Time{}); err != nil {
+		f.Close()
+		return nil, nil, fmt.Errorf("epoll descriptor not pollable: %w", err)
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return f, rc, nil
 }
 
 // close asks the loop to end; it returns at once.
@@ -383,7 +391,7 @@ func (l *relayLoop) close() {
 
 // closeFDs releases the loop's descriptors once run has returned.
 func (l *relayLoop) closeFDs() {
-	unix.Close(l.epfd)
+	l.epf.Close() // closes epfd
 	unix.Close(l.efd)
 }
 
@@ -502,6 +510,9 @@ var errNoLoop = errors.New("relay: no relay event loop")
 // cores read relay sockets); on failure the fast path reads relay sockets
 // with a goroutine each.
 func (fp *fastPath) startLoops(n int) {
+	if loopsOverride > 0 {
+		n = loopsOverride
+	}
 	for i := 0; i < n; i++ {
 		l, err := newRelayLoop(fp)
 		if err != nil {
@@ -516,8 +527,10 @@ func (fp *fastPath) startLoops(n int) {
 			l.run()
 		}()
 	}
-	loopsRunning.Add(int32(len(fp.loops)))
-	loopProcs.add(len(fp.loops))
+	if oldWait {
+		loopsRunning.Add(int32(len(fp.loops)))
+		loopProcs.add(len(fp.loops))
+	}
 }
 
 // stopLoops ends the loops and waits for them.
@@ -529,31 +542,11 @@ func (fp *fastPath) stopLoops() {
 	for _, l := range fp.loops {
 		l.closeFDs()
 	}
-	loopsRunning.Add(-int32(len(fp.loops)))
-	loopProcs.add(-len(fp.loops))
+	if oldWait {
+		loopsRunning.Add(-int32(len(fp.loops)))
+		loopProcs.add(-len(fp.loops))
+	}
 	fp.loops = nil
-}
-
-// loopProcs adds one P to GOMAXPROCS per running relay loop (see
-// relayLoop): a loop waiting in epoll_wait holds its P, and Go code must
-// keep the parallelism the operator (or the default, one per CPU) chose.
-var loopProcs procBudget
-
-type procBudget struct {
-	sync.Mutex
-	n int // Ps added and not yet returned
-}
-
-func (lp *procBudget) add(d int) {
-	if d == 0 {
-		return
-	}
-	lp.Lock()
-	defer lp.Unlock()
-	if cur := runtime.GOMAXPROCS(0); cur+d >= 1 {
-		runtime.GOMAXPROCS(cur + d)
-	}
-	lp.n += d
 }
 
 // adoptListeners moves UDP listener sockets off Go's poller: each is
