@@ -82,7 +82,7 @@ func (o *sendBatch) send() {
 
 func (o *sendBatch) sendmmsg(fd uintptr) {
 	for start := 0; start < o.n; {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&o.hdrs[start])),
+		r, _, e := sys6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&o.hdrs[start])),
 			uintptr(o.n-start), unix.MSG_DONTWAIT, 0, 0)
 		switch {
 		case e == unix.EINTR:

@@ -312,13 +312,15 @@ func (l *relayLoop) run() {
 // finds none (false: wait for epfd), or until close (true, l.ended).
 func (l *relayLoop) serve(uintptr) bool {
 	for {
-		n, err := unix.EpollWait(l.epfd, l.events, 0)
-		switch err {
-		case nil:
+		r, _, e := sys6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd),
+			uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
+		n := int(r)
+		switch e {
+		case 0:
 		case unix.EINTR:
 			continue
 		default:
-			l.fp.s.log.Error("relay event loop stopped", "err", err)
+			l.fp.s.log.Error("relay event loop stopped", "err", e)
 			l.ended = true
 			return true
 		}
@@ -441,7 +443,7 @@ func (l *relayLoop) aim() {
 // pending ICMP error on a UDP socket, consumed by this read).
 func (l *relayLoop) recv(fd int) int {
 	for {
-		n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&l.hdrs[0])),
+		n, _, e := sys6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&l.hdrs[0])),
 			loopSlots, unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:

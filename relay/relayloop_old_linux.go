@@ -94,3 +94,11 @@ func (lp *procBudget) add(d int) {
 	}
 	lp.n += d
 }
+
+// sys6: TEMPORARY A/B switch between blocking-aware and raw system calls.
+func sys6(trap, a1, a2, a3, a4, a5, a6 uintptr) (uintptr, uintptr, unix.Errno) {
+	if oldWait {
+		return unix.Syscall6(trap, a1, a2, a3, a4, a5, a6)
+	}
+	return unix.RawSyscall6(trap, a1, a2, a3, a4, a5, a6)
+}
