@@ -60,7 +60,11 @@ type fastPath struct {
 
 	loops    []*relayLoop // relay socket readers (Linux); none: a goroutine each
 	loopNext atomic.Uint32
-	loopsWG  sync.WaitGroup
+	// loopSpread: every loop reads its share of the sockets; else the
+	// first reads them all (loopspread_linux.go). loopGen counts changes.
+	loopSpread atomic.Bool
+	loopGen    atomic.Uint32
+	loopsWG    sync.WaitGroup
 	// relayGen changes whenever a relay address goes away, so cached
 	// policy verdicts for relay-to-relay peers are re-checked.
 	relayGen atomic.Uint64

@@ -36,13 +36,14 @@ type rawUDP struct {
 	family int
 	local  *net.UDPAddr
 
-	mu     sync.RWMutex // read-held by every user of fd; Close write-holds it
-	closed bool
-	done   chan struct{}
-	q      pionQueue // datagrams for pion
-	loop   *relayLoop
-	id     uint32     // key in loop.socks
-	home   *relayLoop // listener sockets: the loop that reads it and its clients' relay sockets
+	mu      sync.RWMutex // read-held by every user of fd; Close write-holds it
+	closed  bool
+	done    chan struct{}
+	q       pionQueue  // datagrams for pion
+	loop    *relayLoop // the loop that reads it; changes under mu (loopspread_linux.go)
+	id      uint32     // key in loop.socks
+	slot    uint32     // picks its loop while the loops are spread (loopFor)
+	adopted bool       // a listener socket the loops read (adoptListeners)
 }
 
 type rawPkt struct {
@@ -170,6 +171,7 @@ const loopSlots = 8
 // wakes the loop through an eventfd in its epoll set.
 type relayLoop struct {
 	fp   *fastPath
+	idx  int // in fp.loops
 	epfd int
 	epf  *os.File // epfd, registered with Go's poller
 	wait syscall.RawConn
@@ -179,6 +181,8 @@ type relayLoop struct {
 	socks  map[uint32]loopSock
 	next   uint32
 	closed bool // close was called: no epoll_ctl (epfd closes after the loop ends)
+
+	load loopLoad // how busy it is, and moving sockets between loops
 
 	// Owned by the loop goroutine.
 	serveFn func(uintptr) bool // l.serve, made once: no allocation per wake-up
@@ -311,6 +315,8 @@ func (l *relayLoop) run() {
 // serve handles ready sockets until an epoll_wait that does not block
 // finds none (false: wait for epfd), or until close (true, l.ended).
 func (l *relayLoop) serve(uintptr) bool {
+	start := monoNow()
+	l.woke(start)
 	for {
 		r, _, e := sys6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd),
 			uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
@@ -325,6 +331,7 @@ func (l *relayLoop) serve(uintptr) bool {
 			return true
 		}
 		if n == 0 {
+			l.load.busyNS += monoNow() - start
 			return false
 		}
 		if l.handle(n) {
@@ -522,7 +529,13 @@ func (fp *fastPath) startLoops(n int) {
 			fp.stopLoops()
 			return
 		}
+		l.idx = i
 		fp.loops = append(fp.loops, l)
+	}
+	if spreadAlways {
+		fp.loopSpread.Store(true)
+	}
+	for _, l := range fp.loops { // fp.loops is fixed from here until stopLoops
 		fp.loopsWG.Add(1)
 		go func() {
 			defer fp.loopsWG.Done()
@@ -574,7 +587,7 @@ func (fp *fastPath) adoptListeners(pcs []net.PacketConn) []net.PacketConn {
 			fp.s.log.Warn("listener socket stays on Go's poller", "addr", uc.LocalAddr(), "err", err)
 			continue
 		}
-		c.home = fp.loops[i%len(fp.loops)]
+		c.adopted, c.slot = true, uint32(i)
 		uc.Close()
 		out[i] = c
 	}
@@ -621,14 +634,16 @@ func (fp *fastPath) attachLoop(rf *relayFast) error {
 	if len(fp.loops) == 0 {
 		return errNoLoop
 	}
-	l := fp.loops[fp.loopNext.Add(1)%uint32(len(fp.loops))]
+	c := rf.sock.raw
+	c.slot = fp.loopNext.Add(1)
 	if rf.listener != nil && rf.listener.fast != nil && rf.listener.fast.sock.raw != nil {
 		// Both directions of a client on one loop: one wake-up serves a
 		// client's datagram and its peer's answer when they queue together.
-		if home := rf.listener.fast.sock.raw.home; home != nil {
-			l = home
+		if lc := rf.listener.fast.sock.raw; lc.adopted {
+			c.slot = lc.slot
 		}
 	}
+	l := fp.loopFor(c.slot)
 	rf.out = &l.out
 	return l.add(rf)
 }
@@ -670,7 +685,7 @@ func (r rawConnOf) once(f func(fd uintptr) bool) error {
 // or nil for one Go's poller still reads.
 func loopListenerSock(pc net.PacketConn) *udpSock {
 	c, ok := pc.(*rawUDP)
-	if !ok || c.home == nil {
+	if !ok || !c.adopted {
 		return nil
 	}
 	return &udpSock{raw: c, family: c.family}
@@ -681,7 +696,8 @@ func (l *listenerFast) startLoop() error {
 	if !l.fed {
 		return nil
 	}
-	return l.sock.raw.home.addListener(l)
+	c := l.sock.raw
+	return l.fp.loopFor(c.slot).addListener(l)
 }
 
 // popForPion returns the next datagram the loop queued for pion, waiting

@@ -102,3 +102,6 @@ func sys6(trap, a1, a2, a3, a4, a5, a6 uintptr) (uintptr, uintptr, unix.Errno) {
 	}
 	return unix.RawSyscall6(trap, a1, a2, a3, a4, a5, a6)
 }
+
+// TEMPORARY: TURND_SPREAD=always keeps the loops spread (two loops all the time).
+var spreadAlways = os.Getenv("TURND_SPREAD") == "always" || oldWait

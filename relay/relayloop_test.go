@@ -3,15 +3,23 @@
 package relay
 
 import (
+	"bytes"
+	"fmt"
+	"net"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/pion/stun/v4"
+	"github.com/rtcsuite/rtcsuite/internal/turnrest"
 )
 
-// The UDP listener sockets are read by the relay loops (off Go's poller),
-// a client's relay socket shares the loop of its listener socket, and
-// Close ends every loop and returns its descriptors.
+// The UDP listener sockets are read by the relay loops (off Go's poller).
+// Gathered (the start), the first loop reads every socket; spread, each
+// listener socket and its clients' relay sockets go to loop slot%n;
+// gathered again, all return to the first. Close ends every loop and
+// returns its descriptors.
 func TestRelayLoopsReadListeners(t *testing.T) {
 	r := newFPRig(t, nil)
 	r.bind(0x4001)
@@ -25,30 +33,52 @@ func TestRelayLoopsReadListeners(t *testing.T) {
 		t.Fatal("no fast-path binding for the rig's channel")
 	}
 	lf := b.rf.listener.fast
-	if !lf.fed || lf.sock.raw == nil || lf.sock.raw.home == nil {
+	if !lf.fed || lf.sock.raw == nil || !lf.sock.raw.adopted {
 		t.Fatalf("listener socket not adopted by a loop (fed %v)", lf.fed)
 	}
-	listeners, relayOn := 0, (*relayLoop)(nil)
-	for _, l := range fp.loops {
-		l.mu.Lock()
-		for _, ls := range l.socks {
-			if ls.lf != nil {
-				listeners++
-				if ls.lf.sock.raw.home != l {
-					t.Errorf("listener %v read by a loop other than its home", ls.lf.local)
+	if b.rf.sock.raw.slot != lf.sock.raw.slot {
+		t.Error("the client's relay socket does not follow its listener socket")
+	}
+	placed := func(spread bool) {
+		t.Helper()
+		listeners, relays := map[*relayLoop]int{}, 0
+		for _, l := range fp.loops {
+			l.mu.Lock()
+			for _, ls := range l.socks {
+				want := fp.loops[0]
+				if spread {
+					want = fp.loops[ls.raw().slot%uint32(len(fp.loops))]
+				}
+				if l != want {
+					t.Errorf("spread %v: a socket (slot %d) read by loop %d, want %d", spread, ls.raw().slot, l.idx, want.idx)
+				}
+				if ls.lf != nil {
+					listeners[l]++
+				}
+				if ls.rf == b.rf {
+					relays++
 				}
 			}
-			if ls.rf == b.rf {
-				relayOn = l
-			}
+			l.mu.Unlock()
 		}
-		l.mu.Unlock()
+		if n := listeners[fp.loops[0]] + listeners[fp.loops[1]]; n != 2 {
+			t.Errorf("loops read %d listener sockets, want 2", n)
+		}
+		if spread && (listeners[fp.loops[0]] != 1 || listeners[fp.loops[1]] != 1) {
+			t.Errorf("spread: listener sockets per loop %d and %d, want one each", listeners[fp.loops[0]], listeners[fp.loops[1]])
+		}
+		if relays != 1 {
+			t.Errorf("the client's relay socket is read by %d loops", relays)
+		}
 	}
-	if listeners != 2 {
-		t.Errorf("loops read %d listener sockets, want 2", listeners)
-	}
-	if relayOn != lf.sock.raw.home {
-		t.Error("the client's relay socket is not on its listener socket's loop")
+	placed(false)
+	for _, spread := range []bool{true, false} {
+		fp.setSpread(spread)
+		for _, l := range fp.loops {
+			l.rebalance(nil)
+		}
+		placed(spread)
+		r.roundTrip(0x4001, 100)
 	}
 
 	loops := fp.loops
@@ -70,6 +100,51 @@ func TestRelayLoopsReadListeners(t *testing.T) {
 	lf.sock.raw.mu.RUnlock()
 	if !closed {
 		t.Error("listener socket still open after Close")
+	}
+}
+
+// Sockets move between loops while datagrams flow both ways, and every
+// datagram arrives, once and in order: a move loses no edge-triggered
+// wake-up.
+func TestRelayLoopsMoveUnderTraffic(t *testing.T) {
+	r := newFPRig(t, nil)
+	r.bind(0x4004)
+	r = r.clientOnSlot(1, 0x4005) // gathered and spread put it on different loops
+	r.roundTrip(0x4005, 100)
+	fp := r.srv.fast
+	stop := make(chan struct{})
+	moved := make(chan int)
+	go func() {
+		n := 0
+		defer func() { moved <- n }()
+		for i := 0; i < 2000; i++ { // bounded; usually ended by stop
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			fp.setSpread(i%2 == 0)
+			for _, l := range fp.loops {
+				l.rebalance(nil)
+			}
+			n++
+		}
+	}()
+	const rounds = 200
+	for i := 0; i < rounds; i++ {
+		p := []byte(fmt.Sprintf("move %d", i))
+		r.sendC2P(0x4005, p)
+		if got, err := recv(r.peer, 10*time.Second); err != nil || !bytes.Equal(got, p) {
+			t.Fatalf("client→peer %d: got %q, %v", i, got, err)
+		}
+		r.sendP2C(p)
+		if got, err := recv(r.client, 10*time.Second); err != nil || !bytes.Equal(got, channelData(0x4005, p)) {
+			t.Fatalf("peer→client %d: got %q, %v", i, got, err)
+		}
+	}
+	close(stop)
+	if n := <-moved; n == 0 {
+		t.Fatal("no mode change ran during the traffic")
 	}
 }
 
@@ -113,4 +188,34 @@ func TestRelayLoopsParkInPoller(t *testing.T) {
 		runtime.Gosched()
 	}
 	t.Fatalf("%d of %d relay loops parked in Go's poller", parked, want)
+}
+
+// clientOnSlot returns a rig on r's server and peer with a client of its
+// own (an allocation, channel ch bound to the peer) whose datagrams the
+// server reads on listener socket slot: the client's source address
+// (127.0.0.x) picks the listener socket.
+func (r *fpRig) clientOnSlot(slot uint32, ch uint16) *fpRig {
+	t := r.t
+	t.Helper()
+	for x := 2; x < 34; x++ {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, byte(x))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		cl := &rawClient{t: t, conn: c, srv: r.srv.Addr("udp"), user: "alice",
+			key: turnrest.LongTermKey("alice", r.srv.cfg.Realm, "wonderland")}
+		resp := cl.do(stun.MethodAllocate, udpTransport)
+		if code := errorCode(t, resp); code != 0 {
+			t.Fatalf("allocate from %v: %d", c.LocalAddr(), code)
+		}
+		r2 := &fpRig{t: t, srv: r.srv, obs: r.obs, cl: cl, client: c, relay: relayedAddr(t, resp).AddrPort(),
+			peer: r.peer, peerAP: r.peerAP}
+		r2.bind(ch)
+		if b := r2.binding(ch); b != nil && b.rf.sock.raw.slot%uint32(len(r.srv.fast.loops)) == slot {
+			return r2
+		}
+	}
+	t.Fatalf("no client source address in 127.0.0.2-33 lands on listener socket %d", slot)
+	return nil
 }

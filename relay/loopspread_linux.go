@@ -1,0 +1,155 @@
+//go:build linux
+
+package relay
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// How many loops read sockets. Every loop wakes for its own sockets, so
+// with traffic on every listener socket two loops cost two wake-ups where
+// one would do: at 10 and 100 flows one loop spent 30% and 15% less CPU
+// per relayed datagram than two (docs/benchmarks.md, "Event loops in Go's
+// poller"). One loop has one CPU, though. So the loops start gathered: the
+// first reads every socket, the others wait with nothing to read (parked,
+// so free). When the first is busy for more than loopSpreadBusy of a
+// window, the loops spread: each listener socket, with its clients' relay
+// sockets, goes to loop slot%len(loops), and every loop has a CPU's worth
+// of work again. When all loops together are busy less than
+// loopGatherBusy, they gather again. Busy is wall time from a wake-up to
+// the next park, measured at wake-ups only: a parked loop measures
+// nothing and costs nothing.
+//
+// A loop moves its sockets itself, at a wake-up, before it reads. A move
+// holds the socket's lock, so no drain runs during it and Close sees one
+// loop or the other; the new loop's epoll_ctl reports data already
+// waiting, so edge-triggered reading loses nothing in the move.
+const (
+	loopWindowNS     = int64(100 * time.Millisecond)
+	loopSpreadBusy   = 500 // per mille of a window, the first loop alone
+	loopGatherBusy   = 200 // per mille of a window, all loops together
+	loopLoadStaleFor = 2 * loopWindowNS
+)
+
+// loopLoad is a loop's busy accounting and its view of the spread mode.
+type loopLoad struct {
+	busy   atomic.Int64 // busy per mille of the last window
+	busyAt atomic.Int64 // monoNow when busy was published
+
+	// Owned by the loop goroutine.
+	winStart int64
+	busyNS   int64
+	gen      uint32     // fp.loopGen when the loop last placed its sockets
+	moving   []loopSock // scratch for rebalance
+}
+
+// loopFor returns the loop that reads a socket of this slot now.
+func (fp *fastPath) loopFor(slot uint32) *relayLoop {
+	if !fp.loopSpread.Load() {
+		return fp.loops[0]
+	}
+	return fp.loops[slot%uint32(len(fp.loops))]
+}
+
+// setSpread switches between gathered and spread loops; the loops move
+// their sockets at their next wake-up.
+func (fp *fastPath) setSpread(spread bool) {
+	if fp.loopSpread.CompareAndSwap(!spread, spread) {
+		fp.loopGen.Add(1)
+	}
+}
+
+// woke is called at every wake-up of the loop: it closes a window that
+// has run out (and decides on spreading) and moves sockets that belong to
+// another loop since the mode changed.
+func (l *relayLoop) woke(now int64) {
+	ld := &l.load
+	if now-ld.winStart >= loopWindowNS {
+		busy := ld.busyNS * 1000 / max(now-ld.winStart, 1)
+		ld.busy.Store(busy)
+		ld.busyAt.Store(now)
+		ld.winStart, ld.busyNS = now, 0
+		l.decide(now, busy)
+		ld.gen-- // also catches a socket attached while the mode changed
+	}
+	if g := l.fp.loopGen.Load(); g != ld.gen {
+		ld.gen = g
+		ld.moving = l.rebalance(ld.moving)
+	}
+}
+
+// decide spreads the loops when the first alone is busy, and gathers them
+// when all together are idle enough for one.
+func (l *relayLoop) decide(now, busy int64) {
+	fp := l.fp
+	if len(fp.loops) < 2 || spreadAlways {
+		return
+	}
+	if !fp.loopSpread.Load() {
+		if l.idx == 0 && busy > loopSpreadBusy {
+			fp.setSpread(true)
+		}
+		return
+	}
+	var total int64
+	for _, o := range fp.loops {
+		if now-o.load.busyAt.Load() <= loopLoadStaleFor { // else parked all along
+			total += o.load.busy.Load()
+		}
+	}
+	if total < loopGatherBusy {
+		fp.setSpread(false)
+	}
+}
+
+// rebalance hands the loop's sockets that another loop should read now to
+// that loop; moving is scratch space, returned for reuse.
+func (l *relayLoop) rebalance(moving []loopSock) []loopSock {
+	l.mu.Lock()
+	for _, ls := range l.socks {
+		if l.fp.loopFor(ls.raw().slot) != l {
+			moving = append(moving, ls)
+		}
+	}
+	l.mu.Unlock()
+	for _, ls := range moving {
+		l.move(ls)
+	}
+	clear(moving)
+	return moving[:0]
+}
+
+// move re-registers one socket with the loop its slot picks.
+func (l *relayLoop) move(ls loopSock) {
+	c := ls.raw()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	to := l.fp.loopFor(c.slot)
+	if c.closed || c.loop != l || to == l {
+		return
+	}
+	l.remove(c)
+	c.loop = nil
+	if ls.rf != nil {
+		ls.rf.out = &to.out // written under c.mu: the next drain reads it under c.mu
+	}
+	if err := to.register(c, ls); err != nil {
+		// The target is closing (the server stops) or epoll_ctl failed:
+		// keep reading it here.
+		if ls.rf != nil {
+			ls.rf.out = &l.out
+		}
+		if err := l.register(c, ls); err != nil {
+			l.fp.s.log.Warn("relay socket left without a loop", "addr", c.local, "err", err)
+		}
+	}
+}
+
+// raw returns the socket a loop reads for ls.
+func (ls loopSock) raw() *rawUDP {
+	if ls.rf != nil {
+		return ls.rf.sock.raw
+	}
+	return ls.lf.sock.raw
+}
