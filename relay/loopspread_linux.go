@@ -27,8 +27,8 @@ import (
 // waiting, so edge-triggered reading loses nothing in the move.
 const (
 	loopWindowNS     = int64(100 * time.Millisecond)
-	loopSpreadBusy   = 500 // per mille of a window, the first loop alone
-	loopGatherBusy   = 200 // per mille of a window, all loops together
+	loopSpreadBusy   = 750 // per mille of a window, the first loop alone
+	loopGatherBusy   = 400 // per mille of a window, all loops together
 	loopLoadStaleFor = 2 * loopWindowNS
 )
 
@@ -89,6 +89,7 @@ func (l *relayLoop) decide(now, busy int64) {
 	if !fp.loopSpread.Load() {
 		if l.idx == 0 && busy > loopSpreadBusy {
 			fp.setSpread(true)
+			fp.s.log.Debug("relay loops spread", "busy_permille", busy)
 		}
 		return
 	}
@@ -100,6 +101,7 @@ func (l *relayLoop) decide(now, busy int64) {
 	}
 	if total < loopGatherBusy {
 		fp.setSpread(false)
+		fp.s.log.Debug("relay loops gathered", "busy_permille", total)
 	}
 }
 
