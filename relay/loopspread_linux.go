@@ -23,8 +23,10 @@ import (
 //
 // A loop moves its sockets itself, at a wake-up, before it reads. A move
 // holds the socket's lock, so no drain runs during it and Close sees one
-// loop or the other; the new loop's epoll_ctl reports data already
-// waiting, so edge-triggered reading loses nothing in the move.
+// loop or the other; a drain checks under that lock that the socket is
+// still its loop's, so only one loop ever reads a socket; and the new
+// loop's epoll_ctl reports data already waiting, so edge-triggered
+// reading loses nothing in the move.
 const (
 	loopWindowNS     = int64(100 * time.Millisecond)
 	loopSpreadBusy   = 750 // per mille of a window, the first loop alone

@@ -410,7 +410,7 @@ func (l *relayLoop) drain(rf *relayFast) {
 	c := rf.sock.raw
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	if c.closed {
+	if c.closed || c.loop != l { // closed, or moved to another loop since the lookup
 		return
 	}
 	for {
@@ -477,7 +477,7 @@ func (l *relayLoop) drainListener(lf *listenerFast) {
 	c := lf.sock.raw
 	c.mu.RLock()
 	defer c.mu.RUnlock()
-	if c.closed {
+	if c.closed || c.loop != l {
 		return
 	}
 	for {
