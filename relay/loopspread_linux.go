@@ -9,17 +9,22 @@ import (
 
 // How many loops read sockets. Every loop wakes for its own sockets, so
 // with traffic on every listener socket two loops cost two wake-ups where
-// one would do: at 10 and 100 flows one loop spent 30% and 15% less CPU
-// per relayed datagram than two (docs/benchmarks.md, "Event loops in Go's
-// poller"). One loop has one CPU, though. So the loops start gathered: the
-// first reads every socket, the others wait with nothing to read (parked,
-// so free). When the first is busy for more than loopSpreadBusy of a
-// window, the loops spread: each listener socket, with its clients' relay
-// sockets, goes to loop slot%len(loops), and every loop has a CPU's worth
-// of work again. When all loops together are busy less than
-// loopGatherBusy, they gather again. Busy is wall time from a wake-up to
-// the next park, measured at wake-ups only: a parked loop measures
-// nothing and costs nothing.
+// one would do: at 10, 100 and 500 flows one loop spent about 30%, 15%
+// and 10% less CPU per relayed datagram than two (docs/benchmarks.md,
+// "Event loops in Go's poller"). One loop has one CPU, though. So the
+// loops start gathered: the first reads every socket, the others wait with
+// nothing to read (parked, so free). When the first is busy for more than
+// loopSpreadBusy of loopSpreadAfter windows in a row, the loops spread:
+// each listener socket, with its clients' relay sockets, goes to loop
+// slot%len(loops), and every loop has a CPU's worth of work again. When
+// all loops together are busy less than loopGatherBusy for loopGatherAfter
+// windows in a row (one loop would then be busy about that much, well
+// below loopSpreadBusy, so the mode does not flap), they gather again.
+// Busy is wall time from a wake-up to the next park, measured at wake-ups
+// only: a parked loop measures nothing and costs nothing. Several windows,
+// because a loop thread the kernel sets aside for other processes, or a
+// burst of allocations (requests the loop queues for pion), fills a window
+// or two without traffic that needs a second CPU.
 //
 // A loop moves its sockets itself, at a wake-up, before it reads. A move
 // holds the socket's lock, so no drain runs during it and Close sees one
@@ -30,7 +35,9 @@ import (
 const (
 	loopWindowNS     = int64(100 * time.Millisecond)
 	loopSpreadBusy   = 750 // per mille of a window, the first loop alone
+	loopSpreadAfter  = 3
 	loopGatherBusy   = 400 // per mille of a window, all loops together
+	loopGatherAfter  = 5
 	loopLoadStaleFor = 2 * loopWindowNS
 )
 
@@ -42,6 +49,7 @@ type loopLoad struct {
 	// Owned by the loop goroutine.
 	winStart int64
 	busyNS   int64
+	streak   int        // windows in a row past the current mode's threshold
 	gen      uint32     // fp.loopGen when the loop last placed its sockets
 	moving   []loopSock // scratch for rebalance
 }
@@ -73,10 +81,11 @@ func (l *relayLoop) woke(now int64) {
 		ld.busyAt.Store(now)
 		ld.winStart, ld.busyNS = now, 0
 		l.decide(now, busy)
+		traceWindow(l, now, busy)
 		ld.gen-- // also catches a socket attached while the mode changed
 	}
 	if g := l.fp.loopGen.Load(); g != ld.gen {
-		ld.gen = g
+		ld.gen, ld.streak = g, 0
 		ld.moving = l.rebalance(ld.moving)
 	}
 }
@@ -89,7 +98,7 @@ func (l *relayLoop) decide(now, busy int64) {
 		return
 	}
 	if !fp.loopSpread.Load() {
-		if l.idx == 0 && busy > loopSpreadBusy {
+		if l.idx == 0 && l.load.past(busy > loopSpreadBusy, loopSpreadAfter) {
 			fp.setSpread(true)
 			fp.s.log.Debug("relay loops spread", "busy_permille", busy)
 		}
@@ -101,10 +110,25 @@ func (l *relayLoop) decide(now, busy int64) {
 			total += o.load.busy.Load()
 		}
 	}
-	if total < loopGatherBusy {
+	if l.load.past(total < loopGatherBusy, loopGatherAfter) {
 		fp.setSpread(false)
 		fp.s.log.Debug("relay loops gathered", "busy_permille", total)
 	}
+}
+
+// past counts the windows in a row for which over held and reports
+// whether n have passed (and starts counting again).
+func (ld *loopLoad) past(over bool, n int) bool {
+	if !over {
+		ld.streak = 0
+		return false
+	}
+	ld.streak++
+	if ld.streak < n {
+		return false
+	}
+	ld.streak = 0
+	return true
 }
 
 // rebalance hands the loop's sockets that another loop should read now to

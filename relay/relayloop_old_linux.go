@@ -7,6 +7,7 @@ package relay
 // TURND_LOOPS=N overrides the loop count.
 
 import (
+	"fmt"
 	"os"
 	"runtime"
 	"strconv"
@@ -105,3 +106,19 @@ func sys6(trap, a1, a2, a3, a4, a5, a6 uintptr) (uintptr, uintptr, unix.Errno) {
 
 // TEMPORARY: TURND_SPREAD=always keeps the loops spread (two loops all the time).
 var spreadAlways = os.Getenv("TURND_SPREAD") == "always" || oldWait
+
+// TEMPORARY: TURND_LOOPTRACE=file appends every loop window's busy share.
+var loopTrace = func() *os.File {
+	p := os.Getenv("TURND_LOOPTRACE")
+	if p == "" {
+		return nil
+	}
+	f, _ := os.OpenFile(p, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	return f
+}()
+
+func traceWindow(l *relayLoop, now, busy int64) {
+	if loopTrace != nil {
+		fmt.Fprintf(loopTrace, "%d pid=%d loop=%d busy=%d spread=%v socks=%d\n", now/1e6, os.Getpid(), l.idx, busy, l.fp.loopSpread.Load(), len(l.socks))
+	}
+}
