@@ -82,7 +82,9 @@ func (o *sendBatch) send() {
 
 func (o *sendBatch) sendmmsg(fd uintptr) {
 	for start := 0; start < o.n; {
-		r, _, e := sys6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&o.hdrs[start])),
+		// Raw: MSG_DONTWAIT never blocks, and entersyscall would wake an
+		// idle sysmon (relayLoop.serve).
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&o.hdrs[start])),
 			uintptr(o.n-start), unix.MSG_DONTWAIT, 0, 0)
 		switch {
 		case e == unix.EINTR:

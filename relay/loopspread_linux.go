@@ -81,7 +81,6 @@ func (l *relayLoop) woke(now int64) {
 		ld.busyAt.Store(now)
 		ld.winStart, ld.busyNS = now, 0
 		l.decide(now, busy)
-		traceWindow(l, now, busy)
 		ld.gen-- // also catches a socket attached while the mode changed
 	}
 	if g := l.fp.loopGen.Load(); g != ld.gen {
@@ -94,7 +93,7 @@ func (l *relayLoop) woke(now int64) {
 // when all together are idle enough for one.
 func (l *relayLoop) decide(now, busy int64) {
 	fp := l.fp
-	if len(fp.loops) < 2 || spreadAlways {
+	if len(fp.loops) < 2 {
 		return
 	}
 	if !fp.loopSpread.Load() {

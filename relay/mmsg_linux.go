@@ -146,7 +146,9 @@ func (s *nbSender) send(fd uintptr) bool {
 	if len(s.buf) > 0 {
 		p = unsafe.Pointer(&s.buf[0])
 	}
-	_, _, e := sys6(unix.SYS_SENDTO, fd, uintptr(p), uintptr(len(s.buf)),
+	// Raw: MSG_DONTWAIT never blocks, and entersyscall would wake an idle
+	// sysmon (relayLoop.serve).
+	_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, fd, uintptr(p), uintptr(len(s.buf)),
 		unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&s.to.raw)), uintptr(s.to.len))
 	switch e {
 	case 0:

@@ -168,7 +168,8 @@ const loopSlots = 8
 // one is drained to empty, and Go's poller watches the epoll descriptor
 // edge-triggered too: a datagram arriving after the last empty epoll_wait
 // makes the descriptor readable again, so parking loses no wake-up. Close
-// wakes the loop through an eventfd in its epoll set.
+// wakes the loop through an eventfd in its epoll set. Which loop reads
+// which socket: loopspread_linux.go.
 type relayLoop struct {
 	fp   *fastPath
 	idx  int // in fp.loops
@@ -298,10 +299,6 @@ func (l *relayLoop) remove(c *rawUDP) {
 // run serves until close; the caller releases the descriptors after it
 // returns (closeFDs).
 func (l *relayLoop) run() {
-	if oldWait {
-		l.runOld()
-		return
-	}
 	for !l.ended {
 		// serve returns false when the epoll set is empty: Read parks the
 		// goroutine in Go's poller until epfd is readable, then calls it again.
@@ -318,7 +315,11 @@ func (l *relayLoop) serve(uintptr) bool {
 	start := monoNow()
 	l.woke(start)
 	for {
-		r, _, e := sys6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd),
+		// Raw: it does not block (timeout 0), and entersyscall would wake
+		// sysmon from its idle sleep at every burst, which then polls
+		// every 20 µs for a millisecond (20% of turnd's CPU at 10 flows).
+		// The loop's socket calls are raw for the same reason.
+		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd),
 			uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
 		n := int(r)
 		switch e {
@@ -446,11 +447,11 @@ func (l *relayLoop) aim() {
 }
 
 // recv takes up to loopSlots datagrams from fd into the aimed slots
-// without blocking; 0 when the socket is empty or the read failed (a
+// without blocking (a raw system call: see serve); 0 when the socket is empty or the read failed (a
 // pending ICMP error on a UDP socket, consumed by this read).
 func (l *relayLoop) recv(fd int) int {
 	for {
-		n, _, e := sys6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&l.hdrs[0])),
+		n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&l.hdrs[0])),
 			loopSlots, unix.MSG_DONTWAIT, 0, 0)
 		switch e {
 		case 0:
@@ -515,13 +516,10 @@ func (l *relayLoop) toPion(rf *relayFast, frame []byte, src netip.AddrPort) {
 // errNoLoop: the fast path could not start its relay loops.
 var errNoLoop = errors.New("relay: no relay event loop")
 
-// startLoops starts n relay loops (one per UDP listener socket, so both
-// cores read relay sockets); on failure the fast path reads relay sockets
-// with a goroutine each.
+// startLoops starts n relay loops (one per UDP listener socket, so every
+// core can read relay sockets when the loops spread: loopspread_linux.go);
+// on failure the fast path reads relay sockets with a goroutine each.
 func (fp *fastPath) startLoops(n int) {
-	if loopsOverride > 0 {
-		n = loopsOverride
-	}
 	for i := 0; i < n; i++ {
 		l, err := newRelayLoop(fp)
 		if err != nil {
@@ -532,19 +530,12 @@ func (fp *fastPath) startLoops(n int) {
 		l.idx = i
 		fp.loops = append(fp.loops, l)
 	}
-	if spreadAlways {
-		fp.loopSpread.Store(true)
-	}
 	for _, l := range fp.loops { // fp.loops is fixed from here until stopLoops
 		fp.loopsWG.Add(1)
 		go func() {
 			defer fp.loopsWG.Done()
 			l.run()
 		}()
-	}
-	if oldWait {
-		loopsRunning.Add(int32(len(fp.loops)))
-		loopProcs.add(len(fp.loops))
 	}
 }
 
@@ -557,17 +548,14 @@ func (fp *fastPath) stopLoops() {
 	for _, l := range fp.loops {
 		l.closeFDs()
 	}
-	if oldWait {
-		loopsRunning.Add(-int32(len(fp.loops)))
-		loopProcs.add(-len(fp.loops))
-	}
 	fp.loops = nil
 }
 
 // adoptListeners moves UDP listener sockets off Go's poller: each is
 // re-opened as a raw socket (a dup of its descriptor; the net.UDPConn is
-// closed, which takes it out of the poller) and given a home loop, which
-// reads it once its listenerFast exists (newListener). Registered with the
+// closed, which takes it out of the poller) and given a slot, which picks
+// the loop that reads it, once its listenerFast exists (newListener), and
+// its clients' relay sockets. Registered with the
 // poller, every datagram would wake it as well as the loop. Sockets that
 // cannot be adopted are returned unchanged. Socket options (buffers,
 // reuseport steering) were set on the socket and stay.
