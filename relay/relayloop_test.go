@@ -219,3 +219,58 @@ func (r *fpRig) clientOnSlot(slot uint32, ch uint16) *fpRig {
 	t.Fatalf("no client source address in 127.0.0.2-33 lands on listener socket %d", slot)
 	return nil
 }
+
+// The first loop alone busy past loopSpreadBusy for loopSpreadAfter
+// windows in a row spreads the loops; all together under loopGatherBusy
+// for loopGatherAfter windows gathers them; a loop whose figure is stale
+// (parked all along) counts as idle. The loops here are bare (decide
+// needs no socket and no goroutine).
+func TestRelayLoopsSpreadDecision(t *testing.T) {
+	fp := &fastPath{s: newTestServer(t, nil)}
+	l0, l1 := &relayLoop{fp: fp, idx: 0}, &relayLoop{fp: fp, idx: 1}
+	fp.loops = []*relayLoop{l0, l1}
+	now := monoNow()
+	step := func(l *relayLoop, busy int64) {
+		now += loopWindowNS
+		l.load.busy.Store(busy)
+		l.load.busyAt.Store(now)
+		l.decide(now, busy)
+	}
+	for i := 1; i < loopSpreadAfter; i++ {
+		step(l0, loopSpreadBusy+1)
+	}
+	step(l1, 1000)           // only the first loop's figure spreads
+	step(l0, loopSpreadBusy) // not past: the streak starts again
+	for i := 1; i < loopSpreadAfter; i++ {
+		step(l0, 1000)
+	}
+	if fp.loopSpread.Load() {
+		t.Fatal("spread before the first loop was busy for enough windows in a row")
+	}
+	step(l0, 1000)
+	if !fp.loopSpread.Load() {
+		t.Fatal("the first loop busy for enough windows did not spread the loops")
+	}
+
+	// Spread: l1 busy, l0 reports little; the sum keeps them spread.
+	for i := 0; i < 2*loopGatherAfter; i++ {
+		step(l1, loopGatherBusy)
+		step(l0, 0)
+	}
+	if !fp.loopSpread.Load() {
+		t.Fatal("gathered while the loops together were busy enough for two")
+	}
+	// l1 goes quiet and then stale (parked); l0 alone decides.
+	step(l1, loopGatherBusy/2)
+	now += loopLoadStaleFor
+	for i := 1; i < loopGatherAfter; i++ {
+		step(l0, loopGatherBusy-1)
+	}
+	if !fp.loopSpread.Load() {
+		t.Fatal("gathered before enough quiet windows")
+	}
+	step(l0, loopGatherBusy-1)
+	if fp.loopSpread.Load() {
+		t.Fatal("quiet loops did not gather")
+	}
+}
