@@ -75,16 +75,20 @@ func (fp *fastPath) setSpread(spread bool) {
 // another loop since the mode changed.
 func (l *relayLoop) woke(now int64) {
 	ld := &l.load
+	place := false
 	if now-ld.winStart >= loopWindowNS {
 		busy := ld.busyNS * 1000 / max(now-ld.winStart, 1)
 		ld.busy.Store(busy)
 		ld.busyAt.Store(now)
 		ld.winStart, ld.busyNS = now, 0
 		l.decide(now, busy)
-		ld.gen-- // also catches a socket attached while the mode changed
+		place = true // also catches a socket attached while the mode changed
 	}
 	if g := l.fp.loopGen.Load(); g != ld.gen {
-		ld.gen, ld.streak = g, 0
+		ld.gen, ld.streak = g, 0 // a streak counts windows of one mode
+		place = true
+	}
+	if place {
 		ld.moving = l.rebalance(ld.moving)
 	}
 }

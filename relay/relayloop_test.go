@@ -223,18 +223,19 @@ func (r *fpRig) clientOnSlot(slot uint32, ch uint16) *fpRig {
 // The first loop alone busy past loopSpreadBusy for loopSpreadAfter
 // windows in a row spreads the loops; all together under loopGatherBusy
 // for loopGatherAfter windows gathers them; a loop whose figure is stale
-// (parked all along) counts as idle. The loops here are bare (decide
-// needs no socket and no goroutine).
+// (parked all along) counts as idle. The loops here are bare: windows end
+// in calls of woke, as at a wake-up, with no socket and no goroutine.
 func TestRelayLoopsSpreadDecision(t *testing.T) {
 	fp := &fastPath{s: newTestServer(t, nil)}
 	l0, l1 := &relayLoop{fp: fp, idx: 0}, &relayLoop{fp: fp, idx: 1}
 	fp.loops = []*relayLoop{l0, l1}
 	now := monoNow()
+	// One window of a loop, busy per mille, ended by a wake-up.
 	step := func(l *relayLoop, busy int64) {
+		l.load.winStart = now
 		now += loopWindowNS
-		l.load.busy.Store(busy)
-		l.load.busyAt.Store(now)
-		l.decide(now, busy)
+		l.load.busyNS = busy * loopWindowNS / 1000
+		l.woke(now)
 	}
 	for i := 1; i < loopSpreadAfter; i++ {
 		step(l0, loopSpreadBusy+1)
