@@ -23,12 +23,16 @@ import (
 //     process is otherwise idle) is skipped.
 //   - gorilla reads through a bufio.Reader the hub supplies (hijack), so
 //     the reader can wait for the next frame itself and look at it first.
-//   - The reader goroutine stays warm while its connection is active:
-//     after a signal it reads the next frame into that buffer (awaitWarm)
-//     and handles the next message on the same, already grown, stack. Once
-//     a connection has been idle for a sweep, the sweeper cools it: the
-//     warm reader exits and a fresh one parks in NextReader with a small
-//     stack, the lean idle state (read.go).
+//   - A connection that relays signals is read by the hub's read loop
+//     (loop.go) on Linux: one goroutine for all of them, woken once per
+//     burst, reading each socket without waiting (nowait) into that
+//     buffer. Elsewhere, and when the loop cannot take the connection, the
+//     reader goroutine stays warm while its connection is active: after a
+//     signal it reads the next frame into that buffer (awaitWarm) and
+//     handles the next message on the same, already grown, stack. Once a
+//     connection has been idle for a sweep, the sweeper cools it: the loop
+//     or the warm reader lets go and a fresh reader parks in NextReader
+//     with a small stack, the lean idle state (read.go).
 
 // readBufSize is the connection's read buffer. gorilla reuses a hijacked
 // reader only when it is larger than 256 bytes (server.go, Upgrade); 288 is
