@@ -398,3 +398,40 @@ func TestReadLoopShutdown(t *testing.T) {
 		t.Fatalf("Shutdown: %v", err)
 	}
 }
+
+// wholeFrame never claims bytes it was not given, asks for more only when
+// it has fewer than it asks for, and gives the same answer for a whole
+// frame however many bytes follow it.
+func FuzzWholeFrame(f *testing.F) {
+	f.Add(clientFrame(0x81, []byte(`{"type":"signal"}`), false, 0), 1024)
+	f.Add(clientFrame(0x81, bytes.Repeat([]byte("x"), 300), false, 0), 1024)
+	f.Add(clientFrame(0x82, nil, false, 8), 1024)
+	f.Add(clientFrame(0x89, []byte("ping"), false, 0), 1024)
+	f.Add([]byte{0x81, 0xff, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 1<<20)
+	f.Fuzz(func(t *testing.T, b []byte, limit int) {
+		if limit < 0 {
+			limit = -limit
+		}
+		size, st := wholeFrame(b, limit)
+		switch st {
+		case frameWhole:
+			hdr := map[byte]int{126: 8, 127: 14}[b[1]&0x7f]
+			if hdr == 0 {
+				hdr = 6
+			}
+			if size < hdr || size > len(b) || size-hdr > limit {
+				t.Fatalf("whole frame of %d bytes in %d, limit %d", size, len(b), limit)
+			}
+			if s2, st2 := wholeFrame(b[:size], limit); s2 != size || st2 != frameWhole {
+				t.Fatalf("the frame alone: size %d, state %d", s2, st2)
+			}
+		case frameNeedMore:
+			if size <= len(b) {
+				t.Fatalf("asks for %d bytes with %d in", size, len(b))
+			}
+		case frameOther:
+		default:
+			t.Fatalf("state %d", st)
+		}
+	})
+}
