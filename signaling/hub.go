@@ -217,6 +217,9 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 		for _, c := range conns {
 			c.ws.NetConn().Close() // forcing readers out
 		}
+		if h.loop != nil {
+			h.loop.stop() // every connection was failed: none stays in the loop
+		}
 		return ctx.Err()
 	}
 }
