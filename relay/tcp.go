@@ -76,19 +76,29 @@ func (l *serverListener) Accept() (net.Conn, error) {
 func (l *serverListener) wrap(c net.Conn, key netip.Addr) net.Conn {
 	_ = c.SetReadDeadline(time.Now().Add(min(firstFrameTimeout, l.s.cfg.StreamIdleTimeout)))
 	raw := c
+	out := newStreamOut(raw)
 	if l.tls != nil {
 		// The handshake happens on the connection's own goroutine at its
 		// first read, so a slow client never holds up Accept.
-		c = tls.Server(c, l.tls)
+		under := c
+		if out != nil {
+			under = &outConn{Conn: raw, out: out} // records go through out
+		}
+		tc := tls.Server(under, l.tls)
+		if out != nil {
+			out.tls = tc
+		}
+		c = tc
 	}
-	return newFramedConn(l.s, l.transport, c, raw, func() { l.conns.release(key) })
+	return newFramedConn(l.s, l.transport, c, raw, out, func() { l.conns.release(key) })
 }
 
 // newFramedConn frames stream c (raw is the TCP connection under it, for
-// deadlines); release runs once at Close.
-func newFramedConn(s *Server, transport string, c, raw net.Conn, release func()) *framedConn {
+// deadlines; out its shared output path, nil to write c directly);
+// release runs once at Close.
+func newFramedConn(s *Server, transport string, c, raw net.Conn, out *streamOut, release func()) *framedConn {
 	fc := &framedConn{
-		Conn: c, raw: raw, remote: c.RemoteAddr(),
+		Conn: c, raw: raw, output: out, remote: c.RemoteAddr(),
 		tuple:        tupleOf(c.RemoteAddr(), c.LocalAddr()),
 		buf:          make([]byte, frameBufSize),
 		noAllocSince: time.Now(),
@@ -96,10 +106,10 @@ func newFramedConn(s *Server, transport string, c, raw net.Conn, release func())
 	}
 	fc.front = &front{s: s, transport: transport, local: c.LocalAddr()}
 	fc.front.reply = func(b []byte, _ net.Addr) error {
-		_, err := c.Write(b)
+		_, err := fc.write(b)
 		return err
 	}
-	fc.fast = s.fast.newStream(c) // ChannelData shortcut (fastpath_stream.go)
+	fc.fast = s.fast.newStream(c, out) // ChannelData shortcut (fastpath_stream.go)
 	return fc
 }
 
@@ -116,7 +126,8 @@ func newFramedConn(s *Server, transport string, c, raw net.Conn, release func())
 // opened or lost its allocation, whatever it sends meanwhile.
 type framedConn struct {
 	net.Conn
-	raw    net.Conn // the TCP connection under TLS, for deadlines
+	raw    net.Conn   // the TCP connection under TLS, for deadlines
+	output *streamOut // the one output path, shared with the data plane; nil: write Conn
 	remote net.Addr
 	tuple  tupleKey
 	front  *front
@@ -142,6 +153,9 @@ func (c *framedConn) Close() error {
 		if c.fast != nil {
 			c.fast.close()
 		}
+		if c.output != nil {
+			c.output.close() // before the socket closes: no write reaches a reused descriptor
+		}
 	})
 	return c.Conn.Close()
 }
@@ -157,7 +171,7 @@ func (c *framedConn) Write(b []byte) (int, error) {
 		c.passThru = true
 		// Data connections live as long as their peer connection.
 		_ = c.raw.SetReadDeadline(time.Time{})
-		if _, err := c.Conn.Write(c.signConnectionBind(b)); err != nil {
+		if _, err := c.write(c.signConnectionBind(b)); err != nil {
 			return 0, err
 		}
 		return n, nil
@@ -168,7 +182,29 @@ func (c *framedConn) Write(b []byte) (int, error) {
 			c.fast.snoopWrite(b, c.remote) // refreshed lifetimes for the data plane
 		}
 	}
-	return c.Conn.Write(b)
+	return c.write(b)
+}
+
+// write sends b whole through the connection's output path and waits
+// until it has left, as a blocking write would: pion's writes are never
+// dropped, and a client that stops reading holds up only its own writers.
+func (c *framedConn) write(b []byte) (int, error) {
+	switch {
+	case c.output == nil:
+		return c.Conn.Write(b)
+	case c.output.tls != nil:
+		if _, err := c.Conn.Write(b); err != nil { // seals into out, never waits
+			return 0, err
+		}
+	default:
+		if _, err := c.output.write(b, 0); err != nil {
+			return 0, err
+		}
+	}
+	if err := c.output.drain(); err != nil {
+		return 0, err
+	}
+	return len(b), nil
 }
 
 // signConnectionBind adds MESSAGE-INTEGRITY and FINGERPRINT to pion's
