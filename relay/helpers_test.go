@@ -145,11 +145,11 @@ type rawClient struct {
 	// exchange, when set, replaces the request/answer round trip (tests
 	// that read the stream with a goroutine of their own).
 	exchange func(*stun.Message) (*stun.Message, error)
-	srv    net.Addr
-	user   string
-	key    []byte
-	realm  stun.Realm
-	nonce  stun.Nonce
+	srv      net.Addr
+	user     string
+	key      []byte
+	realm    stun.Realm
+	nonce    stun.Nonce
 }
 
 func newRawClient(t *testing.T, srv *Server, user, pass string) *rawClient {
