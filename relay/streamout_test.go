@@ -207,6 +207,15 @@ func udpPeer(t *testing.T) (*net.UDPConn, netip.AddrPort) {
 }
 
 func newStreamServer(t *testing.T) (*Server, *recObserver) {
+	return newStreamServerLoops(t, true)
+}
+
+// newStreamServerLoops: loops false reads every relay socket with a
+// goroutine of its own, as when the relay loops cannot start.
+func newStreamServerLoops(t *testing.T, loops bool) (*Server, *recObserver) {
+	t.Helper()
+	noRelayLoops.Store(!loops)
+	defer noRelayLoops.Store(false)
 	srv := newTestServer(t, func(c *Config) {
 		c.Listeners = append(c.Listeners, Listener{Network: "tls", Addr: "127.0.0.1:0"})
 		c.Certificate = selfSigned(t)
@@ -229,9 +238,21 @@ func seqPayload(i, size int) []byte {
 // the same connection with pion's writes: answers to refreshes and
 // permissions, and Data indications from a peer without a channel.
 func TestStreamPeerDataThroughFastPath(t *testing.T) {
-	srv, obs := newStreamServer(t)
-	for _, network := range []string{"tcp", "tls"} {
-		t.Run(network, func(t *testing.T) {
+	for _, tc := range []struct {
+		name, network string
+		loops         bool
+	}{
+		{"tcp", "tcp", true},
+		{"tls", "tls", true},
+		{"tcp-reader-per-socket", "tcp", false},
+		{"tls-reader-per-socket", "tls", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv, obs := newStreamServerLoops(t, tc.loops)
+			if got := len(srv.fast.loops) > 0; got != tc.loops {
+				t.Fatalf("relay loops running: %v, want %v", got, tc.loops)
+			}
+			network := tc.network
 			chPeer, chAP := udpPeer(t)
 			indPeer, indAP := udpPeer(t)
 			r := dialStreamRig(t, srv, network, 0)
