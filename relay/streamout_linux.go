@@ -8,6 +8,8 @@ import (
 	"net"
 	"sync"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // streamBacklog bounds the peer data a TCP or TLS client's connection may
@@ -37,6 +39,7 @@ const streamBacklog = 128 << 10
 // by other writers only while they seal, never while the socket is full.
 type streamOut struct {
 	rc  syscall.RawConn
+	fd  int       // ≥ 0 once a relay loop reads the socket (tcploop_linux.go): writes use it, not rc
 	tls *tls.Conn // set for TLS clients: frames are written through it
 
 	mu       sync.Mutex
@@ -67,7 +70,7 @@ func newStreamOut(c net.Conn) *streamOut {
 	if err != nil {
 		return nil
 	}
-	o := &streamOut{rc: rc}
+	o := &streamOut{rc: rc, fd: -1}
 	o.drained.L = &o.mu
 	o.once = o.writeOnce
 	o.flush = o.flushSome
@@ -152,6 +155,9 @@ func (o *streamOut) fail(err error) {
 // Caller holds mu, and no flusher runs (it would hold the descriptor's
 // write lock while it waits).
 func (o *streamOut) direct(b []byte) (int, error) {
+	if o.fd >= 0 {
+		return writeNB(uintptr(o.fd), b)
+	}
 	o.cur, o.n, o.werr = b, 0, nil
 	if err := o.rc.Write(o.once); err != nil {
 		return 0, err
@@ -185,6 +191,10 @@ func writeNB(fd uintptr, b []byte) (int, error) {
 
 // flusher sends the backlog as the socket drains, then ends.
 func (o *streamOut) flusher() {
+	if o.fd >= 0 { // fixed once set; set only while no flusher runs
+		o.rawFlusher()
+		return
+	}
 	for {
 		err := o.rc.Write(o.flush) // waits for the socket between calls
 		o.mu.Lock()
@@ -200,11 +210,31 @@ func (o *streamOut) flusher() {
 	}
 }
 
+// rawFlusher is flusher for a socket off Go's poller: it waits for room in
+// poll(2), a blocking system call of its own thread (only while a backlog
+// exists), in slices so that it notices close.
+func (o *streamOut) rawFlusher() {
+	pfd := []unix.PollFd{{Fd: int32(o.fd), Events: unix.POLLOUT}}
+	for {
+		o.mu.Lock()
+		full := !o.flushSome(uintptr(o.fd))
+		if !full || o.err != nil || o.pending() == 0 {
+			o.flushing = false
+			o.mu.Unlock()
+			return
+		}
+		o.mu.Unlock()
+		_, _ = unix.Poll(pfd, 100)
+	}
+}
+
 // flushSome writes what the socket takes; false asks rc.Write to wait
 // until the socket is writable and call again.
 func (o *streamOut) flushSome(fd uintptr) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
+	if o.fd < 0 {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+	}
 	for o.err == nil && o.pending() > 0 {
 		n, err := writeNB(fd, o.backlog[o.head:])
 		if err != nil {

@@ -307,6 +307,9 @@ func TestStreamPeerDataThroughFastPath(t *testing.T) {
 					t.Fatalf("Data indication %d: got %x, want %x", i, r.ind[i], wantInd[i])
 				}
 			}
+			if want := tc.loops && network == "tcp"; (loopStreams(srv) == 1) != want {
+				t.Fatalf("a relay loop reads the client's socket: %v, want %v", loopStreams(srv) == 1, want)
+			}
 			if _, _, pkts, _ := b.counters(); pkts != n {
 				t.Fatalf("the data plane wrote %d of %d ChannelData frames; pion wrote the rest", pkts, n)
 			}

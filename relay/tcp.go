@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/stun/v4"
@@ -141,22 +142,33 @@ type framedConn struct {
 	started      bool
 	noAllocSince time.Time // zero while the connection has an allocation
 
+	// loop is set once a relay loop reads the socket (tcploop_linux.go).
+	loop atomic.Pointer[loopStream]
+
 	release   func()
 	closeOnce sync.Once
 }
 
 func (c *framedConn) Close() error {
 	c.closeOnce.Do(func() {
+		if c.output != nil {
+			// Before the socket closes: no write reaches a reused
+			// descriptor. It also bars adoption by a loop from here on.
+			c.output.close()
+		}
+		if st := c.loop.Load(); st != nil {
+			st.close() // before fast.close: the loop owns the tallies until then
+		}
 		if c.release != nil {
 			c.release()
 		}
 		if c.fast != nil {
 			c.fast.close()
 		}
-		if c.output != nil {
-			c.output.close() // before the socket closes: no write reaches a reused descriptor
-		}
 	})
+	if c.loop.Load() != nil {
+		return nil // the net.Conn was closed when the loop took the socket
+	}
 	return c.Conn.Close()
 }
 
@@ -237,7 +249,13 @@ func (c *framedConn) Read(p []byte) (int, error) {
 		}
 		return c.Conn.Read(p)
 	}
+	if c.loop.Load() != nil {
+		return c.readLooped(p)
+	}
 	c.checkIdle()
+	if c.r == c.w && c.noAllocSince.IsZero() && c.adopt() {
+		return c.readLooped(p)
+	}
 	for {
 		size, err := frameSize(c.buf[c.r:c.w])
 		switch {
