@@ -530,6 +530,7 @@ func (fp *fastPath) stopLoops() {
 	}
 	fp.loopsWG.Wait()
 	for _, l := range fp.loops {
+		l.endStreams() // nobody reads them now: their readers must not wait forever
 		l.closeFDs()
 	}
 	loopsRunning.Add(-int32(len(fp.loops)))

@@ -279,6 +279,30 @@ func (st *loopStream) pop(deadline time.Time) ([]byte, error) {
 	}
 }
 
+// endStreams ends every client stream l read, once l has stopped: pion's
+// goroutines waiting for their frames get net.ErrClosed and close them.
+func (l *relayLoop) endStreams() {
+	l.mu.Lock()
+	var sts []*loopStream
+	for _, ls := range l.socks {
+		if ls.st != nil {
+			sts = append(sts, ls.st)
+		}
+	}
+	l.mu.Unlock()
+	for _, st := range sts {
+		st.mu.Lock() // no drain runs (the loop has ended); this orders stopped
+		st.stopped = true
+		st.mu.Unlock()
+		st.qmu.Lock()
+		if st.qerr == nil {
+			st.qerr = net.ErrClosed
+		}
+		st.qmu.Unlock()
+		st.signal()
+	}
+}
+
 // rearm has the loop take up the stream again after a pause. The frames
 // may all be in the loop's buffer already, with nothing left in the
 // socket to report, so the descriptor is re-registered for writability

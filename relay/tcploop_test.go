@@ -89,3 +89,17 @@ func TestStreamLoopTakesTCPClients(t *testing.T) {
 		t.Fatalf("TLS refresh: %d", code)
 	}
 }
+
+// TestStreamLoopServerClose: closing the server ends a connection a relay
+// loop read (its reader in pion does not wait forever for frames no loop
+// will read): the client sees the connection close.
+func TestStreamLoopServerClose(t *testing.T) {
+	srv, obs := newStreamServer(t)
+	_, peerAP := udpPeer(t)
+	r := dialStreamRig(t, srv, "tcp", 0)
+	r.allocate(peerAP, 0x4007)
+	r.liveBinding(obs, 0x4007)
+	awaitLoopStreams(t, srv, 1)
+	srv.Close()
+	awaitClosed(t, r.conn)
+}
