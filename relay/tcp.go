@@ -125,6 +125,12 @@ func newFramedConn(s *Server, transport string, c, raw net.Conn, out *streamOut,
 //
 // A connection without an allocation is closed StreamIdleTimeout after it
 // opened or lost its allocation, whatever it sends meanwhile.
+//
+// Once a plain-TCP connection holds an allocation its socket is handed to
+// a relay loop between frames (adopt, tcploop_linux.go): the loop frames
+// the stream and forwards ChannelData, and Read returns the frames it
+// leaves to pion. Every write, pion's and the data plane's, goes through
+// output (streamout_linux.go).
 type framedConn struct {
 	net.Conn
 	raw    net.Conn   // the TCP connection under TLS, for deadlines
