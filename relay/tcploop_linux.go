@@ -191,7 +191,7 @@ func (st *loopStream) frames() bool {
 		switch {
 		case ambiguousChannelData(frame):
 			m.dropped.WithLabelValues(dropMalformed).Inc()
-		case isChannelData(frame) && c.fast.forward(frame):
+		case isChannelData(frame) && c.fast != nil && c.fast.forward(frame):
 		case !st.push(frame):
 			return false // the frame stays for when pion catches up
 		}

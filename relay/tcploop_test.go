@@ -3,6 +3,7 @@
 package relay
 
 import (
+	"bytes"
 	"testing"
 	"time"
 
@@ -102,4 +103,80 @@ func TestStreamLoopServerClose(t *testing.T) {
 	awaitLoopStreams(t, srv, 1)
 	srv.Close()
 	awaitClosed(t, r.conn)
+}
+
+// FuzzLoopFramer feeds arbitrary streams, arriving in arbitrary pieces, to
+// the relay loop's framing (loopStream.frames) with nothing to forward to:
+// no panic; every frame queued for pion is one whole frame of at most
+// maxStreamFrame bytes and never ambiguous ChannelData; together they are
+// the stream's frames in order, less the ambiguous ones, up to where the
+// stream ends or breaks; a broken stream ends with the framer's errors.
+func FuzzLoopFramer(f *testing.F) {
+	bind := stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw
+	f.Add(append(append([]byte{}, bind...), bind...), uint8(0))
+	f.Add(append(append([]byte{}, bind...), bind...), uint8(5))
+	f.Add([]byte{0x40, 0x01, 0x00, 0x03, 1, 2, 3, 0}, uint8(3))
+	f.Add(bytes.Repeat([]byte{0x40, 0x01, 0x00, 0x00}, 3*streamQueueMax), uint8(9)) // pauses
+	f.Add([]byte{0xff}, uint8(0))
+	f.Add(oversizeSTUN(0xFFEC, 5), uint8(7))
+	f.Add(append([]byte{0x40, 0x00, 0xFF, 0xFF}, bind...), uint8(1))
+	f.Add(append([]byte{0x40, 0x00, 0x00, 0x10, 0x21, 0x12, 0xA4, 0x42}, make([]byte, 12)...), uint8(0))
+	s := newFuzzServer(f)
+	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
+		fc := newFramedConn(s, "tcp", &fakeStream{}, nopDeadlines{}, nil, nil)
+		st := &loopStream{fc: fc, done: make(chan struct{}), ready: make(chan struct{}, 1)}
+		var got []byte
+		take := func() { // pion's side, as pop does, without the loop to rearm
+			st.qmu.Lock()
+			for _, q := range st.q[st.head:] {
+				if size, err := frameSize(q); err != nil || size != len(q) || size > maxStreamFrame || ambiguousChannelData(q) {
+					t.Fatalf("queued for pion: %x", q)
+				}
+				got = append(got, q...)
+			}
+			st.q, st.head, st.paused = st.q[:0], 0, false
+			st.qmu.Unlock()
+		}
+		step := max(int(chunk), 1)
+		for off := 0; off < len(stream) && !st.stopped; {
+			if fc.r > 0 { // as drain compacts
+				fc.w = copy(fc.buf, fc.buf[fc.r:fc.w])
+				fc.r = 0
+			}
+			n := copy(fc.buf[fc.w:], stream[off:min(off+step, len(stream))])
+			fc.w += n
+			off += n
+			for !st.frames() && !st.stopped {
+				take() // paused: pion catches up
+			}
+		}
+		take()
+		// The reference: whole frames from the start, ambiguous ones
+		// dropped, up to a partial frame or a bad one.
+		var want []byte
+		var wantErr error
+		for rest := stream; ; {
+			size, err := frameSize(rest)
+			if err == nil && size > maxStreamFrame {
+				err = errFrameTooLarge
+			}
+			if err != nil {
+				wantErr = err
+				break
+			}
+			if size == 0 || len(rest) < size {
+				break
+			}
+			if !ambiguousChannelData(rest[:size]) {
+				want = append(want, rest[:size]...)
+			}
+			rest = rest[size:]
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("frames for pion %x, want %x", got, want)
+		}
+		if st.qerr != wantErr {
+			t.Fatalf("stream ended with %v, want %v", st.qerr, wantErr)
+		}
+	})
 }
