@@ -157,9 +157,10 @@ type framedConn struct {
 
 func (c *framedConn) Close() error {
 	c.closeOnce.Do(func() {
-		if c.output != nil {
+		if c.output != nil && c.output.tls == nil {
 			// Before the socket closes: no write reaches a reused
 			// descriptor. It also bars adoption by a loop from here on.
+			// (Under TLS, outConn.Close does it after the close_notify.)
 			c.output.close()
 		}
 		if st := c.loop.Load(); st != nil {
