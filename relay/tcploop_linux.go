@@ -139,8 +139,15 @@ func (st *loopStream) drain() {
 	}
 	c := st.fc
 	defer c.fast.flush() // tallies once per wake-up
-	for {
+	for reads := 0; ; reads++ {
 		if !st.frames() {
+			return
+		}
+		if reads == streamReadsPerDrain {
+			// A client that keeps its socket full must not keep the loop
+			// from the others: queue this socket behind them (re-registering
+			// reports it readable again).
+			st.rearmLocked(0)
 			return
 		}
 		if c.r > 0 { // keep the partial frame at the front
@@ -167,6 +174,10 @@ func (st *loopStream) drain() {
 		c.w += n
 	}
 }
+
+// streamReadsPerDrain bounds the reads one drain makes from a client's
+// socket (up to frameBufSize bytes each).
+const streamReadsPerDrain = 16
 
 // frames handles the whole frames in the buffer; false: stop reading (the
 // queue is full, or the stream ended).
@@ -311,11 +322,17 @@ func (l *relayLoop) endStreams() {
 func (st *loopStream) rearm() {
 	st.mu.RLock()
 	defer st.mu.RUnlock()
+	st.rearmLocked(unix.EPOLLOUT)
+}
+
+// rearmLocked re-registers the descriptor with extra events; the caller
+// read-holds st.mu.
+func (st *loopStream) rearmLocked(extra uint32) {
 	l := st.loop
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if !st.closed && !l.closed {
-		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, st.fd, st.event(unix.EPOLLOUT))
+		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, st.fd, st.event(extra))
 	}
 }
 

@@ -180,3 +180,32 @@ func FuzzLoopFramer(f *testing.F) {
 		}
 	})
 }
+
+// TestStreamLoopBusyClient: a client that sends more than one drain reads
+// (streamReadsPerDrain reads) in one go has all of it relayed, and the
+// request behind it answered: the loop takes its socket up again after
+// serving the others.
+func TestStreamLoopBusyClient(t *testing.T) {
+	srv, obs := newStreamServer(t)
+	_, peerAP := udpPeer(t)
+	r := dialStreamRig(t, srv, "tcp", 0)
+	r.allocate(peerAP, 0x4008)
+	b := r.liveBinding(obs, 0x4008)
+	awaitLoopStreams(t, srv, 1)
+
+	const frames = 4 * streamReadsPerDrain * frameBufSize / 104
+	var burst []byte
+	for i := 0; i < frames; i++ {
+		burst = append(burst, channelData(0x4008, seqPayload(i, 100))...)
+	}
+	if _, err := r.conn.Write(burst); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := streamRoundTrip(r.conn, stun.MustBuild(stun.TransactionID, stun.BindingRequest, stun.Fingerprint)); err != nil {
+		t.Fatalf("the request behind the burst: %v", err)
+	}
+	// The loop forwarded every frame before it queued the request.
+	if sent, _, _, _ := b.counters(); sent != frames {
+		t.Fatalf("%d of %d frames relayed before the request behind them was answered", sent, frames)
+	}
+}
