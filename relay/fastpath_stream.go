@@ -12,7 +12,9 @@ import (
 // request and answer (the snooper). Peer data for a stream client is
 // framed by the relay socket's reader and written through the connection's
 // output path (streamOut), which pion's writes share and which never makes
-// a relay reader wait. It belongs to the connection's reading goroutine.
+// a relay reader wait. forward and flush (snd, pending) belong to whoever
+// reads the socket: the connection's goroutine, or the relay loop once it
+// took the socket over; the snooper stays with pion's goroutines.
 type streamFast struct {
 	snooper
 	remote  netip.AddrPort
