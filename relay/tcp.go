@@ -148,8 +148,10 @@ type framedConn struct {
 	started      bool
 	noAllocSince time.Time // zero while the connection has an allocation
 
-	// loop is set once a relay loop reads the socket (tcploop_linux.go).
-	loop atomic.Pointer[loopStream]
+	// loop is set once a relay loop reads the socket (tcploop_linux.go);
+	// noAdopt once no loop ever can (TLS, no loops, no UDP allocation).
+	loop    atomic.Pointer[loopStream]
+	noAdopt bool
 
 	release   func()
 	closeOnce sync.Once
@@ -275,6 +277,9 @@ func (c *framedConn) Read(p []byte) (int, error) {
 		case size == 0 || c.w-c.r < size:
 			if c.fast != nil {
 				c.fast.flush() // tallies once per burst, before waiting
+			}
+			if c.r == c.w && c.noAllocSince.IsZero() && c.adopt() {
+				return c.readLooped(p) // ChannelData kept coming after the allocation
 			}
 			if err := c.fill(size); err != nil {
 				return 0, err

@@ -70,12 +70,20 @@ type loopStream struct {
 // empty: the buffer becomes the loop's.
 func (c *framedConn) adopt() bool {
 	sf := c.fast
-	if sf == nil || c.output == nil || c.output.tls != nil || c.passThru || c.r != c.w || len(c.out) > 0 {
+	if c.noAdopt || c.passThru || c.r != c.w || len(c.out) > 0 {
+		return false
+	}
+	if sf == nil || c.output == nil || c.output.tls != nil {
+		c.noAdopt = true
 		return false
 	}
 	rf := sf.fp.byClientKey(sf.local, sf.remote)
-	if rf == nil || rf.sock == nil || rf.sock.raw == nil || rf.sock.raw.loop == nil {
-		return false // no relay loop serves the allocation
+	if rf == nil {
+		return false // a TCP allocation, or one going away
+	}
+	if rf.sock == nil || rf.sock.raw == nil || rf.sock.raw.loop == nil {
+		c.noAdopt = true // the relay loops are not running
+		return false
 	}
 	o := c.output
 	o.mu.Lock()
