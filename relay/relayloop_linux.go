@@ -265,6 +265,7 @@ func newRelayLoop(fp *fastPath) (*relayLoop, error) {
 type loopSock struct {
 	rf *relayFast
 	lf *listenerFast
+	st *loopStream // a TCP client connection (tcploop_linux.go)
 }
 
 // add starts reading rf's raw socket.
@@ -361,6 +362,8 @@ func (l *relayLoop) run() {
 				l.drain(ls.rf)
 			case ls.lf != nil:
 				l.drainListener(ls.lf)
+			case ls.st != nil:
+				ls.st.drain()
 			}
 		}
 		l.flushSends()
@@ -527,6 +530,7 @@ func (fp *fastPath) stopLoops() {
 	}
 	fp.loopsWG.Wait()
 	for _, l := range fp.loops {
+		l.endStreams() // nobody reads them now: their readers must not wait forever
 		l.closeFDs()
 	}
 	loopsRunning.Add(-int32(len(fp.loops)))
