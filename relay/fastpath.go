@@ -18,7 +18,9 @@ import (
 //     the ChannelData up in the binding table and sends the payload from
 //     the allocation's relay socket;
 //   - peer→client: the relay socket wrapper reads into buf[4:], writes the
-//     ChannelData header in place and sends from the listener socket.
+//     ChannelData header in place and sends from the listener socket, or,
+//     for a TCP/TLS client, pads the frame in place and writes it to the
+//     client's stream (streamout_linux.go).
 //
 // The table is learned from pion's events (create/delete of allocations,
 // permissions and channels, including expiry and close) and from the
@@ -56,6 +58,7 @@ type fastPath struct {
 	c2p      map[c2pKey]*binding
 	relays   map[netip.AddrPort]*relayFast // by relay address as pion reports it
 	byClient map[clientKey]*relayFast      // by (listener address, client address)
+	streams  map[clientKey]*streamOut      // TCP/TLS clients' output paths, by (local, remote) address
 	obs      bindingObserver
 
 	loops    []*relayLoop // relay socket readers (Linux); none: a goroutine each
@@ -133,6 +136,7 @@ func newFastPath(s *Server) *fastPath {
 		c2p:      map[c2pKey]*binding{},
 		relays:   map[netip.AddrPort]*relayFast{},
 		byClient: map[clientKey]*relayFast{},
+		streams:  map[clientKey]*streamOut{},
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"github.com/pion/stun/v4"
 )
@@ -20,6 +21,9 @@ type relayFast struct {
 	bound    netip.AddrPort    // relay socket's local address
 	listener *serverPacketConn // the UDP listener socket the allocation lives on; nil for TCP/TLS clients
 	bw       *bandwidth
+	// stream is a TCP/TLS client's output path, set once pion reports the
+	// allocation's client (attach); nil for UDP clients.
+	stream atomic.Pointer[streamOut]
 
 	mu         sync.RWMutex
 	listenAddr netip.AddrPort
@@ -95,6 +99,11 @@ func (rf *relayFast) attach(listenAddr, client netip.AddrPort) {
 	}
 	rf.mu.Unlock()
 	fp := rf.fp
+	if rf.listener == nil {
+		if out := fp.stream(listenAddr, client); out != nil {
+			rf.stream.Store(out)
+		}
+	}
 	fp.mu.Lock()
 	fp.byClient[clientKey{listenAddr, client}] = rf
 	fp.mu.Unlock()
@@ -322,9 +331,10 @@ func (rf *relayFast) handle(frame []byte, src netip.AddrPort) bool {
 		rf.pending.noPerm++
 		return false
 	}
-	// The shortcut answers UDP clients; TCP/TLS clients' streams are
-	// pion's to write (client→peer still takes the shortcut).
-	hit := b != nil && rf.listener != nil && rf.fp.enabled && monoNow() < b.until.Load()
+	// The shortcut answers UDP clients from their listener socket and
+	// TCP/TLS clients through their stream's output path.
+	hit := b != nil && rf.fp.enabled && (rf.listener != nil || rf.stream.Load() != nil) &&
+		monoNow() < b.until.Load()
 	if !hit && !rf.allowPeer(src) {
 		return false
 	}
@@ -350,11 +360,11 @@ func (rf *relayFast) handle(frame []byte, src netip.AddrPort) bool {
 // would frame it: ChannelData on a channel, else a Data indication.
 func (rf *relayFast) frameItself(b *binding, src netip.AddrPort, frame []byte) {
 	switch {
-	case rf.listener == nil:
-		// A TCP/TLS client: its stream is pion's to write, and a relay
-		// reader must never wait on a slow stream.
+	case rf.listener == nil && rf.stream.Load() == nil:
+		// A stream client without an output path (the fast path could not
+		// reach its socket): pion would cut the datagram.
 		rf.fp.s.metrics.dropped.WithLabelValues(dropOversize).Inc()
-	case b != nil:
+	case b != nil && len(frame)-4 <= maxChannelPayload:
 		rf.sendChannelData(b, frame)
 	default:
 		rf.sendDataIndication(src, frame)
@@ -378,13 +388,20 @@ func (rf *relayFast) allowPeer(src netip.AddrPort) bool {
 	return true
 }
 
+// maxChannelPayload is the largest payload a ChannelData header can state.
+const maxChannelPayload = 0xffff
+
 // sendChannelData frames the payload at frame[4:] for b's channel
-// and sends it to the (UDP) client. No padding over UDP (RFC 8656 12.5).
+// and sends it to the client. No padding over UDP (RFC 8656 12.5).
 func (rf *relayFast) sendChannelData(b *binding, frame []byte) {
 	n := len(frame) - 4
 	buf := frame
 	binary.BigEndian.PutUint16(buf[0:2], b.channel)
 	binary.BigEndian.PutUint16(buf[2:4], uint16(n))
+	if rf.listener == nil {
+		rf.sendStream(b, buf)
+		return
+	}
 	if rf.out != nil {
 		rf.out.add(rf.listener.fast.sock, &rf.clientSA, b, buf) // sent by the loop's sendmmsg
 		return
@@ -410,8 +427,36 @@ func (rf *relayFast) sendDataIndication(src netip.AddrPort, frame []byte) {
 		return
 	}
 	m.Add(stun.AttrData, frame[4:])
+	if rf.listener == nil {
+		rf.sendStream(nil, m.Raw) // STUN attributes keep it a multiple of 4
+		return
+	}
 	if err := rf.snd.sendTo(rf.listener.fast.sock, m.Raw, &rf.clientSA); err != nil {
 		rf.pending.sendFull++
+	}
+}
+
+// sendStream writes a framed ChannelData (b's) or Data indication (b nil)
+// to a TCP/TLS client's stream, padded to 4 bytes in place (RFC 8656
+// 12.5: padding is mandatory over streams). The frames' buffers keep 3
+// spare bytes for it. A full backlog drops the frame and counts it.
+func (rf *relayFast) sendStream(b *binding, frame []byte) {
+	out := rf.stream.Load()
+	n := len(frame)
+	if pad := (4 - n&3) & 3; pad > 0 {
+		if cap(frame)-n < pad {
+			frame = append(frame[:n:n], 0, 0, 0)[:n+pad] // never with our buffers
+		}
+		frame = frame[:n+pad]
+		clear(frame[n:]) // stale bytes of an earlier datagram must not leak
+	}
+	if out == nil || !out.sendFrame(frame) {
+		rf.pending.sendFull++
+		return
+	}
+	if b != nil {
+		b.pktsP2C.Add(1)
+		b.bytesP2C.Add(uint64(n - 4))
 	}
 }
 

@@ -9,29 +9,48 @@ import (
 
 // streamFast is a TCP/TLS client connection's share of the data plane:
 // the stream framer offers it every ChannelData frame (forward) and every
-// request and answer (the snooper). Peer data for a stream client stays on
-// pion's path: its stream is pion's to write, and the shared relay readers
-// must never wait on a slow stream. It belongs to the connection's reading
-// goroutine.
+// request and answer (the snooper). Peer data for a stream client is
+// framed by the relay socket's reader and written through the connection's
+// output path (streamOut), which pion's writes share and which never makes
+// a relay reader wait. forward and flush (snd, pending) belong to whoever
+// reads the socket: the connection's goroutine, or the relay loop once it
+// took the socket over; the snooper stays with pion's goroutines.
 type streamFast struct {
 	snooper
 	remote  netip.AddrPort
 	snd     *nbSender
 	pending counts
+	out     *streamOut // registered in fp.streams; nil: peer data takes pion's path
 }
 
-// newStream returns the data-plane state of stream c, or nil when the fast
-// path is off (or absent: servers assembled by tests).
-func (fp *fastPath) newStream(c net.Conn) *streamFast {
+// newStream returns the data-plane state of stream c (out: its output
+// path), or nil when the fast path is off (or absent: servers assembled by
+// tests).
+func (fp *fastPath) newStream(c net.Conn, out *streamOut) *streamFast {
 	if fp == nil || !fp.enabled {
 		return nil
 	}
-	return &streamFast{
+	sf := &streamFast{
 		snooper: snooper{fp: fp, local: unmapAP(toAddrPort(c.LocalAddr())),
 			snoop: map[[stun.TransactionIDSize]byte]pendingRequest{}},
 		remote: unmapAP(toAddrPort(c.RemoteAddr())),
 		snd:    newNBSender(),
+		out:    out,
 	}
+	if out != nil {
+		fp.mu.Lock()
+		fp.streams[clientKey{sf.local, sf.remote}] = out
+		fp.mu.Unlock()
+	}
+	return sf
+}
+
+// stream returns the output path of the stream client at (listener,
+// client), or nil.
+func (fp *fastPath) stream(listener, client netip.AddrPort) *streamOut {
+	fp.mu.RLock()
+	defer fp.mu.RUnlock()
+	return fp.streams[clientKey{unmapAP(listener), unmapAP(client)}]
 }
 
 // forward relays one ChannelData frame (padding included) of a known
@@ -45,5 +64,16 @@ func (sf *streamFast) forward(frame []byte) bool {
 // blocks for more bytes, so once per burst.
 func (sf *streamFast) flush() { sf.fp.s.metrics.addTallies(&sf.pending, dirClientToPeer) }
 
-// close flushes the last tallies.
-func (sf *streamFast) close() { sf.flush() }
+// close flushes the last tallies and withdraws the output path.
+func (sf *streamFast) close() {
+	sf.flush()
+	if sf.out != nil {
+		fp := sf.fp
+		key := clientKey{sf.local, sf.remote}
+		fp.mu.Lock()
+		if fp.streams[key] == sf.out {
+			delete(fp.streams, key)
+		}
+		fp.mu.Unlock()
+	}
+}

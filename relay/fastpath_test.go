@@ -550,7 +550,7 @@ func TestFastPathOffloadedCounters(t *testing.T) {
 }
 
 // TCP and TLS clients' ChannelData frames take the shortcut to the peer;
-// peer data for them stays with pion (their stream is pion's to write).
+// peer data comes back to them through the shortcut too.
 func TestFastPathStreamClients(t *testing.T) {
 	srv := newTestServer(t, func(c *Config) {
 		c.Listeners = append(c.Listeners, Listener{Network: "tls", Addr: "127.0.0.1:0"})
@@ -579,8 +579,8 @@ func TestFastPathStreamClients(t *testing.T) {
 			if c2p == 0 {
 				t.Fatalf("%s client's ChannelData bypassed the fast path", network)
 			}
-			if p2c != 0 {
-				t.Fatalf("%s client got %d datagrams from the shortcut; its stream is pion's", network, p2c)
+			if p2c == 0 {
+				t.Fatalf("%s client's peer data bypassed the fast path", network)
 			}
 		})
 	}

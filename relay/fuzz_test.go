@@ -66,7 +66,7 @@ func FuzzFramedConn(f *testing.F) {
 	s := newFuzzServer(f)
 	s.unauth = nil
 	f.Fuzz(func(t *testing.T, stream []byte, chunk uint8) {
-		fc := newFramedConn(s, "tcp", &fakeStream{data: stream, chunk: int(chunk)}, nopDeadlines{}, nil)
+		fc := newFramedConn(s, "tcp", &fakeStream{data: stream, chunk: int(chunk)}, nopDeadlines{}, nil, nil)
 		var frames [][]byte
 		pionSide := turn.NewSTUNConn(&framesConn{next: fc, onFrame: func(b []byte) {
 			frames = append(frames, append([]byte(nil), b...))

@@ -142,11 +142,14 @@ type rawClient struct {
 	t      *testing.T
 	conn   net.PacketConn
 	stream net.Conn // set: speak over this TCP connection instead
-	srv    net.Addr
-	user   string
-	key    []byte
-	realm  stun.Realm
-	nonce  stun.Nonce
+	// exchange, when set, replaces the request/answer round trip (tests
+	// that read the stream with a goroutine of their own).
+	exchange func(*stun.Message) (*stun.Message, error)
+	srv      net.Addr
+	user     string
+	key      []byte
+	realm    stun.Realm
+	nonce    stun.Nonce
 }
 
 func newRawClient(t *testing.T, srv *Server, user, pass string) *rawClient {
@@ -163,6 +166,9 @@ func newRawClient(t *testing.T, srv *Server, user, pass string) *rawClient {
 // roundTrip sends m and returns the answer with the same transaction ID,
 // retransmitting a few times (UDP on loopback can still drop under load).
 func (r *rawClient) roundTrip(m *stun.Message) (*stun.Message, error) {
+	if r.exchange != nil {
+		return r.exchange(m)
+	}
 	if r.stream != nil {
 		return streamRoundTrip(r.stream, m)
 	}

@@ -139,6 +139,9 @@ func (ld *loopLoad) past(over bool, n int) bool {
 func (l *relayLoop) rebalance(moving []loopSock) []loopSock {
 	l.mu.Lock()
 	for _, ls := range l.socks {
+		if ls.st != nil {
+			continue // a TCP client's stream stays on the loop that took it
+		}
 		if l.fp.loopFor(ls.raw().slot) != l {
 			moving = append(moving, ls)
 		}
@@ -177,10 +180,13 @@ func (l *relayLoop) move(ls loopSock) {
 	}
 }
 
-// raw returns the socket a loop reads for ls.
+// raw returns the UDP socket a loop reads for ls (nil for a stream).
 func (ls loopSock) raw() *rawUDP {
-	if ls.rf != nil {
+	switch {
+	case ls.rf != nil:
 		return ls.rf.sock.raw
+	case ls.lf != nil:
+		return ls.lf.sock.raw
 	}
-	return ls.lf.sock.raw
+	return nil
 }

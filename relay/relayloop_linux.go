@@ -247,6 +247,7 @@ func newRelayLoop(fp *fastPath) (*relayLoop, error) {
 type loopSock struct {
 	rf *relayFast
 	lf *listenerFast
+	st *loopStream // a TCP client connection (tcploop_linux.go)
 }
 
 // add starts reading rf's raw socket.
@@ -357,6 +358,8 @@ func (l *relayLoop) handle(n int) (closing bool) {
 			l.drain(ls.rf)
 		case ls.lf != nil:
 			l.drainListener(ls.lf)
+		case ls.st != nil:
+			ls.st.drain()
 		}
 	}
 	l.flushSends()
@@ -546,6 +549,7 @@ func (fp *fastPath) stopLoops() {
 	}
 	fp.loopsWG.Wait()
 	for _, l := range fp.loops {
+		l.endStreams() // nobody reads them now: their readers must not wait forever
 		l.closeFDs()
 	}
 	fp.loops = nil

@@ -105,7 +105,7 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	if s.fast.enabled {
+	if s.fast.enabled && !noRelayLoops.Load() {
 		// The loops read relay sockets and, adopted off Go's poller, the
 		// UDP listener sockets (relayloop_linux.go).
 		s.fast.startLoops(cfg.UDPSockets)
@@ -582,6 +582,11 @@ func (s *Server) Close() error {
 	})
 	return s.closeErr
 }
+
+// noRelayLoops makes servers created meanwhile read every relay socket
+// with a goroutine of its own, as when the loops cannot start (tests of
+// that path set it).
+var noRelayLoops atomic.Bool
 
 // tcpNetwork pins a listener to one family, so [::] and 0.0.0.0 on the
 // same port can both be bound (Go's "tcp" on [::] would be dual-stack).

@@ -247,7 +247,7 @@ func TestFramerSteadyStateAllocs(t *testing.T) {
 		stream = append(stream, 0x40, 0x00, 0x00, 0x05, 1, 2, 3, 4, 5, 0, 0, 0)
 	}
 	stream = append(stream, stun.MustBuild(stun.TransactionID, stun.BindingRequest).Raw...)
-	fc := newFramedConn(s, "tcp", &fakeStream{data: stream, chunk: 7, loop: true}, nopDeadlines{}, nil)
+	fc := newFramedConn(s, "tcp", &fakeStream{data: stream, chunk: 7, loop: true}, nopDeadlines{}, nil, nil)
 	p := make([]byte, inboundMTU)
 	for range 100 {
 		if _, err := fc.Read(p); err != nil {
@@ -272,7 +272,7 @@ func BenchmarkFramerOneByteReads(b *testing.B) {
 	binary.BigEndian.PutUint16(frame, 0x4000)
 	binary.BigEndian.PutUint16(frame[2:], maxStreamFrame-4-3) // padded to maxStreamFrame-... below
 	frame = frame[:4+(maxStreamFrame-4-3+3)&^3]
-	fc := newFramedConn(s, "tcp", &fakeStream{data: frame, chunk: 1, loop: true}, nopDeadlines{}, nil)
+	fc := newFramedConn(s, "tcp", &fakeStream{data: frame, chunk: 1, loop: true}, nopDeadlines{}, nil, nil)
 	p := make([]byte, inboundMTU)
 	b.SetBytes(int64(len(frame)))
 	for b.Loop() {

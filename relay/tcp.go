@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/stun/v4"
@@ -76,19 +77,29 @@ func (l *serverListener) Accept() (net.Conn, error) {
 func (l *serverListener) wrap(c net.Conn, key netip.Addr) net.Conn {
 	_ = c.SetReadDeadline(time.Now().Add(min(firstFrameTimeout, l.s.cfg.StreamIdleTimeout)))
 	raw := c
+	out := newStreamOut(raw)
 	if l.tls != nil {
 		// The handshake happens on the connection's own goroutine at its
 		// first read, so a slow client never holds up Accept.
-		c = tls.Server(c, l.tls)
+		under := c
+		if out != nil {
+			under = &outConn{Conn: raw, out: out} // records go through out
+		}
+		tc := tls.Server(under, l.tls)
+		if out != nil {
+			out.tls = tc
+		}
+		c = tc
 	}
-	return newFramedConn(l.s, l.transport, c, raw, func() { l.conns.release(key) })
+	return newFramedConn(l.s, l.transport, c, raw, out, func() { l.conns.release(key) })
 }
 
 // newFramedConn frames stream c (raw is the TCP connection under it, for
-// deadlines); release runs once at Close.
-func newFramedConn(s *Server, transport string, c, raw net.Conn, release func()) *framedConn {
+// deadlines; out its shared output path, nil to write c directly);
+// release runs once at Close.
+func newFramedConn(s *Server, transport string, c, raw net.Conn, out *streamOut, release func()) *framedConn {
 	fc := &framedConn{
-		Conn: c, raw: raw, remote: c.RemoteAddr(),
+		Conn: c, raw: raw, output: out, remote: c.RemoteAddr(),
 		tuple:        tupleOf(c.RemoteAddr(), c.LocalAddr()),
 		buf:          make([]byte, frameBufSize),
 		noAllocSince: time.Now(),
@@ -96,10 +107,10 @@ func newFramedConn(s *Server, transport string, c, raw net.Conn, release func())
 	}
 	fc.front = &front{s: s, transport: transport, local: c.LocalAddr()}
 	fc.front.reply = func(b []byte, _ net.Addr) error {
-		_, err := c.Write(b)
+		_, err := fc.write(b)
 		return err
 	}
-	fc.fast = s.fast.newStream(c) // ChannelData shortcut (fastpath_stream.go)
+	fc.fast = s.fast.newStream(c, out) // ChannelData shortcut (fastpath_stream.go)
 	return fc
 }
 
@@ -114,9 +125,16 @@ func newFramedConn(s *Server, transport string, c, raw net.Conn, release func())
 //
 // A connection without an allocation is closed StreamIdleTimeout after it
 // opened or lost its allocation, whatever it sends meanwhile.
+//
+// Once a plain-TCP connection holds an allocation its socket is handed to
+// a relay loop between frames (adopt, tcploop_linux.go): the loop frames
+// the stream and forwards ChannelData, and Read returns the frames it
+// leaves to pion. Every write, pion's and the data plane's, goes through
+// output (streamout_linux.go).
 type framedConn struct {
 	net.Conn
-	raw    net.Conn // the TCP connection under TLS, for deadlines
+	raw    net.Conn   // the TCP connection under TLS, for deadlines
+	output *streamOut // the one output path, shared with the data plane; nil: write Conn
 	remote net.Addr
 	tuple  tupleKey
 	front  *front
@@ -130,12 +148,26 @@ type framedConn struct {
 	started      bool
 	noAllocSince time.Time // zero while the connection has an allocation
 
+	// loop is set once a relay loop reads the socket (tcploop_linux.go);
+	// noAdopt once no loop ever can (TLS, no loops, no UDP allocation).
+	loop    atomic.Pointer[loopStream]
+	noAdopt bool
+
 	release   func()
 	closeOnce sync.Once
 }
 
 func (c *framedConn) Close() error {
 	c.closeOnce.Do(func() {
+		if c.output != nil && c.output.tls == nil {
+			// Before the socket closes: no write reaches a reused
+			// descriptor. It also bars adoption by a loop from here on.
+			// (Under TLS, outConn.Close does it after the close_notify.)
+			c.output.close()
+		}
+		if st := c.loop.Load(); st != nil {
+			st.close() // before fast.close: the loop owns the tallies until then
+		}
 		if c.release != nil {
 			c.release()
 		}
@@ -143,6 +175,9 @@ func (c *framedConn) Close() error {
 			c.fast.close()
 		}
 	})
+	if c.loop.Load() != nil {
+		return nil // the net.Conn was closed when the loop took the socket
+	}
 	return c.Conn.Close()
 }
 
@@ -157,7 +192,7 @@ func (c *framedConn) Write(b []byte) (int, error) {
 		c.passThru = true
 		// Data connections live as long as their peer connection.
 		_ = c.raw.SetReadDeadline(time.Time{})
-		if _, err := c.Conn.Write(c.signConnectionBind(b)); err != nil {
+		if _, err := c.write(c.signConnectionBind(b)); err != nil {
 			return 0, err
 		}
 		return n, nil
@@ -168,7 +203,29 @@ func (c *framedConn) Write(b []byte) (int, error) {
 			c.fast.snoopWrite(b, c.remote) // refreshed lifetimes for the data plane
 		}
 	}
-	return c.Conn.Write(b)
+	return c.write(b)
+}
+
+// write sends b whole through the connection's output path and waits
+// until it has left, as a blocking write would: pion's writes are never
+// dropped, and a client that stops reading holds up only its own writers.
+func (c *framedConn) write(b []byte) (int, error) {
+	switch {
+	case c.output == nil:
+		return c.Conn.Write(b)
+	case c.output.tls != nil:
+		if _, err := c.Conn.Write(b); err != nil { // seals into out, never waits
+			return 0, err
+		}
+	default:
+		if _, err := c.output.write(b, 0); err != nil {
+			return 0, err
+		}
+	}
+	if err := c.output.drain(); err != nil {
+		return 0, err
+	}
+	return len(b), nil
 }
 
 // signConnectionBind adds MESSAGE-INTEGRITY and FINGERPRINT to pion's
@@ -201,7 +258,13 @@ func (c *framedConn) Read(p []byte) (int, error) {
 		}
 		return c.Conn.Read(p)
 	}
+	if c.loop.Load() != nil {
+		return c.readLooped(p)
+	}
 	c.checkIdle()
+	if c.r == c.w && c.noAllocSince.IsZero() && c.adopt() {
+		return c.readLooped(p)
+	}
 	for {
 		size, err := frameSize(c.buf[c.r:c.w])
 		switch {
@@ -214,6 +277,9 @@ func (c *framedConn) Read(p []byte) (int, error) {
 		case size == 0 || c.w-c.r < size:
 			if c.fast != nil {
 				c.fast.flush() // tallies once per burst, before waiting
+			}
+			if c.r == c.w && c.noAllocSince.IsZero() && c.adopt() {
+				return c.readLooped(p) // ChannelData kept coming after the allocation
 			}
 			if err := c.fill(size); err != nil {
 				return 0, err

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -73,28 +74,20 @@ type conn struct {
 
 	// Everything an idle connection holds is in this struct, the gorilla
 	// connection and the socket: channels are made only when a close needs
-	// them, and the rate buckets are inline.
+	// them, and the rate buckets are inline. (The flags are kept together
+	// at the end: scattered, their padding took a size class.)
 	mu         sync.Mutex
 	queue      []outFrame // oldest first; nil while idle
 	rest       []byte     // the unwritten tail of a partly written inline frame: goes first
 	qbytes     int        // bytes queued, including the frame being written
-	writing    bool       // a writer goroutine runs
 	writeSince time.Time  // when the write in progress began (zero: none)
 	lastPing   time.Time  // when the sweeper last queued a ping
-	closing    bool
-	closeCode  int    // set with closing; 0: no close frame
-	closeText  string // ditto
-	reason     string // ditto
+	closeCode  int        // set with closing; 0: no close frame
+	closeText  string     // ditto
+	reason     string     // ditto
 
-	// readState says where the reader is (warm readers, read.go); the
-	// sweeper cools a warm reader that has had no message for a sweep.
-	readState  uint8
-	readRecent bool // a message since the last sweep
-
-	readerExited bool
-	readerDone   chan struct{} // made on demand; closed when the reader exits
-	socketClosed bool
-	done         chan struct{} // made on demand; closed once the socket is closed
+	readerDone chan struct{} // made on demand; closed when the reader exits
+	done       chan struct{} // made on demand; closed once the socket is closed
 
 	// The buckets are used by one goroutine at a time: the reader, then the
 	// next reader.
@@ -102,6 +95,23 @@ type conn struct {
 	errLimiter bucket // errors the client causes
 
 	sess *session // owned by the reader goroutine
+
+	// loopState says who reads the connection: a reader goroutine or the
+	// hub's read loop (loop.go). loopFD is the socket's descriptor in the
+	// loop's table once loopAdded.
+	loopState atomic.Uint32
+	loopFD    int32
+
+	writing      bool // a writer goroutine runs
+	closing      bool
+	readerExited bool
+	socketClosed bool
+	loopAdded    bool // reader goroutines and the loop, in turn
+
+	// readState says where the reader is (warm readers, read.go); the
+	// sweeper cools a warm reader that has had no message for a sweep.
+	readState  uint8
+	readRecent bool // a message since the last sweep
 }
 
 // newConn makes the connection of a client at ip; ws follows once the
@@ -137,6 +147,7 @@ func (c *conn) failLocked(code int, text, reason string) {
 	}
 	c.closing = true
 	c.closeCode, c.closeText, c.reason = code, text, reason
+	c.takeFromLoopLocked() // its reader ends the connection once the socket is closed
 	if reason == reasonSlowConsumer {
 		// Nothing queued will be read: free it now.
 		c.queue, c.qbytes = nil, 0

@@ -37,7 +37,9 @@ func (w tWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func newTestHub(t testing.TB, cfg Config) *testHub {
+// newTestHub serves a hub made from cfg; setup, when given, adjusts it
+// before the first connection (test hooks).
+func newTestHub(t testing.TB, cfg Config, setup ...func(*Hub)) *testHub {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)
@@ -45,6 +47,9 @@ func newTestHub(t testing.TB, cfg Config) *testHub {
 	h, err := NewHub(cfg)
 	if err != nil {
 		t.Fatalf("NewHub: %v", err)
+	}
+	for _, f := range setup {
+		f(h)
 	}
 	srv := httptest.NewServer(h.Handler())
 	admin := httptest.NewServer(h.AdminHandler())

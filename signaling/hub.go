@@ -41,6 +41,13 @@ type Hub struct {
 	sweeping bool
 	stop     chan struct{} // closed by Shutdown; ends the sweeper
 
+	// loop is the read loop (loop.go), started with the first connection
+	// that relays a signal; nil in cluster mode, when the system has none,
+	// or when noLoop (tests of the reader goroutines alone).
+	loopOnce sync.Once
+	loop     *readLoop
+	noLoop   bool
+
 	pendMu  sync.Mutex
 	pending map[string]int // pre-upgrade HTTP connections by remote address
 
@@ -61,6 +68,9 @@ type Hub struct {
 	// onCut, when set (tests), is called when the hub cuts a slow consumer,
 	// with the bytes that would have been queued (-1: a blocked write).
 	onCut func(queued int)
+	// onLoopPark, when set (tests), is called by the read loop as it leaves
+	// a connection idle, with the bytes of a partial frame it keeps.
+	onLoopPark func(buffered int)
 }
 
 // NewHub validates cfg and returns a hub. It starts no goroutines until
@@ -188,9 +198,13 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 			h.endSession(s, reasonDrain)
 		}
 	}
+	h.loopOnce.Do(func() {}) // no loop starts from now on
 	done := make(chan struct{})
 	go func() {
 		h.wg.Wait()
+		if h.loop != nil {
+			h.loop.stop() // every connection has ended: none is in the loop
+		}
 		if h.cluster != nil {
 			h.parkSessions(ctx)
 		}
@@ -202,6 +216,9 @@ func (h *Hub) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		for _, c := range conns {
 			c.ws.NetConn().Close() // forcing readers out
+		}
+		if h.loop != nil {
+			h.loop.stop() // every connection was failed: none stays in the loop
 		}
 		return ctx.Err()
 	}
@@ -302,8 +319,28 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	c.start()
 }
 
+// readLoop returns the hub's read loop, starting it on first use; nil when
+// there is none.
+func (h *Hub) readLoop() *readLoop {
+	h.loopOnce.Do(func() {
+		if h.cluster != nil || h.noLoop {
+			return
+		}
+		l, err := newReadLoop()
+		if err != nil {
+			h.log.Info("no read loop: every connection reads on its own goroutine", "err", err)
+			return
+		}
+		h.loop = l
+	})
+	return h.loop
+}
+
 // connEnded forgets c once it is over and its session settled.
 func (h *Hub) connEnded(c *conn) {
+	if c.loopAdded {
+		h.loop.remove(c)
+	}
 	h.m.conns.Dec()
 	h.mu.Lock()
 	delete(h.conns, c)

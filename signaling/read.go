@@ -65,6 +65,9 @@ func (c *conn) received(typ int, r io.Reader, err error) {
 		// usually followed by silence, and a reader that waited warm after
 		// every join would hold its grown stack for a sweep on every newly
 		// joined connection.
+		if relayed && c.enterLoop() {
+			return // the read loop owns the connection now
+		}
 		if !relayed || !c.awaitWarm() {
 			go c.read()
 			return
@@ -113,9 +116,13 @@ func (c *conn) awaitWarm() bool {
 
 // coolLocked makes a warm reader that has seen no message since the last sweep
 // leave for a fresh one, so an idle connection holds a small stack again.
-// The read deadline in the past ends its wait; the reader restores it.
-// c.mu is held.
+// The read deadline in the past ends its wait; the reader restores it. A
+// connection idle in the read loop goes to a fresh reader likewise, which
+// waits with the read deadline (the loop does not watch it). c.mu is held.
 func (c *conn) coolLocked() {
+	if !c.readRecent {
+		c.takeFromLoopLocked()
+	}
 	if c.readState == readWarm && !c.readRecent {
 		c.readState = readCooling
 		_ = c.ws.SetReadDeadline(time.Unix(1, 0)) // errors surface on read

@@ -2,6 +2,7 @@ package signaling
 
 import (
 	"bufio"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -22,12 +23,16 @@ import (
 //     process is otherwise idle) is skipped.
 //   - gorilla reads through a bufio.Reader the hub supplies (hijack), so
 //     the reader can wait for the next frame itself and look at it first.
-//   - The reader goroutine stays warm while its connection is active:
-//     after a signal it reads the next frame into that buffer (awaitWarm)
-//     and handles the next message on the same, already grown, stack. Once
-//     a connection has been idle for a sweep, the sweeper cools it: the
-//     warm reader exits and a fresh one parks in NextReader with a small
-//     stack, the lean idle state (read.go).
+//   - A connection that relays signals is read by the hub's read loop
+//     (loop.go) on Linux: one goroutine for all of them, woken once per
+//     burst, reading each socket without waiting (nowait) into that
+//     buffer. Elsewhere, and when the loop cannot take the connection, the
+//     reader goroutine stays warm while its connection is active: after a
+//     signal it reads the next frame into that buffer (awaitWarm) and
+//     handles the next message on the same, already grown, stack. Once a
+//     connection has been idle for a sweep, the sweeper cools it: the loop
+//     or the warm reader lets go and a fresh reader parks in NextReader
+//     with a small stack, the lean idle state (read.go).
 
 // readBufSize is the connection's read buffer. gorilla reuses a hijacked
 // reader only when it is larger than 256 bytes (server.go, Upgrade); 288 is
@@ -38,7 +43,18 @@ const readBufSize = 288
 type sockConn struct {
 	*net.TCPConn
 	rc syscall.RawConn
+	// nowait makes Read return errWouldBlock instead of waiting while the
+	// socket is empty: the read loop (loop_linux.go) sets it around its own
+	// reads. drained says the last read took less than it asked for, so the
+	// socket was empty right after it. Both belong to whoever owns the
+	// connection's reading (conn.loopState).
+	nowait, drained bool
 }
+
+// errWouldBlock is what Read returns in nowait mode on an empty socket.
+// Only the read loop sees it: it never drives gorilla into a read that
+// could meet it.
+var errWouldBlock = errors.New("signaling: socket empty")
 
 // init makes s read tc; false when tc offers no raw access.
 func (s *sockConn) init(tc *net.TCPConn) bool {
@@ -59,19 +75,23 @@ func (s *sockConn) Read(p []byte) (int, error) {
 		return 0, nil
 	}
 	op := readOpPool.Get().(*readOp)
-	op.p = p
+	op.p, op.nowait = p, s.nowait
 	err := s.rc.Read(op.fn)
-	n, errno := op.n, op.errno
+	n, errno := int(op.n), op.errno
 	*op = readOp{fn: op.fn}
 	readOpPool.Put(op)
 	switch {
 	case err != nil:
 		return 0, s.opError(err)
+	case errno == syscall.EAGAIN:
+		s.drained = true
+		return 0, errWouldBlock
 	case errno != 0:
 		return 0, s.opError(os.NewSyscallError("read", errno))
 	case n == 0:
 		return 0, io.EOF
 	}
+	s.drained = n < len(p)
 	return n, nil
 }
 
@@ -80,10 +100,11 @@ func (s *sockConn) Read(p []byte) (int, error) {
 // cost an allocation per read, two per relayed message; readOps, with
 // their callback bound once, are reused instead.
 type readOp struct {
-	p     []byte
-	n     int
-	errno syscall.Errno
-	fn    func(fd uintptr) bool // op.read
+	p      []byte
+	n      int32 // int32 and next to nowait: 48 bytes, the size class a parked reader held before nowait
+	nowait bool  // report EAGAIN instead of waiting
+	errno  syscall.Errno
+	fn     func(fd uintptr) bool // op.read
 }
 
 var readOpPool = sync.Pool{New: func() any {
@@ -92,7 +113,8 @@ var readOpPool = sync.Pool{New: func() any {
 	return op
 }}
 
-// read issues read(2) into op.p; false (wait in the netpoller) on EAGAIN.
+// read issues read(2) into op.p; false (wait in the netpoller) on EAGAIN
+// unless op.nowait.
 func (op *readOp) read(fd uintptr) bool {
 	for {
 		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&op.p[0])), uintptr(len(op.p))) //nolint:gosec // G103: read(2) into p, len(p) > 0
@@ -100,9 +122,11 @@ func (op *readOp) read(fd uintptr) bool {
 		case syscall.EINTR:
 			continue
 		case syscall.EAGAIN:
-			return false
+			if !op.nowait {
+				return false
+			}
 		}
-		op.n, op.errno = int(r), e
+		op.n, op.errno = int32(r), e //nolint:gosec // G115: r <= len(p), a read buffer or message far below 2 GiB
 		return true
 	}
 }

@@ -8,6 +8,10 @@ import (
 	"github.com/gorilla/websocket"
 )
 
+// withoutLoop keeps a hub's connections on their reader goroutines (the
+// warm readers are what these tests look at; loop_test.go has the loop's).
+func withoutLoop(h *Hub) { h.noLoop = true }
+
 // connOf is the hub's connection of the peer that joined with welcome w.
 func (th *testHub) connOf(t *testing.T, w ServerMessage) *conn {
 	t.Helper()
@@ -47,7 +51,7 @@ func waitReadState(t *testing.T, c *conn, state uint8) {
 // without a message, and the fresh reader that replaces it reads the next
 // message (and goes warm again).
 func TestWarmReaderCoolsAndKeepsReading(t *testing.T) {
-	th := newTestHub(t, Config{PingInterval: time.Hour, WriteTimeout: time.Hour}) // sweeps by hand only
+	th := newTestHub(t, Config{PingInterval: time.Hour, WriteTimeout: time.Hour}, withoutLoop) // sweeps by hand only
 	a, wa := th.join(t, "warm")
 	b, wb := th.join(t, "warm")
 	expect(t, a, TypePeerJoined)
@@ -125,7 +129,7 @@ func maskedTextFrame(msg string) []byte {
 // reader handles it, so an idle connection does not keep a grown stack
 // parked inside NextReader); the ping is answered and signals keep flowing.
 func TestWarmReaderLeavesOnControlFrame(t *testing.T) {
-	th := newTestHub(t, Config{})
+	th := newTestHub(t, Config{}, withoutLoop)
 	b, wb := th.join(t, "control")
 	raw, w := rawJoin(t, th, "control", nil)
 	expect(t, b, TypePeerJoined)
