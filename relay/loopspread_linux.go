@@ -10,7 +10,7 @@ import (
 // How many loops read sockets. Every loop wakes for its own sockets, so
 // with traffic on every listener socket two loops cost two wake-ups where
 // one would do: at 10, 100 and 500 flows one loop spent about 30%, 15%
-// and 10% less CPU per relayed datagram than two (docs/benchmarks.md,
+// and 6% less CPU per relayed datagram than two (docs/benchmarks.md,
 // "Event loops in Go's poller"). One loop has one CPU, though. So the
 // loops start gathered: the first reads every socket, the others wait with
 // nothing to read (parked, so free). When the first is busy for more than
