@@ -176,12 +176,12 @@ func (o *streamOut) writeOnce(fd uintptr) bool {
 func writeNB(fd uintptr, b []byte) (int, error) {
 	for {
 		n, err := syscall.Write(int(fd), b)
-		switch {
-		case err == nil:
+		switch err {
+		case nil:
 			return n, nil
-		case err == syscall.EINTR:
+		case syscall.EINTR:
 			continue
-		case err == syscall.EAGAIN:
+		case syscall.EAGAIN:
 			return 0, nil
 		default:
 			return 0, err

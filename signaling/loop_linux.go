@@ -99,7 +99,7 @@ func (l *readLoop) poll(epfd uintptr) bool {
 func (l *readLoop) add(c *conn) bool {
 	ok := false
 	err := c.sock.rc.Control(func(s uintptr) {
-		fd := int32(s) //nolint:gosec // G115: descriptors fit in int32 (epoll_event's field)
+		fd := int32(s) // descriptors fit in int32 (epoll_event's field)
 		l.mu.Lock()
 		defer l.mu.Unlock()
 		if l.closed {

@@ -126,7 +126,7 @@ func (op *readOp) read(fd uintptr) bool {
 				return false
 			}
 		}
-		op.n, op.errno = int32(r), e //nolint:gosec // G115: r <= len(p), a read buffer or message far below 2 GiB
+		op.n, op.errno = int32(r), e // r <= len(p), a read buffer or message far below 2 GiB
 		return true
 	}
 }
