@@ -101,24 +101,15 @@ func (l *listenerFast) active() bool { return l != nil && (l.fed || l.rd != nil)
 // readFrom returns the next datagram pion should handle, forwarding
 // ChannelData of known bindings on the way.
 func (l *listenerFast) readFrom(p []byte) (int, net.Addr, error) {
-	s := l.fp.s
 	if l.fed {
 		for {
 			b, src, err := l.popForPion()
 			if err != nil {
 				return 0, nil, err
 			}
-			if len(b) >= len(p) {
-				s.metrics.dropped.WithLabelValues(dropMalformed).Inc()
-				continue
+			if n, addr, ok := l.passToPion(p, b, src, false); ok {
+				return n, addr, nil
 			}
-			addr := net.UDPAddrFromAddrPort(src)
-			n, ok := l.conn.front.pass(b, addr)
-			if !ok {
-				continue
-			}
-			l.snoopRequest(b[:n], src)
-			return copy(p, b[:n]), addr, nil
 		}
 	}
 	for {
@@ -136,19 +127,28 @@ func (l *listenerFast) readFrom(p []byte) (int, net.Addr, error) {
 			continue
 		}
 		b, src, cut := l.rd.msg(i)
-		if cut || len(b) >= len(p) {
-			// Larger than any TURN message or ChannelData frame.
-			s.metrics.dropped.WithLabelValues(dropMalformed).Inc()
-			continue
+		if n, addr, ok := l.passToPion(p, b, src, cut); ok {
+			return n, addr, nil
 		}
-		addr := net.UDPAddrFromAddrPort(src)
-		n, ok := l.conn.front.pass(b, addr)
-		if !ok {
-			continue
-		}
-		l.snoopRequest(b[:n], src)
-		return copy(p, b[:n]), addr, nil
 	}
+}
+
+// passToPion runs the front door on one datagram for pion's read into p:
+// the bytes copied and the source, or ok false when it is dropped (cut by
+// the read, too large for p: larger than any TURN message or ChannelData
+// frame; or refused by the front door).
+func (l *listenerFast) passToPion(p, b []byte, src netip.AddrPort, cut bool) (int, net.Addr, bool) {
+	if cut || len(b) >= len(p) {
+		l.fp.s.metrics.dropped.WithLabelValues(dropMalformed).Inc()
+		return 0, nil, false
+	}
+	addr := net.UDPAddrFromAddrPort(src)
+	n, ok := l.conn.front.pass(b, addr)
+	if !ok {
+		return 0, nil, false
+	}
+	l.snoopRequest(b[:n], src)
+	return copy(p, b[:n]), addr, true
 }
 
 // process runs inside the reader's poller callback for each batch: it

@@ -101,15 +101,11 @@ func main() {
 	}
 	defer func() { peerCmd.Process.Kill(); _ = peerCmd.Wait() }()
 
-	rawW := io.Discard
-	if *raw != "" {
-		f, err := os.Create(*raw)
-		if err != nil {
-			fatal(err)
-		}
-		defer f.Close()
-		rawW = f
+	rawW, closeRaw, err := openRaw(*raw)
+	if err != nil {
+		fatal(err)
 	}
+	defer closeRaw()
 
 	var kinds []serverKind
 	for _, k := range []serverKind{
@@ -306,4 +302,17 @@ func fatal(err error) {
 	killTracked()
 	fmt.Fprintln(os.Stderr, "relaybench:", err)
 	os.Exit(1)
+}
+
+// openRaw opens the -raw JSON-lines file, or discards the lines when path
+// is empty; close releases the file.
+func openRaw(path string) (w io.Writer, close func(), err error) {
+	if path == "" {
+		return io.Discard, func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, func() { f.Close() }, nil
 }

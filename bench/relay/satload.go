@@ -67,15 +67,11 @@ type satEnv struct {
 }
 
 func runSatload(mode, turndBin, coturnBin, peerBin string, rounds int, size int, raw string) error {
-	rawW := io.Discard
-	if raw != "" {
-		f, err := os.Create(raw)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		rawW = f
+	rawW, closeRaw, err := openRaw(raw)
+	if err != nil {
+		return err
 	}
+	defer closeRaw()
 	env, err := newSatEnv(mode, turndBin, coturnBin, peerBin)
 	if err != nil {
 		return err

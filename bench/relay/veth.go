@@ -430,15 +430,11 @@ func runVeth(turndBin, coturnBin, uclientBin, peerBin string, rounds, pps, size,
 	if os.Geteuid() != 0 {
 		return errors.New("-veth needs root (network namespaces, eBPF)")
 	}
-	rawW := io.Discard
-	if raw != "" {
-		f, err := os.Create(raw)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		rawW = f
+	rawW, closeRaw, err := openRaw(raw)
+	if err != nil {
+		return err
 	}
+	defer closeRaw()
 	// bpf_stats for the run only: the returned closer switches them off.
 	stats, err := ebpf.EnableStats(uint32(unix.BPF_STATS_RUN_TIME))
 	if err != nil {
