@@ -5,6 +5,8 @@ package relay
 import (
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // How many loops read sockets. Every loop wakes for its own sockets, so
@@ -26,6 +28,19 @@ import (
 // burst of allocations (requests the loop queues for pion), fills a window
 // or two without traffic that needs a second CPU.
 //
+// Busy time alone spreads too late on a machine the relay shares. It
+// counts a loop from wake-up to park, not the time a woken loop's thread
+// waits for a CPU; with a load generator's or other processes' threads
+// runnable on every core, the kernel shares the CPUs out thread by
+// thread, so a lone loop thread ran about half the time, spent the other
+// half runnable but waiting, measured itself 50-70% busy and never
+// spread, while its listener sockets' queues filled to the last byte and
+// dropped (docs/benchmarks.md, "Saturation: why turnd dropped before it
+// was CPU-bound"). So a listener drain that finds a backlog, a quarter of
+// the socket's receive buffer or more, spreads the loops at once
+// (noteListenerDrain), and loops that found one in the last
+// loopBacklogHolds windows do not gather.
+//
 // A loop moves its sockets itself, at a wake-up, before it reads. A move
 // holds the socket's lock, so no drain runs during it and Close sees one
 // loop or the other; a drain checks under that lock that the socket is
@@ -39,12 +54,26 @@ const (
 	loopGatherBusy   = 400 // per mille of a window, all loops together
 	loopGatherAfter  = 5
 	loopLoadStaleFor = 2 * loopWindowNS
+
+	// A listener drain of fewer datagrams is never a backlog (a burst).
+	loopBacklogMin = 64
+	// Receive-buffer memory one full-size datagram takes in a socket's
+	// queue (skb truesize, about 2.3 KB for 1,200 bytes of payload); the
+	// estimate counts every datagram as full-size, so small ones spread
+	// the loops early, never late.
+	loopBacklogTruesize = 2304
+	// A backlog is a quarter of the receive buffer (a 4 MiB buffer holds
+	// about 1,800 such datagrams; a quarter is ~450).
+	loopBacklogShare = 4
+	// Windows after a backlog in which the loops do not gather.
+	loopBacklogHolds = loopGatherAfter
 )
 
 // loopLoad is a loop's busy accounting and its view of the spread mode.
 type loopLoad struct {
-	busy   atomic.Int64 // busy per mille of the last window
-	busyAt atomic.Int64 // monoNow when busy was published
+	busy      atomic.Int64 // busy per mille of the last window
+	busyAt    atomic.Int64 // monoNow when busy was published
+	backlogAt atomic.Int64 // monoNow of the last listener backlog (noteListenerDrain); 0: none
 
 	// Owned by the loop goroutine.
 	winStart int64
@@ -108,14 +137,46 @@ func (l *relayLoop) decide(now, busy int64) {
 		return
 	}
 	var total int64
+	backlog := false
 	for _, o := range fp.loops {
 		if now-o.load.busyAt.Load() <= loopLoadStaleFor { // else parked all along
 			total += o.load.busy.Load()
 		}
+		if at := o.load.backlogAt.Load(); at != 0 && now-at < loopBacklogHolds*loopWindowNS {
+			backlog = true
+		}
 	}
-	if l.load.past(total < loopGatherBusy, loopGatherAfter) {
+	if l.load.past(total < loopGatherBusy && !backlog, loopGatherAfter) {
 		fp.setSpread(false)
 		fp.s.log.Debug("relay loops gathered", "busy_permille", total)
+	}
+}
+
+// noteListenerDrain is told how many datagrams one drain of a listener
+// socket (descriptor fd) read; a drain that long means they had queued
+// while the loop was not reading (busy elsewhere, or its thread waiting
+// for a CPU), and the loops spread at once.
+func (l *relayLoop) noteListenerDrain(fd, n int) {
+	if n < loopBacklogMin || len(l.fp.loops) < 2 {
+		return
+	}
+	rcvbuf, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF) // as the kernel set it
+	if err != nil {
+		return
+	}
+	l.backlog(monoNow(), n, rcvbuf)
+}
+
+// backlog decides on a listener drain of n datagrams from a socket with
+// rcvbuf bytes of receive buffer.
+func (l *relayLoop) backlog(now int64, n, rcvbuf int) {
+	if n < loopBacklogMin || n*loopBacklogTruesize*loopBacklogShare < rcvbuf {
+		return
+	}
+	l.load.backlogAt.Store(now)
+	if !l.fp.loopSpread.Load() {
+		l.fp.setSpread(true)
+		l.fp.s.log.Debug("relay loops spread: listener backlog", "datagrams", n, "rcvbuf", rcvbuf)
 	}
 }
 

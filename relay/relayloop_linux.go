@@ -484,9 +484,11 @@ func (l *relayLoop) drainListener(lf *listenerFast) {
 	if c.closed || c.loop != l {
 		return
 	}
+	read := 0
 	for {
 		l.aim() // the slots stay free: what this reads is sent (or copied) at once
 		k := l.recv(c.fd)
+		read += k
 		for i := 0; i < k; i++ {
 			b := l.ring[l.used+i][4 : 4+l.hdrs[i].Len]
 			src := parseSockaddr(&l.names[i])
@@ -506,6 +508,7 @@ func (l *relayLoop) drainListener(lf *listenerFast) {
 		}
 	}
 	lf.flush()
+	l.noteListenerDrain(c.fd, read) // loopspread_linux.go
 }
 
 // toPion queues a datagram for pion's goroutine (a copy: the loop's

@@ -54,6 +54,7 @@ func main() {
 	turndEnv := flag.String("turnd-env", "", "extra turnd environment, space-separated KEY=VALUE (experiments)")
 	altArgs := flag.String("alt-args", "", "server \"turnd-alt\" (add it to -servers): turnd with these extra flags")
 	altEnv := flag.String("alt-env", "", "server \"turnd-alt\": turnd with this extra environment")
+	altBin := flag.String("alt-turnd", "", "server \"turnd-alt\" of -satload: this turnd binary (default -turnd), for an old/new A/B in one run")
 	flag.Parse()
 
 	if *profile != "" {
@@ -83,7 +84,10 @@ func main() {
 		os.Exit(2)
 	}()
 	if *satMode != "" { // satload.go
-		if err := runSatload(*satMode, *turndBin, *coturnBin, *peerBin, *rounds, *size, *raw); err != nil {
+		td := satTurnd{bin: *turndBin, altBin: *altBin,
+			args: strings.Fields(*turndArgs), env: strings.Fields(*turndEnv),
+			altArgs: strings.Fields(*altArgs), altEnv: strings.Fields(*altEnv)}
+		if err := runSatload(*satMode, td, *coturnBin, *peerBin, *rounds, *size, *raw); err != nil {
 			fatal(err)
 		}
 		return

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -33,7 +34,18 @@ var (
 	satWorkers = flag.Int("sat-workers", 2, "satload: sender threads (the echo peer has its own)")
 	satTick    = flag.Duration("sat-tick", time.Millisecond, "satload: a sender thread's pass: send what the token bucket earned, read echoes, sleep")
 	satSecs    = flag.Float64("sat-seconds", 3, "satload: sending time per step")
+	satProbe   = flag.String("sat-probe", "", "satload: shell command run alongside every step of a ramp (env PID, GEN_PID, SERVER, RATE, STEP, SECONDS), waited for before the next step: perf sched record, a trace fetch")
 )
+
+// satTurnd is how the loopback ramp runs turnd: the -turnd binary with
+// -turnd-args/-turnd-env as "turnd", and for an A/B in one run
+// "turnd-alt" (add it to -sat-servers) with -alt-turnd (default the same
+// binary), -alt-args and -alt-env.
+type satTurnd struct {
+	bin, altBin     string
+	args, env       []string
+	altArgs, altEnv []string
+}
 
 // satStep is one step of a ramp.
 type satStep struct {
@@ -49,7 +61,7 @@ type satStep struct {
 	GenCPU      float64 `json:"gen_cpu_cores"`
 	EchoCPU     float64 `json:"echo_cpu_cores"`
 	SoftirqCPU  float64 `json:"softirq_cpu_cores,omitempty"`
-	RcvbufErrs  []int64 `json:"rcvbuf_errors"` // loopback: host, generator+echo sockets, other sockets; veth: client, relay, peer ns
+	RcvbufErrs  []int64 `json:"rcvbuf_errors"` // loopback: host, generator+echo sockets, server listener sockets, other sockets (server relay); veth: client, relay, peer ns
 	P50, P99    float64 // ms, sampled
 }
 
@@ -66,13 +78,13 @@ type satEnv struct {
 	close     func()
 }
 
-func runSatload(mode, turndBin, coturnBin, peerBin string, rounds int, size int, raw string) error {
+func runSatload(mode string, td satTurnd, coturnBin, peerBin string, rounds int, size int, raw string) error {
 	rawW, closeRaw, err := openRaw(raw)
 	if err != nil {
 		return err
 	}
 	defer closeRaw()
-	env, err := newSatEnv(mode, turndBin, coturnBin, peerBin)
+	env, err := newSatEnv(mode, td, coturnBin, peerBin)
 	if err != nil {
 		return err
 	}
@@ -113,7 +125,7 @@ func runSatload(mode, turndBin, coturnBin, peerBin string, rounds int, size int,
 // veth, the host on loopback.
 func (e *satEnv) inPeer(f func() error) error { return e.peerDo(f) }
 
-func newSatEnv(mode, turndBin, coturnBin, peerBin string) (*satEnv, error) {
+func newSatEnv(mode string, td satTurnd, coturnBin, peerBin string) (*satEnv, error) {
 	host := func(f func() error) error { return f() }
 	switch mode {
 	case "loopback":
@@ -130,8 +142,13 @@ func newSatEnv(mode, turndBin, coturnBin, peerBin string) (*satEnv, error) {
 			},
 			peer: netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port)),
 			// Host RcvbufErrors, then per-socket drops (/proc/net/udp) of
-			// the generator's and echo's sockets and of all others.
-			rcvbuf:  func() []int64 { own, other := loopbackDrops(); return []int64{hostRcvbufErrors(), own, other} },
+			// the generator's and echo's sockets, of the server's
+			// listener sockets (its port) and of all others (its relay
+			// sockets, on a quiet machine).
+			rcvbuf: func() []int64 {
+				d := loopbackDrops()
+				return []int64{hostRcvbufErrors(), d.own, d.listener, d.other}
+			},
 			softirq: func() time.Duration { return 0 },
 		}
 		env.peerDo = host
@@ -139,7 +156,10 @@ func newSatEnv(mode, turndBin, coturnBin, peerBin string) (*satEnv, error) {
 		for _, n := range names {
 			switch n {
 			case "turnd":
-				env.kinds = append(env.kinds, turndKind(turndBin, []string{"--offload", "off"}, nil))
+				env.kinds = append(env.kinds, turndKind(td.bin, append([]string{"--offload", "off"}, td.args...), td.env))
+			case "turnd-alt":
+				env.kinds = append(env.kinds, withName(turndKind(orDefault(td.altBin, td.bin),
+					append([]string{"--offload", "off"}, td.altArgs...), td.altEnv), "turnd-alt"))
 			case "coturn":
 				env.kinds = append(env.kinds, coturnKind(coturnBin, nil))
 			default:
@@ -180,7 +200,7 @@ func newSatEnv(mode, turndBin, coturnBin, peerBin string) (*satEnv, error) {
 		}
 		env.peerDo = func(f func() error) error { return netlab.Do(l.topo.Peer, f) }
 		for _, n := range strings.Split(orDefault(*satServers, "turnd-tc,coturn,turnd-off"), ",") {
-			k, err := vethKind(n, turndBin, coturnBin)
+			k, err := vethKind(n, td.bin, coturnBin)
 			if err != nil {
 				l.close()
 				return nil, err
@@ -227,13 +247,16 @@ func satRamp(env *satEnv, k serverKind, echo *echoPeer, size int) ([]satStep, er
 		}
 	}
 	ownPorts[env.peer.Port()] = true
+	serverPort = server.Port()
 	dur := time.Duration(*satSecs * float64(time.Second))
 	drain := 300 * time.Millisecond
 	var steps []satStep
 	for si, rate := range ints(*satRates) {
 		self := os.Getpid()
 		s0, g0, e0, q0, b0 := srv.schedCPU(), schedCPUOf(self), echoCPU(echo), env.softirq(), env.rcvbuf()
+		probe := startProbe(srv, k.name, si+1, rate)
 		c, err := runStep(flows, *satWorkers, uint32(si+1), float64(rate), size, dur, drain, *satTick)
+		probe()
 		if err != nil {
 			return steps, err
 		}
@@ -279,16 +302,46 @@ func echoCPU(e *echoPeer) time.Duration {
 	return time.Duration(v)
 }
 
-// ownPorts are the loopback generator's and echo's local UDP ports.
-var ownPorts = map[uint16]bool{}
+// startProbe runs -sat-probe alongside a step of a ramp; the
+// returned func waits for it.
+func startProbe(srv *server, name string, step, rate int) (wait func()) {
+	if *satProbe == "" {
+		return func() {}
+	}
+	cmd := exec.Command("sh", "-c", *satProbe)
+	cmd.Env = append(os.Environ(), fmt.Sprintf("PID=%d", srv.pid), fmt.Sprintf("GEN_PID=%d", os.Getpid()), "SERVER="+name,
+		fmt.Sprintf("RATE=%d", rate), fmt.Sprintf("STEP=%d", step), fmt.Sprintf("SECONDS=%g", *satSecs))
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "satload: -sat-probe: %v\n", err)
+		return func() {}
+	}
+	track(cmd.Process)
+	return func() {
+		if err := cmd.Wait(); err != nil {
+			fmt.Fprintf(os.Stderr, "satload: -sat-probe: %v\n", err)
+		}
+		untrack(cmd.Process)
+	}
+}
+
+// ownPorts are the loopback generator's and echo's local UDP ports;
+// serverPort is the running server's listening port.
+var (
+	ownPorts   = map[uint16]bool{}
+	serverPort uint16
+)
+
+// udpDrops are per-socket drop counters of /proc/net/udp, summed.
+type udpDrops struct{ own, listener, other int64 }
 
 // loopbackDrops sums the per-socket drop counters of /proc/net/udp: those
-// of ownPorts, and those of every other socket (the server's, on a quiet
-// machine).
-func loopbackDrops() (own, other int64) {
+// of ownPorts, of the server's listener sockets (serverPort), and of every
+// other socket (the server's relay sockets, on a quiet machine).
+func loopbackDrops() (d udpDrops) {
 	b, err := os.ReadFile("/proc/net/udp")
 	if err != nil {
-		return 0, 0
+		return d
 	}
 	for _, l := range strings.Split(string(b), "\n")[1:] {
 		f := strings.Fields(l)
@@ -297,14 +350,17 @@ func loopbackDrops() (own, other int64) {
 		}
 		_, portHex, _ := strings.Cut(f[1], ":")
 		port, _ := strconv.ParseUint(portHex, 16, 16)
-		d, _ := strconv.ParseInt(f[12], 10, 64)
-		if ownPorts[uint16(port)] {
-			own += d
-		} else {
-			other += d
+		n, _ := strconv.ParseInt(f[12], 10, 64)
+		switch {
+		case ownPorts[uint16(port)]:
+			d.own += n
+		case uint16(port) == serverPort:
+			d.listener += n
+		default:
+			d.other += n
 		}
 	}
-	return own, other
+	return d
 }
 
 // hostRcvbufErrors reads Udp: RcvbufErrors of this process's namespace.
