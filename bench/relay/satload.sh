@@ -8,6 +8,13 @@
 #   bash bench/relay/satload.sh loopback            # turnd --offload off vs coturn
 #   bash bench/relay/satload.sh veth                # root: turnd tc / coturn / turnd off on veth
 #   ROUNDS=2 bash bench/relay/satload.sh veth -sat-rates 20000,40000   # extra flags go to the harness
+#   bash bench/relay/satload.sh loopback -sat-servers turnd,turnd-alt,coturn -alt-turnd OLD  # A/B in one run
+#   bash bench/relay/satload.sh loopback -sat-probe 'python3 bench/relay/satload_probe.py'  # per-step threads
+#
+# As root the harness and the servers it starts run at nice $NICE (default
+# -10; NICE=0 turns it off): the same for every server, so it changes
+# nothing between them, but other work on the machine (builds, tests) takes
+# less of the CPUs from the measured processes.
 #
 # Writes $OUT/{table.md,raw.jsonl,log.txt,header.txt}.
 set -euo pipefail
@@ -27,7 +34,10 @@ go build -o "$OUT/relaybench" ./bench/relay
 	echo "# kernel $(uname -r); coturn $(turnserver --version 2>/dev/null | head -1 || true); turnd $(git rev-parse --short HEAD 2>/dev/null || echo '?')"
 	echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 } | tee "$OUT/header.txt" >&2
-timeout --kill-after=10s 20m "$OUT/relaybench" -satload "$MODE" \
+NICE=${NICE:--10}
+[ "$(id -u)" = 0 ] || NICE=0
+echo "# nice $NICE" | tee -a "$OUT/header.txt" >&2
+timeout --kill-after=10s 20m nice -n "$NICE" "$OUT/relaybench" -satload "$MODE" \
 	-turnd "$OUT/turnd" \
 	-rounds "${ROUNDS:-3}" \
 	-raw "$OUT/raw.jsonl" \
