@@ -12,18 +12,12 @@
 #   bash bench/relay/satload.sh loopback -sat-probe 'python3 bench/relay/satload_probe.py'  # per-step threads
 #
 # As root the harness and the servers it starts run at nice $NICE (default
-# -10; NICE=0 turns it off): the same for every server, so it changes
-# nothing between them, but other work on the machine (builds, tests) takes
-# less of the CPUs from the measured processes.
+# -10; NICE=0 turns it off), in a session of their own whose autogroup gets
+# the same nice: with kernel.sched_autogroup_enabled, the CPUs are shared
+# between sessions first, so a plain nice would not keep other sessions'
+# builds and tests from taking the measured processes' CPU. It is the same
+# for every server, so it changes nothing between them.
 #
-# Writes $OUT/{table.md,raw.jsonl,log.txt,header.txt}.
-set -euo pipefail
-cd "$(dirname "$0")/../.."
-MODE=${1:?usage: satload.sh loopback|veth [harness flags]}
-shift
-for c in turnserver turnutils_peer; do
-	command -v "$c" >/dev/null || { echo "satload.sh: $c not found (run e2e/setup.sh as root)" >&2; exit 1; }
-done
 OUT=${OUT:-$(mktemp -d /tmp/relaybench-satload.XXXXXX)}
 mkdir -p "$OUT"
 go build -o "$OUT/turnd" ./cmd/turnd
@@ -36,8 +30,13 @@ go build -o "$OUT/relaybench" ./bench/relay
 } | tee "$OUT/header.txt" >&2
 NICE=${NICE:--10}
 [ "$(id -u)" = 0 ] || NICE=0
-echo "# nice $NICE" | tee -a "$OUT/header.txt" >&2
-timeout --kill-after=10s 20m nice -n "$NICE" "$OUT/relaybench" -satload "$MODE" \
+AUTOGROUP=no
+[ "$NICE" != 0 ] && [ -e /proc/self/autogroup ] && AUTOGROUP=yes
+echo "# nice $NICE (own session and autogroup: $AUTOGROUP)" | tee -a "$OUT/header.txt" >&2
+# setsid: a session (so an autogroup) of its own; the inner shell sets the
+# group's nice, then becomes the harness.
+timeout --kill-after=10s 20m setsid --wait sh -c 'ag=$1 n=$2; shift 2; [ "$ag" = yes ] && echo "$n" >/proc/self/autogroup; exec nice -n "$n" "$@"' \
+	sh "$AUTOGROUP" "$NICE" "$OUT/relaybench" -satload "$MODE" \
 	-turnd "$OUT/turnd" \
 	-rounds "${ROUNDS:-3}" \
 	-raw "$OUT/raw.jsonl" \
