@@ -18,6 +18,14 @@
 # builds and tests from taking the measured processes' CPU. It is the same
 # for every server, so it changes nothing between them.
 #
+# Writes $OUT/{table.md,raw.jsonl,log.txt,header.txt}.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+MODE=${1:?usage: satload.sh loopback|veth [harness flags]}
+shift
+for c in turnserver turnutils_peer; do
+	command -v "$c" >/dev/null || { echo "satload.sh: $c not found (run e2e/setup.sh as root)" >&2; exit 1; }
+done
 OUT=${OUT:-$(mktemp -d /tmp/relaybench-satload.XXXXXX)}
 mkdir -p "$OUT"
 go build -o "$OUT/turnd" ./cmd/turnd
