@@ -322,6 +322,12 @@ func (rf *relayFast) lookupPeer(src netip.AddrPort) *binding {
 // pion's buffer, it is framed here as pion would; otherwise it goes to
 // pion (true).
 func (rf *relayFast) handle(frame []byte, src netip.AddrPort) bool {
+	return rf.handleAt(monoNow(), frame, src)
+}
+
+// handleAt is handle for a reader that read the clock once for a batch
+// (relayLoop.drain).
+func (rf *relayFast) handleAt(now int64, frame []byte, src netip.AddrPort) bool {
 	n := len(frame) - 4
 	rf.mu.RLock()
 	b := rf.byPeer[src]
@@ -334,7 +340,7 @@ func (rf *relayFast) handle(frame []byte, src netip.AddrPort) bool {
 	// The shortcut answers UDP clients from their listener socket and
 	// TCP/TLS clients through their stream's output path.
 	hit := b != nil && rf.fp.enabled && (rf.listener != nil || rf.stream.Load() != nil) &&
-		monoNow() < b.until.Load()
+		now < b.until.Load()
 	if !hit && !rf.allowPeer(src) {
 		return false
 	}
