@@ -197,6 +197,7 @@ type relayLoop struct {
 	ring    [ringSlots][]byte // 4 header bytes, slotSize payload bytes, 3 padding bytes each
 	used    int               // ring slots holding frames that wait in out
 	out     sendBatch
+	p2c     counts // the drained relay sockets' tallies, added to Prometheus once per batch
 }
 
 // wakeID is the epoll key of the eventfd; socket ids start at 1.
@@ -312,40 +313,33 @@ func (l *relayLoop) run() {
 	}
 }
 
-// skipWaitMax is the largest number of ready sockets after which serve
-// parks without first asking epoll_wait whether more became ready.
-//
-// A wake-up at low load finds one or two sockets, and the epoll_wait that
-// would then find none is a system call in every wake-up (a fifth of the
-// loop's system calls at 10 flows). Parking without it loses nothing:
-//   - every socket handle drains is edge-triggered and read until a
-//     recvmmsg comes back short (the socket was empty at that instant), a
-//     stream until EAGAIN or re-armed with EPOLL_CTL_MOD, which queues an
-//     event of its own;
-//   - n below len(events) means this epoll_wait reported every socket that
-//     was ready, so none is left waiting unreported;
-//   - a datagram that arrives after its socket's drain adds the socket to
-//     the epoll set's ready list, which wakes every waiter on epfd itself;
-//     Go's poller watches epfd edge-triggered, so that is a new event for
-//     it, and internal/poll's RawRead keeps a readiness that arrives while
-//     serve runs (prepareRead resets it once, before the first serve), so
-//     the wait that follows returns at once or the next netpoll readies
-//     the loop.
-//
-// n <= skipWaitMax < len(events) (128). TestRelayLoopNoLostWakeup sends
-// datagrams at exactly that point. After
-// a busy wake-up (more sockets than this) more have most likely become
-// ready while they were served, and one more epoll_wait is cheaper than
-// parking and being readied by the scheduler's netpoll.
-const skipWaitMax = 4
-
-// afterDrain, when set (tests), runs where serve is about to park without
-// a last epoll_wait.
+// afterDrain, when set (tests), runs where serve has found the epoll set
+// empty and is about to park.
 var afterDrain atomic.Pointer[func()]
 
 // serve handles ready sockets until an epoll_wait that does not block
-// finds none, or a wake-up found few (false: wait for epfd), or until close
-// (true, l.ended).
+// finds none (false: wait for epfd), or until close (true, l.ended).
+//
+// Parking after that empty epoll_wait loses no wake-up: every socket
+// handle drains is edge-triggered and read until a recvmmsg comes back
+// short (the socket was empty at that instant), a stream until EAGAIN or
+// re-armed with EPOLL_CTL_MOD (which queues an event of its own); a
+// datagram that arrives later adds its socket to the epoll set's ready
+// list, which wakes every waiter on epfd itself; Go's poller watches epfd
+// edge-triggered, so that is a new event for it, and internal/poll's
+// RawRead keeps a readiness that arrives while serve runs (prepareRead
+// resets it once, before the first serve), so the wait that follows
+// returns at once or the next netpoll readies the loop
+// (TestRelayLoopNoLostWakeup).
+//
+// The empty epoll_wait is a system call per wake-up that parking without it
+// would save when a wake-up found few sockets (their drains prove them
+// empty, and fewer events than len(events) means none was left
+// unreported). Measured on loopback it costs more than it saves: the peer
+// that a client→peer sendto wakes often runs on the sending CPU at once
+// and answers before the loop gets back, and this epoll_wait then serves
+// the answer in the same wake-up, where parking would pay a second one
+// (docs/benchmarks.md, fourth pass).
 func (l *relayLoop) serve(uintptr) bool {
 	start := monoNow()
 	l.woke(start)
@@ -367,6 +361,9 @@ func (l *relayLoop) serve(uintptr) bool {
 			return true
 		}
 		if n == 0 {
+			if f := afterDrain.Load(); f != nil {
+				(*f)()
+			}
 			l.load.busyNS += monoNow() - start
 			return false
 		}
@@ -374,13 +371,6 @@ func (l *relayLoop) serve(uintptr) bool {
 		if l.handle(n) {
 			l.ended = true
 			return true
-		}
-		if n <= skipWaitMax {
-			if f := afterDrain.Load(); f != nil {
-				(*f)()
-			}
-			l.load.busyNS += monoNow() - start
-			return false
 		}
 	}
 }
@@ -405,6 +395,7 @@ func (l *relayLoop) handle(n int) (closing bool) {
 		}
 	}
 	l.flushSends()
+	l.fp.s.metrics.addTallies(&l.p2c, dirPeerToClient)
 	return false
 }
 
@@ -474,7 +465,9 @@ func (l *relayLoop) drain(rf *relayFast) {
 			break
 		}
 	}
-	rf.flush()
+	// At high load most drains read one datagram: a Prometheus update
+	// each would cost more than the datagram's own bookkeeping.
+	l.p2c.take(&rf.pending)
 }
 
 // aim points the next recvmmsg at free ring slots, sending what waits

@@ -278,13 +278,13 @@ func TestRelayLoopsSpreadDecision(t *testing.T) {
 	}
 }
 
-// A loop that parks without a last epoll_wait (a wake-up that found few
-// sockets: skipWaitMax) loses no wake-up: datagrams that arrive after the
-// drain, just before the loop parks, on the socket it just drained (the
-// listener) and on one it did not read in that wake-up (the relay
-// socket), are relayed without any further traffic. With GOMAXPROCS 1 no
-// other thread can run Go's netpoll meanwhile, so the readiness must
-// survive until the loop's own park.
+// A loop parks when an epoll_wait finds its set empty; that loses no
+// wake-up: datagrams that arrive just then, after the empty epoll_wait and
+// before the loop parks, on the socket it just drained (the listener) and
+// on one it did not read in that wake-up (the relay socket), are relayed
+// without any further traffic. With GOMAXPROCS 1 no other thread can run
+// Go's netpoll meanwhile, so the readiness must survive until the loop's
+// own park.
 func TestRelayLoopNoLostWakeup(t *testing.T) {
 	for _, procs := range []int{0, 1} {
 		t.Run(fmt.Sprintf("procs=%d", procs), func(t *testing.T) {
@@ -335,7 +335,7 @@ func TestRelayLoopNoLostWakeup(t *testing.T) {
 					t.Fatal(err)
 				}
 			default:
-				t.Fatal("no wake-up parked without its last epoll_wait (the path under test did not run)")
+				t.Fatal("no wake-up reached the park point (the path under test did not run)")
 			}
 			got, err := recv(r.client, 5*time.Second)
 			if want := channelData(ch, lateP2C); err != nil || !bytes.Equal(got, want) {
