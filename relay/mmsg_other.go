@@ -95,6 +95,13 @@ func (fp *fastPath) attachLoop(*relayFast) error { return errors.ErrUnsupported 
 
 type relayLoop struct{}
 
+// sendBatch is the relay loops' sendmmsg batch (loopsend_linux.go); off
+// Linux a relay socket's reader sends each datagram itself.
+type sendBatch struct{}
+
+// add is never called: relayFast.out stays nil without relay loops.
+func (*sendBatch) add(*udpSock, *sockaddr, *binding, []byte) {}
+
 func (fp *fastPath) adoptListeners(pcs []net.PacketConn) []net.PacketConn { return pcs }
 
 func loopListenerSock(net.PacketConn) *udpSock { return nil }
