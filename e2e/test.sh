@@ -7,6 +7,15 @@ bash e2e/setup.sh
 # The committed eBPF objects must be exactly what offload.c builds to.
 bash relay/internal/offload/gen_check.sh
 go vet ./...
+# The suite must build on the platforms users run it on (README, "Platforms"):
+# vet compiles every package and test there. Linux-only code belongs in a
+# _linux.go file or behind //go:build linux.
+for goos in darwin windows freebsd; do
+	if ! GOOS=$goos GOARCH=amd64 go vet ./...; then
+		echo "e2e/test.sh: go vet ./... fails for GOOS=$goos GOARCH=amd64: the suite no longer builds on $goos" >&2
+		exit 1
+	fi
+done
 "$(go env GOPATH)/bin/golangci-lint" run ./...
 go test -race -count=1 -timeout 20m ./... "$@"
 # Every fuzz target for 10 s (bench/fuzz.sh runs them for minutes).
