@@ -20,8 +20,6 @@ const slotSize = 1 << 16
 
 const batchSlots = 1
 
-var errSendFull = errors.New("relay: socket send buffer full")
-
 type sockaddr struct{ ap netip.AddrPort }
 
 type udpSock struct {
