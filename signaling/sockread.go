@@ -127,6 +127,7 @@ type hijackWriter struct {
 	http.ResponseWriter
 	sock    *sockConn // set up by Hijack when the connection is TCP
 	useSock bool
+	noSock  bool // never set sock up (Hub.noSock)
 	br      *bufio.Reader
 }
 
@@ -136,7 +137,7 @@ func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		// gorilla refuses data sent before the handshake completes.
 		return nc, brw, err
 	}
-	if tc, ok := nc.(*net.TCPConn); ok && w.sock.init(tc) {
+	if tc, ok := nc.(*net.TCPConn); ok && !w.noSock && w.sock.init(tc) {
 		w.useSock = true
 		nc = w.sock
 	}
