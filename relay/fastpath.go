@@ -383,6 +383,17 @@ func (s *Server) FastPathStats() FastPathStats {
 // counts are a reader's tallies not yet added to Prometheus.
 type counts struct{ pkts, bytes, sendFull, noPerm, bwDrops, malformed uint64 }
 
+// take adds o's tallies to c and zeroes o.
+func (c *counts) take(o *counts) {
+	c.pkts += o.pkts
+	c.bytes += o.bytes
+	c.sendFull += o.sendFull
+	c.noPerm += o.noPerm
+	c.bwDrops += o.bwDrops
+	c.malformed += o.malformed
+	*o = counts{}
+}
+
 // addTallies adds a reader's tallies (dir: dirClientToPeer or
 // dirPeerToClient) to the metrics and zeroes them: one call per burst.
 func (m *metrics) addTallies(c *counts, dir string) {

@@ -175,13 +175,20 @@ func isChannelData(b []byte) bool { return len(b) >= 4 && b[0]&0xC0 == 0x40 }
 // reports whether it handled it (forwarded or dropped by a rule); false
 // hands it to pion. snd and tally belong to the calling reader.
 func (fp *fastPath) forward(local, src netip.AddrPort, b []byte, snd *nbSender, tally *counts) bool {
+	return fp.forwardAt(monoNow(), local, src, b, snd, tally)
+}
+
+// forwardAt is forward for a reader that read the clock (monoNow) once
+// for a batch of datagrams: a relay loop, which saves a clock read per
+// datagram (a vDSO call, a system call on some VMs' clock sources).
+func (fp *fastPath) forwardAt(now int64, local, src netip.AddrPort, b []byte, snd *nbSender, tally *counts) bool {
 	ch := binary.BigEndian.Uint16(b[0:2])
 	n := int(binary.BigEndian.Uint16(b[2:4]))
 	if 4+n > len(b) || len(b) > 4+n+3 {
 		return false // bad length or odd padding: pion decides
 	}
 	bd := fp.lookup(c2pKey{listener: local, client: src, channel: ch})
-	if bd == nil || monoNow() >= bd.until.Load() {
+	if bd == nil || now >= bd.until.Load() {
 		return false
 	}
 	s := fp.s

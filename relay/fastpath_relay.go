@@ -322,10 +322,23 @@ func (rf *relayFast) lookupPeer(src netip.AddrPort) *binding {
 // pion's buffer, it is framed here as pion would; otherwise it goes to
 // pion (true).
 func (rf *relayFast) handle(frame []byte, src netip.AddrPort) bool {
+	return rf.handleAt(monoNow(), frame, src)
+}
+
+// handleAt is handle for a reader that read the clock once for a batch
+// (relayLoop.drain).
+func (rf *relayFast) handleAt(now int64, frame []byte, src netip.AddrPort) bool {
 	n := len(frame) - 4
 	rf.mu.RLock()
 	b := rf.byPeer[src]
-	_, perm := rf.perms[src.Addr()]
+	// A binding's until is 0 without a live permission for its peer
+	// (permit and revoke update both under rf.mu), so a live binding
+	// proves the permission and the lookup in perms is left for misses.
+	live := b != nil && now < b.until.Load()
+	perm := live
+	if !live {
+		_, perm = rf.perms[src.Addr()]
+	}
 	rf.mu.RUnlock()
 	if !perm {
 		rf.pending.noPerm++
@@ -333,8 +346,7 @@ func (rf *relayFast) handle(frame []byte, src netip.AddrPort) bool {
 	}
 	// The shortcut answers UDP clients from their listener socket and
 	// TCP/TLS clients through their stream's output path.
-	hit := b != nil && rf.fp.enabled && (rf.listener != nil || rf.stream.Load() != nil) &&
-		monoNow() < b.until.Load()
+	hit := live && rf.fp.enabled && (rf.listener != nil || rf.stream.Load() != nil)
 	if !hit && !rf.allowPeer(src) {
 		return false
 	}

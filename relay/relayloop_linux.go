@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -188,6 +189,7 @@ type relayLoop struct {
 	// Owned by the loop goroutine.
 	serveFn func(uintptr) bool // l.serve, made once: no allocation per wake-up
 	ended   bool               // serve saw the eventfd or a failed epoll_wait
+	now     int64              // monoNow at the current batch's epoll_wait
 	events  []unix.EpollEvent
 	hdrs    [loopSlots]unix.Mmsghdr // one recvmmsg, aimed at ring[used:]
 	iovs    [loopSlots]unix.Iovec
@@ -195,6 +197,7 @@ type relayLoop struct {
 	ring    [ringSlots][]byte // 4 header bytes, slotSize payload bytes, 3 padding bytes each
 	used    int               // ring slots holding frames that wait in out
 	out     sendBatch
+	p2c     counts // the drained relay sockets' tallies, added to Prometheus once per batch
 }
 
 // wakeID is the epoll key of the eventfd; socket ids start at 1.
@@ -310,8 +313,33 @@ func (l *relayLoop) run() {
 	}
 }
 
+// afterDrain, when set (tests), runs where serve has found the epoll set
+// empty and is about to park.
+var afterDrain atomic.Pointer[func()]
+
 // serve handles ready sockets until an epoll_wait that does not block
 // finds none (false: wait for epfd), or until close (true, l.ended).
+//
+// Parking after that empty epoll_wait loses no wake-up: every socket
+// handle drains is edge-triggered and read until a recvmmsg comes back
+// short (the socket was empty at that instant), a stream until EAGAIN or
+// re-armed with EPOLL_CTL_MOD (which queues an event of its own); a
+// datagram that arrives later adds its socket to the epoll set's ready
+// list, which wakes every waiter on epfd itself; Go's poller watches epfd
+// edge-triggered, so that is a new event for it, and internal/poll's
+// RawRead keeps a readiness that arrives while serve runs (prepareRead
+// resets it once, before the first serve), so the wait that follows
+// returns at once or the next netpoll readies the loop
+// (TestRelayLoopNoLostWakeup).
+//
+// The empty epoll_wait is a system call per wake-up that parking without it
+// would save when a wake-up found few sockets (their drains prove them
+// empty, and fewer events than len(events) means none was left
+// unreported). Measured on loopback it costs more than it saves: the peer
+// that a client→peer sendto wakes often runs on the sending CPU at once
+// and answers before the loop gets back, and this epoll_wait then serves
+// the answer in the same wake-up, where parking would pay a second one
+// (docs/benchmarks.md, fourth pass).
 func (l *relayLoop) serve(uintptr) bool {
 	start := monoNow()
 	l.woke(start)
@@ -333,9 +361,13 @@ func (l *relayLoop) serve(uintptr) bool {
 			return true
 		}
 		if n == 0 {
+			if f := afterDrain.Load(); f != nil {
+				(*f)()
+			}
 			l.load.busyNS += monoNow() - start
 			return false
 		}
+		l.now = monoNow() // one clock read per batch for the deadline checks
 		if l.handle(n) {
 			l.ended = true
 			return true
@@ -363,6 +395,7 @@ func (l *relayLoop) handle(n int) (closing bool) {
 		}
 	}
 	l.flushSends()
+	l.fp.s.metrics.addTallies(&l.p2c, dirPeerToClient)
 	return false
 }
 
@@ -423,7 +456,7 @@ func (l *relayLoop) drain(rf *relayFast) {
 		for i := 0; i < k; i++ {
 			frame := l.ring[l.used+i][:4+l.hdrs[i].Len]
 			src := parseSockaddr(&l.names[i])
-			if rf.handle(frame, src) { // may queue frame in l.out (sendChannelData)
+			if rf.handleAt(l.now, frame, src) { // may queue frame in l.out (sendChannelData)
 				l.toPion(rf, frame, src)
 			}
 		}
@@ -432,7 +465,9 @@ func (l *relayLoop) drain(rf *relayFast) {
 			break
 		}
 	}
-	rf.flush()
+	// At high load most drains read one datagram: a Prometheus update
+	// each would cost more than the datagram's own bookkeeping.
+	l.p2c.take(&rf.pending)
 }
 
 // aim points the next recvmmsg at free ring slots, sending what waits
@@ -494,7 +529,7 @@ func (l *relayLoop) drainListener(lf *listenerFast) {
 				lf.pending.malformed++ // larger than any datagram: never
 				continue
 			}
-			if isChannelData(b) && lf.fp.forward(lf.local, src, b, lf.snd, &lf.pending) {
+			if isChannelData(b) && lf.fp.forwardAt(l.now, lf.local, src, b, lf.snd, &lf.pending) {
 				continue
 			}
 			if !c.q.push(rawPkt{b: append([]byte(nil), b...), src: src}) {

@@ -4,10 +4,12 @@ package relay
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -273,5 +275,72 @@ func TestRelayLoopsSpreadDecision(t *testing.T) {
 	step(l0, loopGatherBusy-1)
 	if fp.loopSpread.Load() {
 		t.Fatal("quiet loops did not gather")
+	}
+}
+
+// A loop parks when an epoll_wait finds its set empty; that loses no
+// wake-up: datagrams that arrive just then, after the empty epoll_wait and
+// before the loop parks, on the socket it just drained (the listener) and
+// on one it did not read in that wake-up (the relay socket), are relayed
+// without any further traffic. With GOMAXPROCS 1 no other thread can run
+// Go's netpoll meanwhile, so the readiness must survive until the loop's
+// own park.
+func TestRelayLoopNoLostWakeup(t *testing.T) {
+	for _, procs := range []int{0, 1} {
+		t.Run(fmt.Sprintf("procs=%d", procs), func(t *testing.T) {
+			before := runtime.GOMAXPROCS(0)
+			t.Cleanup(func() { runtime.GOMAXPROCS(before) })
+			r := newFPRig(t, nil)
+			const ch = 0x4004
+			r.bind(ch)
+			r.roundTrip(ch, 100) // everything set up; the loops are parked
+			if procs > 0 {
+				runtime.GOMAXPROCS(procs)
+			}
+			late := []byte("late client→peer")
+			lateP2C := []byte("late peer→client")
+			var fired atomic.Bool
+			sent := make(chan error, 1)
+			hook := func() {
+				if !fired.CompareAndSwap(false, true) {
+					return
+				}
+				// Synchronous on loopback: when these return, the datagrams
+				// are queued at the server's sockets.
+				_, err1 := r.client.WriteToUDPAddrPort(channelData(ch, late), toAddrPort(r.cl.srv))
+				_, err2 := r.peer.WriteToUDPAddrPort(lateP2C, r.relay)
+				sent <- errors.Join(err1, err2)
+			}
+			afterDrain.Store(&hook)
+			t.Cleanup(func() { afterDrain.Store(nil) })
+
+			first := []byte("first")
+			r.sendC2P(ch, first) // one datagram: a wake-up with one ready socket
+			// The hook may run in an earlier wake-up than the one "first"
+			// causes, so the two may come in either order.
+			seen := map[string]bool{}
+			for range 2 {
+				got, err := recv(r.peer, 5*time.Second)
+				if err != nil {
+					t.Fatalf("peer: %v after %d of 2 datagrams (%v)", err, len(seen), seen)
+				}
+				seen[string(got)] = true
+			}
+			if !seen[string(first)] || !seen[string(late)] {
+				t.Fatalf("peer got %v, want %q and %q", seen, first, late)
+			}
+			select {
+			case err := <-sent:
+				if err != nil {
+					t.Fatal(err)
+				}
+			default:
+				t.Fatal("no wake-up reached the park point (the path under test did not run)")
+			}
+			got, err := recv(r.client, 5*time.Second)
+			if want := channelData(ch, lateP2C); err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("client: got % x (%v), want % x: a datagram that arrived just before the loop parked was not relayed", got, err, want)
+			}
+		})
 	}
 }
