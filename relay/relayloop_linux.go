@@ -10,9 +10,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -178,11 +175,9 @@ type relayLoop struct {
 	fp   *fastPath
 	idx  int // in fp.loops
 	epfd int
-	epf  *os.File // epfd, registered with Go's poller (park mode only)
+	epf  *os.File // epfd, registered with Go's poller
 	wait syscall.RawConn
-	efd  int  // eventfd: written once by close, ends the loop
-	blk  bool // blocks in its own epoll_wait instead of parking in Go's poller
-	blkT int  // that epoll_wait's timeout, ms (-1: none)
+	efd  int // eventfd: written once by close, ends the loop
 
 	mu     sync.Mutex
 	socks  map[uint32]loopSock
@@ -194,7 +189,6 @@ type relayLoop struct {
 	// Owned by the loop goroutine.
 	serveFn func(uintptr) bool // l.serve, made once: no allocation per wake-up
 	ended   bool               // serve saw the eventfd or a failed epoll_wait
-	readied bool               // this wake-up handed work to another goroutine (block mode yields before blocking)
 	now     int64              // monoNow at the current batch's epoll_wait
 	events  []unix.EpollEvent
 	hdrs    [loopSlots]unix.Mmsghdr // one recvmmsg, aimed at ring[used:]
@@ -226,22 +220,13 @@ func newRelayLoop(fp *fastPath) (*relayLoop, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("relay loop: %w", err)
 	}
-	l := &relayLoop{fp: fp, epfd: epfd, efd: efd, socks: map[uint32]loopSock{},
-		events: make([]unix.EpollEvent, 128), blkT: -1}
-	if w := os.Getenv("RTCSUITE_LOOP_WAIT"); strings.HasPrefix(w, "block") {
-		l.blk = true
-		if ms, err := strconv.Atoi(strings.TrimPrefix(w, "block:")); err == nil {
-			l.blkT = ms
-		}
+	epf, wait, err := pollable(epfd)
+	if err != nil { // epfd is closed
+		unix.Close(efd)
+		return nil, fmt.Errorf("relay loop: %w", err)
 	}
-	if !l.blk {
-		epf, wait, err := pollable(epfd)
-		if err != nil { // epfd is closed
-			unix.Close(efd)
-			return nil, fmt.Errorf("relay loop: %w", err)
-		}
-		l.epf, l.wait = epf, wait
-	}
+	l := &relayLoop{fp: fp, epfd: epfd, epf: epf, wait: wait, efd: efd, socks: map[uint32]loopSock{},
+		events: make([]unix.EpollEvent, 128)}
 	l.serveFn = l.serve
 	// One backing array: its pages only become resident as datagrams
 	// (mostly under 1,500 bytes) arrive.
@@ -318,12 +303,6 @@ func (l *relayLoop) remove(c *rawUDP) {
 // run serves until close; the caller releases the descriptors after it
 // returns (closeFDs).
 func (l *relayLoop) run() {
-	if l.blk {
-		for !l.ended {
-			l.serveBlocking()
-		}
-		return
-	}
 	for !l.ended {
 		// serve returns false when the epoll set is empty: Read parks the
 		// goroutine in Go's poller until epfd is readable, then calls it again.
@@ -361,30 +340,25 @@ var afterDrain atomic.Pointer[func()]
 // and answers before the loop gets back, and this epoll_wait then serves
 // the answer in the same wake-up, where parking would pay a second one
 // (docs/benchmarks.md, fourth pass).
-func (l *relayLoop) serve(uintptr) bool { return l.serveFrom(monoNow(), -1) }
-
-// serveFrom is serve after a wake-up at start; n >= 0: a blocking
-// epoll_wait has put n events in l.events already.
-func (l *relayLoop) serveFrom(start int64, n int) bool {
+func (l *relayLoop) serve(uintptr) bool {
+	start := monoNow()
 	l.woke(start)
-	for ; ; n = -1 {
-		if n < 0 {
-			// Raw: it does not block (timeout 0), and entersyscall would wake
-			// sysmon from its idle sleep at every burst, which then polls
-			// every 20 µs for a millisecond (20% of turnd's CPU at 10 flows).
-			// The loop's socket calls are raw for the same reason.
-			r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd),
-				uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
-			n = int(r)
-			switch e {
-			case 0:
-			case unix.EINTR:
-				continue
-			default:
-				l.fp.s.log.Error("relay event loop stopped", "err", e)
-				l.ended = true
-				return true
-			}
+	for {
+		// Raw: it does not block (timeout 0), and entersyscall would wake
+		// sysmon from its idle sleep at every burst, which then polls
+		// every 20 µs for a millisecond (20% of turnd's CPU at 10 flows).
+		// The loop's socket calls are raw for the same reason.
+		r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd),
+			uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), 0, 0, 0)
+		n := int(r)
+		switch e {
+		case 0:
+		case unix.EINTR:
+			continue
+		default:
+			l.fp.s.log.Error("relay event loop stopped", "err", e)
+			l.ended = true
+			return true
 		}
 		if n == 0 {
 			if f := afterDrain.Load(); f != nil {
@@ -398,32 +372,6 @@ func (l *relayLoop) serveFrom(start int64, n int) bool {
 			l.ended = true
 			return true
 		}
-	}
-}
-
-// serveBlocking waits in the loop's own epoll_wait, as coturn's relay
-// threads do, then serves like serve until an epoll_wait that does not
-// block finds nothing.
-func (l *relayLoop) serveBlocking() {
-	if l.readied {
-		// A goroutine this wake-up readied sits in this P's run queue; with
-		// no idle P nobody would run it until sysmon retakes the P.
-		l.readied = false
-		runtime.Gosched()
-	}
-	r, _, e := unix.Syscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd),
-		uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), uintptr(l.blkT), 0, 0)
-	switch e {
-	case 0:
-	case unix.EINTR:
-		return
-	default:
-		l.fp.s.log.Error("relay event loop stopped", "err", e)
-		l.ended = true
-		return
-	}
-	if n := int(r); n > 0 {
-		l.serveFrom(monoNow(), n)
 	}
 }
 
@@ -444,7 +392,6 @@ func (l *relayLoop) handle(n int) (closing bool) {
 			l.drainListener(ls.lf)
 		case ls.st != nil:
 			ls.st.drain()
-			l.readied = true
 		}
 	}
 	l.flushSends()
@@ -490,11 +437,7 @@ func (l *relayLoop) close() {
 
 // closeFDs releases the loop's descriptors once run has returned.
 func (l *relayLoop) closeFDs() {
-	if l.epf != nil {
-		l.epf.Close() // closes epfd
-	} else {
-		unix.Close(l.epfd)
-	}
+	l.epf.Close() // closes epfd
 	unix.Close(l.efd)
 }
 
@@ -589,7 +532,6 @@ func (l *relayLoop) drainListener(lf *listenerFast) {
 			if isChannelData(b) && lf.fp.forwardAt(l.now, lf.local, src, b, lf.snd, &lf.pending) {
 				continue
 			}
-			l.readied = true
 			if !c.q.push(rawPkt{b: append([]byte(nil), b...), src: src}) {
 				lf.pending.sendFull++ // pion's read loop is that far behind
 			}
@@ -604,7 +546,6 @@ func (l *relayLoop) drainListener(lf *listenerFast) {
 // toPion queues a datagram for pion's goroutine (a copy: the loop's
 // buffers are reused at once).
 func (l *relayLoop) toPion(rf *relayFast, frame []byte, src netip.AddrPort) {
-	l.readied = true
 	if !rf.sock.raw.q.push(rawPkt{b: append([]byte(nil), frame[4:]...), src: src}) {
 		rf.pending.sendFull++
 	}
