@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 // Browser tests of the call features: the relay switch mid-call, audio and

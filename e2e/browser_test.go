@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 // Browser tests: Debian's Chromium, headless, driven with chromedp against

@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 // natprobe in the single-NAT lab beyond classification: the mapping

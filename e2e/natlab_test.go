@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 // The NAT lab of issue 4: natprobe, run on a LAN host behind a router

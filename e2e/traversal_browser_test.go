@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 // Real browsers in the traversal lab (issue 12, part 3): two headless

@@ -1,3 +1,5 @@
+//go:build linux
+
 package e2e
 
 // The traversal matrix of issue 12: two hosts behind two independent lab

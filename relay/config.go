@@ -37,7 +37,8 @@ type Config struct {
 	Listeners []Listener
 	// UDPSockets is how many SO_REUSEPORT sockets share each UDP listener
 	// address, so the kernel spreads clients across cores. Default
-	// runtime.NumCPU().
+	// runtime.NumCPU(). Linux only: elsewhere it is always 1 (New logs
+	// when more were asked for; udpsockets_other.go says why).
 	UDPSockets int
 	// Certificate serves the "tls" listeners. GetCertificate, when set, is
 	// used instead, so callers can swap certificates (SIGHUP) live.

@@ -52,11 +52,17 @@ func newTestServer(t *testing.T, mutate func(*Config)) *Server {
 	if mutate != nil {
 		mutate(&cfg)
 	}
+	if portableMode.Load() {
+		cfg.DisableFastPath, cfg.UDPSockets = true, 1
+	}
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	t.Cleanup(func() { s.Close() })
+	if portableMode.Load() && (s.fast.enabled || len(s.fast.loops) > 0) {
+		t.Fatalf("portable mode: fast path enabled=%v with %d relay loops, want neither", s.fast.enabled, len(s.fast.loops))
+	}
 	return s
 }
 

@@ -20,8 +20,6 @@ const slotSize = 1 << 16
 
 const batchSlots = 1
 
-var errSendFull = errors.New("relay: socket send buffer full")
-
 type sockaddr struct{ ap netip.AddrPort }
 
 type udpSock struct {
@@ -94,6 +92,13 @@ func (fp *fastPath) listenRelay(network string, ap netip.AddrPort) (net.PacketCo
 func (fp *fastPath) attachLoop(*relayFast) error { return errors.ErrUnsupported }
 
 type relayLoop struct{}
+
+// sendBatch is the relay loops' sendmmsg batch (loopsend_linux.go); off
+// Linux a relay socket's reader sends each datagram itself.
+type sendBatch struct{}
+
+// add is never called: relayFast.out stays nil without relay loops.
+func (*sendBatch) add(*udpSock, *sockaddr, *binding, []byte) {}
 
 func (fp *fastPath) adoptListeners(pcs []net.PacketConn) []net.PacketConn { return pcs }
 

@@ -2,10 +2,10 @@
 
 package relay
 
-import "errors"
+import "runtime"
 
 // offloader: the eBPF kernel path needs Linux; elsewhere every mode but
-// tc relays in user space.
+// tc relays in user space (noKernelPath).
 type offloader struct {
 	s      *Server
 	logged bool
@@ -14,16 +14,12 @@ type offloader struct {
 func newOffloader(s *Server) *offloader { return &offloader{s: s} }
 
 func (o *offloader) setMode(mode OffloadMode) error {
-	switch mode {
-	case OffloadTC:
-		return errors.New("offload=tc: the eBPF kernel path needs Linux (use --offload=auto or off)")
-	case OffloadAuto:
-		if !o.logged {
-			o.logged = true
-			o.s.log.Info("offload: kernel path unavailable; relaying in user space", "reason", "needs Linux")
-		}
+	note, err := noKernelPath(mode, runtime.GOOS)
+	if note && !o.logged {
+		o.logged = true
+		o.s.log.Info("offload: kernel path unavailable; relaying in user space", "reason", "needs Linux", "os", runtime.GOOS)
 	}
-	return nil
+	return err
 }
 
 func (o *offloader) refresh() {}

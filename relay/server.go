@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -71,6 +72,7 @@ type Stats struct {
 // New validates cfg, binds every listening socket and starts serving.
 // Errors name every configuration problem at once.
 func New(cfg Config) (*Server, error) {
+	askedSockets := cfg.UDPSockets
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, fmt.Errorf("relay config: %w", err)
@@ -90,6 +92,10 @@ func New(cfg Config) (*Server, error) {
 		now:         cfg.now,
 	}
 	s.stash.checkGoroutine = cfg.checkHookGoroutine
+	if askedSockets > cfg.UDPSockets {
+		s.log.Info("udp: one socket per listener address on this platform (SO_REUSEPORT spreading is Linux-only)",
+			"os", runtime.GOOS, "udp_sockets", askedSockets)
+	}
 	s.userBW.setCapacity(cfg.BPSCapacity)
 	if cfg.MetricNames == MetricNamesCoturn {
 		s.metrics.reg.MustRegister(newCoturnCollector(s.metrics, cfg.Realm))

@@ -5,27 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"syscall"
-
-	"golang.org/x/sys/unix"
 )
-
-// reusePortControl sets SO_REUSEADDR and SO_REUSEPORT so several sockets
-// share one UDP address (the kernel spreads clients over them by hash) and
-// TCP relay connections can bind the allocation's relay address.
-func reusePortControl(_, _ string, c syscall.RawConn) error {
-	var serr error
-	err := c.Control(func(fd uintptr) {
-		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
-			return
-		}
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-	})
-	if err != nil {
-		return err
-	}
-	return serr
-}
 
 // udpSocketBuffer is the SO_RCVBUF/SO_SNDBUF asked for on listener
 // sockets (the kernel doubles it and caps it at net.core.rmem_max and
@@ -68,7 +48,7 @@ func listenUDPShared(addr string, n int) ([]net.PacketConn, error) {
 		conns = append(conns, c)
 	}
 	// Keep every client IP on one socket (EVEN-PORT reservations live
-	// per socket): see steer.go.
+	// per socket): see steer_linux.go.
 	if err := steerBySource(conns); err != nil {
 		for _, c := range conns {
 			c.Close()

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"runtime"
 	"strconv"
 	"time"
 )
@@ -30,9 +29,7 @@ func (cfg Config) withDefaults() Config {
 	if cfg.TLSMinVersion == 0 {
 		cfg.TLSMinVersion = tls.VersionTLS12
 	}
-	if cfg.UDPSockets <= 0 {
-		cfg.UDPSockets = runtime.NumCPU()
-	}
+	cfg.UDPSockets = udpSocketCount(cfg.UDPSockets)
 	if cfg.MinPort == 0 {
 		cfg.MinPort = 49152
 	}

@@ -51,6 +51,9 @@ func newTestHub(t testing.TB, cfg Config, setup ...func(*Hub)) *testHub {
 	for _, f := range setup {
 		f(h)
 	}
+	if windowsMode.Load() {
+		h.noSock = true
+	}
 	srv := httptest.NewServer(h.Handler())
 	admin := httptest.NewServer(h.AdminHandler())
 	t.Cleanup(func() {

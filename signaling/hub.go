@@ -47,6 +47,9 @@ type Hub struct {
 	loopOnce sync.Once
 	loop     *readLoop
 	noLoop   bool
+	// noSock (tests) serves connections as Windows does: no raw socket
+	// reads or inline writes (sockio_windows.go), so no read loop either.
+	noSock bool
 
 	pendMu  sync.Mutex
 	pending map[string]int // pre-upgrade HTTP connections by remote address
@@ -291,7 +294,7 @@ func (h *Hub) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	h.mu.Unlock()
 	c := newConn(h, ip)
-	hw := &hijackWriter{ResponseWriter: w, sock: &c.sockv}
+	hw := &hijackWriter{ResponseWriter: w, sock: &c.sockv, noSock: h.noSock}
 	ws, err := h.upgrader.Upgrade(hw, r, nil)
 	if err != nil {
 		// The upgrader has answered with an HTTP error.

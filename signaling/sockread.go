@@ -9,7 +9,6 @@ import (
 	"os"
 	"sync"
 	"syscall"
-	"unsafe"
 )
 
 // The read side of a connection, built so that a relayed message costs what
@@ -58,6 +57,9 @@ var errWouldBlock = errors.New("signaling: socket empty")
 
 // init makes s read tc; false when tc offers no raw access.
 func (s *sockConn) init(tc *net.TCPConn) bool {
+	if !rawSockIO {
+		return false
+	}
 	rc, err := tc.SyscallConn()
 	if err != nil {
 		return false
@@ -113,24 +115,6 @@ var readOpPool = sync.Pool{New: func() any {
 	return op
 }}
 
-// read issues read(2) into op.p; false (wait in the netpoller) on EAGAIN
-// unless op.nowait.
-func (op *readOp) read(fd uintptr) bool {
-	for {
-		r, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&op.p[0])), uintptr(len(op.p))) //nolint:gosec // G103: read(2) into p, len(p) > 0
-		switch e {
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			if !op.nowait {
-				return false
-			}
-		}
-		op.n, op.errno = int32(r), e // r <= len(p), a read buffer or message far below 2 GiB
-		return true
-	}
-}
-
 func (s *sockConn) opError(err error) error {
 	return &net.OpError{Op: "read", Net: "tcp", Source: s.LocalAddr(), Addr: s.RemoteAddr(), Err: err}
 }
@@ -143,6 +127,7 @@ type hijackWriter struct {
 	http.ResponseWriter
 	sock    *sockConn // set up by Hijack when the connection is TCP
 	useSock bool
+	noSock  bool // never set sock up (Hub.noSock)
 	br      *bufio.Reader
 }
 
@@ -152,7 +137,7 @@ func (w *hijackWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		// gorilla refuses data sent before the handshake completes.
 		return nc, brw, err
 	}
-	if tc, ok := nc.(*net.TCPConn); ok && w.sock.init(tc) {
+	if tc, ok := nc.(*net.TCPConn); ok && !w.noSock && w.sock.init(tc) {
 		w.useSock = true
 		nc = w.sock
 	}

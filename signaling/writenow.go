@@ -5,7 +5,6 @@ import (
 	"os"
 	"sync"
 	"syscall"
-	"unsafe"
 
 	"github.com/gorilla/websocket"
 )
@@ -114,23 +113,6 @@ var writeOpPool = sync.Pool{New: func() any {
 	op.fn = op.write
 	return op
 }}
-
-// write makes one write(2) attempt of op.b: it never waits for the socket.
-// A raw system call: the socket is non-blocking, so the call cannot block,
-// and skipping entersyscall keeps an idle process's sysmon thread asleep
-// (sockread.go).
-func (op *writeOp) write(fd uintptr) bool {
-	for {
-		r, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&op.b[0])), uintptr(len(op.b))) //nolint:gosec // G103: write(2) of b, never empty (it holds a frame header)
-		if e != syscall.EINTR {
-			op.n = int(r)
-			if e != 0 {
-				op.n, op.err = 0, e
-			}
-			return true
-		}
-	}
-}
 
 // writeNow writes f, a text frame, on the calling goroutine; the caller has
 // taken the writing token for it (c.writing) and counted it in c.qbytes.

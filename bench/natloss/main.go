@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command natloss measures how well natprobe classifies the NAT lab under
 // random UDP loss: every lab case (e2e/natlab) is built with LossPercent on
 // the router (nft numgen, both directions), and natprobe runs several times

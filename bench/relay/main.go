@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command relay benchmarks turnd against coturn on one machine: the same
 // load through each, alternating (A/B/B/A...), fresh server per phase, with
 // medians over rounds. It is run by run.sh; see docs/benchmarks.md.

@@ -1,3 +1,5 @@
+//go:build linux
+
 // Command signal is the load generator for the signaling hub (package
 // signaling) and the reference it is compared with, PeerJS server (the npm
 // package "peer"). It is a benchmark, not a test: run.sh in this directory

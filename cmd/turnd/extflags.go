@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"log/syslog"
 	"net"
 	"net/netip"
 	"os"
@@ -92,17 +91,6 @@ func validHostName(h string) bool {
 
 func isNameChar(c rune) bool {
 	return c == '-' || c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
-}
-
-var syslogFacilities = map[string]syslog.Priority{
-	"daemon": syslog.LOG_DAEMON, "user": syslog.LOG_USER, "auth": syslog.LOG_AUTH,
-	"local0": syslog.LOG_LOCAL0, "local1": syslog.LOG_LOCAL1, "local2": syslog.LOG_LOCAL2, "local3": syslog.LOG_LOCAL3,
-	"local4": syslog.LOG_LOCAL4, "local5": syslog.LOG_LOCAL5, "local6": syslog.LOG_LOCAL6, "local7": syslog.LOG_LOCAL7,
-}
-
-// syslogDial connects to the local syslog; tests point it elsewhere.
-var syslogDial = func(facility syslog.Priority) (io.WriteCloser, error) {
-	return syslog.New(facility|syslog.LOG_INFO, "turnd")
 }
 
 // logOutput is where turnd's log goes: stderr, a file, syslog, or several.

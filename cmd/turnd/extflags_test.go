@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"log/syslog"
 	"net"
 	"os"
 	"path/filepath"
@@ -20,7 +19,7 @@ import (
 // fakeSyslog records what turnd sends to syslog.
 type fakeSyslog struct {
 	mu       sync.Mutex
-	facility syslog.Priority
+	facility syslogPriority
 	lines    []string
 	closed   bool
 }
@@ -50,7 +49,7 @@ func TestRunLogFileSyslogPIDFile(t *testing.T) {
 	logPath, pidPath := filepath.Join(dir, "turn.log"), filepath.Join(dir, "turnd.pid")
 	fake := &fakeSyslog{}
 	old := syslogDial
-	syslogDial = func(p syslog.Priority) (io.WriteCloser, error) { fake.facility = p; return fake, nil }
+	syslogDial = func(p syslogPriority) (io.WriteCloser, error) { fake.facility = p; return fake, nil }
 	t.Cleanup(func() { syslogDial = old }) // runs after startTurndRun's cleanup has awaited run
 
 	conf := filepath.Join(dir, "turnserver.conf")
@@ -68,7 +67,7 @@ func TestRunLogFileSyslogPIDFile(t *testing.T) {
 	if !bytes.Contains(logged, []byte("turnd serving")) {
 		t.Errorf("log file lacks the start line:\n%s", logged)
 	}
-	if !strings.Contains(fake.text(), "turnd serving") || fake.facility != syslog.LOG_LOCAL3 {
+	if !strings.Contains(fake.text(), "turnd serving") || fake.facility != 19<<3 /* LOG_LOCAL3: RFC 5424 facility 19 */ {
 		t.Errorf("syslog (facility %v) lacks the start line: %q", fake.facility, fake.text())
 	}
 	if s := r.stderr.String(); s != "" {

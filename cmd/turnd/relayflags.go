@@ -47,7 +47,7 @@ func addRelayExtFlags(fs *flag.FlagSet, r *relayExtOptions) {
 	fs.StringVar(&r.cipherList, "cipher-list", "", "TLS 1.2 cipher suites, OpenSSL names separated by ':' (empty = Go's list)")
 	fs.StringVar(&r.ecCurve, "ec-curve-name", "", "the one ECDH curve TLS offers: prime256v1, secp384r1, secp521r1 or X25519 (empty = Go's choice)")
 	fs.StringVar(&r.caFile, "ca-file", "", "PEM CA certificates; TLS clients must present a certificate they signed")
-	fs.StringVar(&r.offload, "offload", string(relay.OffloadAuto), "eBPF kernel path for UDP channels: auto (use it when it loads and passes its self-test, else log one line and relay in user space), tc (required: failing to start is an error) or off; re-read on SIGHUP")
+	fs.StringVar(&r.offload, "offload", string(relay.OffloadAuto), "eBPF kernel path for UDP channels: auto (use it when it loads and passes its self-test, else log one line and relay in user space), tc (required: failing to start is an error) or off; re-read on SIGHUP. Linux only: elsewhere auto relays in user space and tc is an error")
 }
 
 // apply copies the settings into cfg, reading the CA file. It returns

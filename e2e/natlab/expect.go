@@ -1,3 +1,5 @@
+//go:build linux
+
 package natlab
 
 // Want is what natprobe's JSON result (schema rtcsuite.natprobe/v1, see

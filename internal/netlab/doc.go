@@ -6,4 +6,7 @@
 //
 // Everything here needs root (CAP_NET_ADMIN, CAP_SYS_ADMIN for setns);
 // callers decide whether to skip (internal/testenv).
+//
+// The package is Linux-only: on other systems it is empty, and the tests
+// and benchmarks that use it carry the same build constraint.
 package netlab

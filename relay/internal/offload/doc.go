@@ -22,4 +22,7 @@
 // links end with the Engine (or the process).
 //
 // docs/offload.md describes the program, maps, verdicts and limits.
+//
+// The engine is Linux-only (eBPF, tcx, rtnetlink): on other systems the
+// package holds only the generated bindings and turnd relays in user space.
 package offload

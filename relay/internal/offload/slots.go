@@ -1,3 +1,5 @@
+//go:build linux
+
 package offload
 
 // slotPool hands out counter slots, oldest-freed first.
