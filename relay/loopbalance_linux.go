@@ -105,16 +105,13 @@ func (fp *fastPath) balanceLoops(now int64) {
 		}
 		l.mu.Unlock()
 	}
-	if fresh {
-		if moves := planBalance(b.fixed, b.socks); moves > 0 {
-			for _, s := range b.socks {
-				if s.loop != s.from {
-					s.c.place.Store(int32(s.loop) + 1)
-				}
+	if fresh && planBalance(b.fixed, b.socks) > 0 {
+		for _, s := range b.socks {
+			if s.loop != s.from {
+				s.c.place.Store(int32(s.loop) + 1)
 			}
-			b.placed.Add(1)
-			fp.s.log.Debug("relay sockets placed", "moves", moves, "datagrams_per_loop", b.fixed)
 		}
+		b.placed.Add(1)
 	}
 	clear(b.socks) // no socket outlives its allocation here
 	b.socks = b.socks[:0]
