@@ -68,9 +68,6 @@ type fastPath struct {
 	loopSpread atomic.Bool
 	loopGen    atomic.Uint32
 	loopsWG    sync.WaitGroup
-	// loopBal places relay sockets on spread loops by the datagrams they
-	// read (loopbalance_linux.go).
-	loopBal loopBalance
 	// relayGen changes whenever a relay address goes away, so cached
 	// policy verdicts for relay-to-relay peers are re-checked.
 	relayGen atomic.Uint64

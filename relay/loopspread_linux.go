@@ -17,9 +17,8 @@ import (
 // loops start gathered: the first reads every socket, the others wait with
 // nothing to read (parked, so free). When the first is busy for more than
 // loopSpreadBusy of loopSpreadAfter windows in a row, the loops spread:
-// each listener socket goes to loop slot%len(loops), its clients' relay
-// sockets at first with it and then where they balance the loops' load
-// (loopbalance_linux.go), and every loop has a CPU's worth of work again. When
+// each listener socket, with its clients' relay sockets, goes to loop
+// slot%len(loops), and every loop has a CPU's worth of work again. When
 // all loops together are busy less than loopGatherBusy for loopGatherAfter
 // windows in a row (one loop would then be busy about that much, well
 // below loopSpreadBusy, so the mode does not flap), they gather again.
@@ -81,9 +80,15 @@ type loopLoad struct {
 	busyNS   int64
 	streak   int        // windows in a row past the current mode's threshold
 	gen      uint32     // fp.loopGen when the loop last placed its sockets
-	placed   uint32     // fp.loopBal.placed then
-	counting bool       // spread: drains count datagrams for the balancer (loopbalance_linux.go)
 	moving   []loopSock // scratch for rebalance
+}
+
+// loopFor returns the loop that reads a socket of this slot now.
+func (fp *fastPath) loopFor(slot uint32) *relayLoop {
+	if !fp.loopSpread.Load() {
+		return fp.loops[0]
+	}
+	return fp.loops[slot%uint32(len(fp.loops))]
 }
 
 // setSpread switches between gathered and spread loops; the loops move
@@ -106,16 +111,10 @@ func (l *relayLoop) woke(now int64) {
 		ld.busyAt.Store(now)
 		ld.winStart, ld.busyNS = now, 0
 		l.decide(now, busy)
-		l.fp.balanceLoops(now)
 		place = true // also catches a socket attached while the mode changed
 	}
 	if g := l.fp.loopGen.Load(); g != ld.gen {
 		ld.gen, ld.streak = g, 0 // a streak counts windows of one mode
-		ld.counting = l.fp.loopSpread.Load()
-		place = true
-	}
-	if p := l.fp.loopBal.placed.Load(); p != ld.placed {
-		ld.placed = p
 		place = true
 	}
 	if place {
@@ -197,16 +196,14 @@ func (ld *loopLoad) past(over bool, n int) bool {
 }
 
 // rebalance hands the loop's sockets that another loop should read now to
-// that loop; moving is scratch space, returned for reuse. Only the loop's
-// own goroutine calls it (woke), never during a drain: drainListener
-// relies on that, since it holds its socket's lock only around each read.
+// that loop; moving is scratch space, returned for reuse.
 func (l *relayLoop) rebalance(moving []loopSock) []loopSock {
 	l.mu.Lock()
 	for _, ls := range l.socks {
 		if ls.st != nil {
 			continue // a TCP client's stream stays on the loop that took it
 		}
-		if l.fp.loopOf(ls.raw()) != l {
+		if l.fp.loopFor(ls.raw().slot) != l {
 			moving = append(moving, ls)
 		}
 	}
@@ -223,7 +220,7 @@ func (l *relayLoop) move(ls loopSock) {
 	c := ls.raw()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	to := l.fp.loopOf(c)
+	to := l.fp.loopFor(c.slot)
 	if c.closed || c.loop != l || to == l {
 		return
 	}

@@ -93,8 +93,6 @@ func (fp *fastPath) attachLoop(*relayFast) error { return errors.ErrUnsupported 
 
 type relayLoop struct{}
 
-type loopBalance struct{}
-
 // sendBatch is the relay loops' sendmmsg batch (loopsend_linux.go); off
 // Linux a relay socket's reader sends each datagram itself.
 type sendBatch struct{}

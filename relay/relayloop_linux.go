@@ -43,16 +43,8 @@ type rawUDP struct {
 	q       pionQueue  // datagrams for pion
 	loop    *relayLoop // the loop that reads it; changes under mu (loopspread_linux.go)
 	id      uint32     // key in loop.socks
-	slot    uint32     // picks its loop while the loops are spread (loopOf)
+	slot    uint32     // picks its loop while the loops are spread (loopFor)
 	adopted bool       // a listener socket the loops read (adoptListeners)
-
-	// While the loops are spread (loopbalance_linux.go): datagrams its
-	// loops read, written by the reading loop; for a relay socket the loop
-	// the balancer placed it on (index+1; 0: its slot's); and reads at the
-	// last balance (the balancer's, under fp.loopBal.mu).
-	reads   atomic.Uint64
-	place   atomic.Int32
-	balSeen uint64
 }
 
 type rawPkt struct {
@@ -458,11 +450,9 @@ func (l *relayLoop) drain(rf *relayFast) {
 	if c.closed || c.loop != l { // closed, or moved to another loop since the lookup
 		return
 	}
-	read := 0
 	for {
 		l.aim()
 		k := l.recv(c.fd)
-		read += k
 		for i := 0; i < k; i++ {
 			frame := l.ring[l.used+i][:4+l.hdrs[i].Len]
 			src := parseSockaddr(&l.names[i])
@@ -478,9 +468,6 @@ func (l *relayLoop) drain(rf *relayFast) {
 	// At high load most drains read one datagram: a Prometheus update
 	// each would cost more than the datagram's own bookkeeping.
 	l.p2c.take(&rf.pending)
-	if l.load.counting {
-		c.reads.Add(uint64(read))
-	}
 }
 
 // aim points the next recvmmsg at free ring slots, sending what waits
@@ -525,24 +512,17 @@ func (l *relayLoop) flushSends() {
 // known bindings is forwarded at once, everything else is queued, copied,
 // for pion's read loop (serverPacketConn.ReadFrom), which runs the front
 // door on it.
-//
-// It holds the socket's read lock only for each recvmmsg, not while it
-// forwards: forwarding takes a relay socket's read lock, which another
-// loop may hold while it sends that relay socket's datagrams to this
-// socket's clients (loopbalance_linux.go), and with both sockets' Close
-// waiting for those locks each loop would wait for the other.
 func (l *relayLoop) drainListener(lf *listenerFast) {
 	c := lf.sock.raw
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if c.closed || c.loop != l {
+		return
+	}
 	read := 0
 	for {
 		l.aim() // the slots stay free: what this reads is sent (or copied) at once
-		c.mu.RLock()
-		if c.closed || c.loop != l {
-			c.mu.RUnlock()
-			break
-		}
 		k := l.recv(c.fd)
-		c.mu.RUnlock()
 		read += k
 		for i := 0; i < k; i++ {
 			b := l.ring[l.used+i][4 : 4+l.hdrs[i].Len]
@@ -563,9 +543,6 @@ func (l *relayLoop) drainListener(lf *listenerFast) {
 		}
 	}
 	lf.flush()
-	if l.load.counting {
-		c.reads.Add(uint64(read))
-	}
 	l.noteListenerDrain(c.fd, read) // loopspread_linux.go
 }
 
@@ -696,7 +673,7 @@ func (fp *fastPath) attachLoop(rf *relayFast) error {
 			c.slot = lc.slot
 		}
 	}
-	l := fp.loopOf(c)
+	l := fp.loopFor(c.slot)
 	rf.out = &l.out
 	return l.add(rf)
 }
@@ -750,7 +727,7 @@ func (l *listenerFast) startLoop() error {
 		return nil
 	}
 	c := l.sock.raw
-	return l.fp.loopOf(c).addListener(l)
+	return l.fp.loopFor(c.slot).addListener(l)
 }
 
 // popForPion returns the next datagram the loop queued for pion, waiting
