@@ -444,13 +444,32 @@ func (l *relayLoop) closeFDs() {
 // drain reads rf's socket until it is empty (edge-triggered: a short
 // batch means empty) and hands every datagram to rf.handle.
 func (l *relayLoop) drain(rf *relayFast) {
+	for l.drainLocked(rf) {
+		// The ring is full: send it before reading on. Not under the
+		// relay socket's lock: a send takes its listener socket's, and
+		// drainListener holds a listener socket's while it sends from a
+		// relay socket, so holding both here would order them the other
+		// way round (a deadlock with a Close waiting on each, at shutdown).
+		l.flushSends()
+	}
+}
+
+// drainLocked reads rf's socket until it is empty (false) or the ring has
+// no room for another full read (true), under the socket's read lock.
+func (l *relayLoop) drainLocked(rf *relayFast) (ringFull bool) {
 	c := rf.sock.raw
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if c.closed || c.loop != l { // closed, or moved to another loop since the lookup
-		return
+		return false
 	}
+	// At high load most drains read one datagram: a Prometheus update
+	// each would cost more than the datagram's own bookkeeping.
+	defer l.p2c.take(&rf.pending)
 	for {
+		if l.used+loopSlots > ringSlots {
+			return true
+		}
 		l.aim()
 		k := l.recv(c.fd)
 		for i := 0; i < k; i++ {
@@ -462,12 +481,9 @@ func (l *relayLoop) drain(rf *relayFast) {
 		}
 		l.used += k
 		if k < loopSlots {
-			break
+			return false
 		}
 	}
-	// At high load most drains read one datagram: a Prometheus update
-	// each would cost more than the datagram's own bookkeeping.
-	l.p2c.take(&rf.pending)
 }
 
 // aim points the next recvmmsg at free ring slots, sending what waits
@@ -513,6 +529,13 @@ func (l *relayLoop) flushSends() {
 // for pion's read loop (serverPacketConn.ReadFrom), which runs the front
 // door on it.
 func (l *relayLoop) drainListener(lf *listenerFast) {
+	// Queued peer→client frames may be going out on this very socket:
+	// send them first, so that aim below never flushes (this drain leaves
+	// l.used as it is) and so never takes c.mu a second time while a
+	// Close waits for it (a recursive read lock deadlocks then).
+	if l.used+loopSlots > ringSlots {
+		l.flushSends()
+	}
 	c := lf.sock.raw
 	c.mu.RLock()
 	defer c.mu.RUnlock()
