@@ -5,8 +5,6 @@ package relay
 import (
 	"strings"
 	"syscall"
-
-	"golang.org/x/sys/unix"
 )
 
 // reusePortControl, on macOS and the BSDs, lets an RFC 6062 peer
@@ -20,15 +18,5 @@ func reusePortControl(network, _ string, c syscall.RawConn) error {
 	if !strings.HasPrefix(network, "tcp") {
 		return nil
 	}
-	var serr error
-	err := c.Control(func(fd uintptr) {
-		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
-			return
-		}
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-	})
-	if err != nil {
-		return err
-	}
-	return serr
+	return setReuseAddrPort(c)
 }
