@@ -70,6 +70,40 @@ type mmsgRing struct {
 	iovs  []unix.Iovec
 	bufs  [][]byte
 	names []unix.RawSockaddrInet4
+	ctrls [][]byte // control buffers (kernel receive stamps), when withControl
+}
+
+// withControl gives every message a control buffer for one receive
+// timestamp (latstamp.go), built once.
+func (r *mmsgRing) withControl() *mmsgRing {
+	r.ctrls = make([][]byte, len(r.msgs))
+	for i := range r.msgs {
+		r.ctrls[i] = make([]byte, rxControlLen)
+		r.msgs[i].hdr.Control = &r.ctrls[i][0]
+	}
+	return r
+}
+
+// rearm resets what recvmmsg overwrote: buffer lengths, name and control
+// lengths.
+func (r *mmsgRing) rearm() {
+	for i := range r.msgs {
+		r.iovs[i].SetLen(len(r.bufs[i]))
+		if r.names != nil {
+			r.msgs[i].hdr.Namelen = unix.SizeofSockaddrInet4
+		}
+		if r.ctrls != nil {
+			r.msgs[i].hdr.SetControllen(len(r.ctrls[i]))
+		}
+	}
+}
+
+// stamp returns message i's kernel receive time, if it carries one.
+func (r *mmsgRing) stamp(i int) (int64, bool) {
+	if r.ctrls == nil {
+		return 0, false
+	}
+	return rxTimestamp(r.ctrls[i][:min(int(r.msgs[i].hdr.Controllen), len(r.ctrls[i]))])
 }
 
 func newRing(bufSize int, withNames bool) *mmsgRing {
@@ -375,10 +409,14 @@ func satWorker(flows []*satFlow, step uint32, rate float64, payload int, start t
 }
 
 // echoPeer reflects every datagram to its sender with recvmmsg/sendmmsg on
-// one socket and one locked OS thread, until stopped.
+// one socket and one locked OS thread, until stopped. A stamped echo
+// (the latency mode) also writes its hold time into every datagram of at
+// least latStamp bytes: from the kernel's receive stamp to just before
+// the sendmmsg that returns it.
 type echoPeer struct {
 	fd      int
 	addr    netip.AddrPort
+	stamped bool
 	stopped atomic.Bool
 	done    chan struct{}
 	echoed  atomic.Uint64
@@ -386,15 +424,21 @@ type echoPeer struct {
 	tid     atomic.Int64
 }
 
-func startEchoPeer(addr netip.AddrPort) (*echoPeer, error) {
+func startEchoPeer(addr netip.AddrPort, stamped bool) (*echoPeer, error) {
 	fd, err := udpSocket(addr, 16<<20)
 	if err != nil {
 		return nil, err
 	}
+	if stamped {
+		if err := enableRxTimestamps(fd); err != nil {
+			unix.Close(fd)
+			return nil, fmt.Errorf("SO_TIMESTAMPNS: %w", err)
+		}
+	}
 	// Blocking reads with a timeout, so the loop notices stop.
 	_ = unix.SetNonblock(fd, false)
 	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100_000})
-	e := &echoPeer{fd: fd, addr: addr, done: make(chan struct{})}
+	e := &echoPeer{fd: fd, addr: addr, stamped: stamped, done: make(chan struct{})}
 	go e.loop()
 	return e, nil
 }
@@ -405,20 +449,32 @@ func (e *echoPeer) loop() {
 	defer runtime.UnlockOSThread()
 	e.tid.Store(int64(unix.Gettid()))
 	r := newRing(2048, true)
+	var rxs []rxStamp
+	if e.stamped {
+		r.withControl()
+		rxs = make([]rxStamp, len(r.msgs))
+	}
 	for !e.stopped.Load() {
-		for i := range r.msgs {
-			r.iovs[i].SetLen(len(r.bufs[i]))
-			r.msgs[i].hdr.Namelen = unix.SizeofSockaddrInet4
-		}
+		r.rearm()
 		k, err := recvmmsg(e.fd, r.msgs, unix.MSG_WAITFORONE)
 		if err != nil || k == 0 {
 			continue
 		}
 		for i := 0; i < k; i++ {
 			r.iovs[i].SetLen(int(r.msgs[i].n))
+			if e.stamped {
+				// The stamp is read now: the message goes back out with
+				// no control data (a received SCM_TIMESTAMPNS is not a
+				// valid cmsg to send).
+				rxs[i].ns, rxs[i].ok = r.stamp(i)
+				r.msgs[i].hdr.SetControllen(0)
+			}
 		}
 		sent := 0
 		for sent < k {
+			if e.stamped {
+				e.writeHolds(r, rxs, sent, k)
+			}
 			n, err := sendmmsg(e.fd, r.msgs[sent:k])
 			if err != nil || n == 0 {
 				e.dropped.Add(uint64(k - sent))
@@ -428,6 +484,24 @@ func (e *echoPeer) loop() {
 		}
 		e.echoed.Add(uint64(sent))
 	}
+}
+
+// writeHolds writes the hold time of messages [from, to) of r, taken
+// against one clock read right before the sendmmsg that sends them.
+func (e *echoPeer) writeHolds(r *mmsgRing, rxs []rxStamp, from, to int) {
+	now := time.Now().UnixNano()
+	for i := from; i < to; i++ {
+		if r.msgs[i].n < latStamp {
+			continue
+		}
+		binary.BigEndian.PutUint64(r.bufs[i][latOffHold:], echoHold(rxs[i].ns, rxs[i].ok, now))
+	}
+}
+
+// rxStamp is one datagram's kernel receive time, if it had one.
+type rxStamp struct {
+	ns int64
+	ok bool
 }
 
 func (e *echoPeer) close() {

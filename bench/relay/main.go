@@ -85,6 +85,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "relaybench: interrupted")
 		os.Exit(2)
 	}()
+	if *latMode != "" { // latload.go
+		td := satTurnd{bin: *turndBin, args: strings.Fields(*turndArgs), env: strings.Fields(*turndEnv)}
+		if err := runLatload(*latMode, td, *coturnBin, *peerBin, *rounds, *size, *raw); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	if *satMode != "" { // satload.go
 		td := satTurnd{bin: *turndBin, altBin: *altBin,
 			args: strings.Fields(*turndArgs), env: strings.Fields(*turndEnv),

@@ -92,7 +92,7 @@ func runSatload(mode string, td satTurnd, coturnBin, peerBin string, rounds int,
 	}
 	defer env.close()
 	var echo *echoPeer
-	err = env.inPeer(func() (err error) { echo, err = startEchoPeer(env.peer); return err })
+	err = env.inPeer(func() (err error) { echo, err = startEchoPeer(env.peer, false); return err })
 	if err != nil {
 		return fmt.Errorf("echo peer: %w", err)
 	}

@@ -1,0 +1,470 @@
+//go:build linux
+
+package main
+
+import (
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Latency with kernel receive timestamps (-latload loopback): the batched
+// generator at a fixed offered rate, every echo timed from the send time
+// written into its payload right before the client's sendmmsg to the
+// kernel's receive stamp at the client socket (SO_TIMESTAMPNS), minus the
+// echo peer's hold (its own kernel receive stamp to just before its
+// sendmmsg). What the harness's threads do after a datagram is queued for
+// them is not in the figure; see docs/benchmarks.md, "Latency with kernel
+// receive timestamps".
+var (
+	latMode  = flag.String("latload", "", "run the fixed-rate latency phases with kernel receive timestamps (loopback) instead of the other phases")
+	latLoads = flag.String("lat-loads", "10,100,500", "latload: phases, comma-separated: N (N flows x -lat-pps) or N@R (N flows sharing R round trips/s, e.g. 16@60000 for an equal-rate comparison near saturation)")
+	latPPS   = flag.Int("lat-pps", 50, "latload: round trips per second per flow for phases given as N")
+	latSecs  = flag.Float64("lat-seconds", 10, "latload: sending time per phase")
+)
+
+// latLoad is one phase: flows sharing rate round trips/s.
+type latLoad struct {
+	name  string
+	flows int
+	rate  float64
+}
+
+func parseLatLoads(s string, pps int) ([]latLoad, error) {
+	var out []latLoad
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		n, r, hasRate := strings.Cut(f, "@")
+		flows, err := strconv.Atoi(n)
+		if err != nil || flows <= 0 {
+			return nil, fmt.Errorf("-lat-loads: bad flow count in %q", f)
+		}
+		rate := float64(flows * pps)
+		name := fmt.Sprintf("lat-%d", flows)
+		if hasRate {
+			v, err := strconv.Atoi(r)
+			if err != nil || v <= 0 {
+				return nil, fmt.Errorf("-lat-loads: bad rate in %q", f)
+			}
+			rate, name = float64(v), fmt.Sprintf("lat-%d@%d", flows, v)
+		}
+		if rate <= 0 {
+			return nil, fmt.Errorf("-lat-loads %q: no rate (-lat-pps %d)", f, pps)
+		}
+		out = append(out, latLoad{name: name, flows: flows, rate: rate})
+	}
+	if len(out) == 0 {
+		return nil, errors.New("-lat-loads names no phase")
+	}
+	return out, nil
+}
+
+// latResult is one phase on one server. Times are µs.
+type latResult struct {
+	Flows       int     `json:"flows"`
+	Offered     float64 `json:"offered_rt_s"`
+	Sent        uint64  `json:"sent"`
+	Skipped     uint64  `json:"skipped"` // owed by a descheduled sender beyond two ticks: not sent
+	SendRefused uint64  `json:"send_refused"`
+	Echoed      uint64  `json:"echoed"`
+	Late        uint64  `json:"late"`
+	Unstamped   uint64  `json:"unstamped"` // echoes without a kernel stamp at the client or the echo
+	Negative    uint64  `json:"negative"`  // RTTs below 0 (a clock step): counted at 0
+	LossPct     float64 `json:"loss_pct"`
+	P50         float64 `json:"p50_us"`
+	P90         float64 `json:"p90_us"`
+	P99         float64 `json:"p99_us"`
+	P999        float64 `json:"p999_us"`
+	Max         float64 `json:"max_us"`
+	UserP50     float64 `json:"user_p50_us"` // the same echoes timed in user space after recvmmsg, hold included
+	UserP99     float64 `json:"user_p99_us"`
+	HoldMean    float64 `json:"hold_mean_us"`
+	ServerCPU   float64 `json:"server_cpu_cores"`
+	CPUPerRT    float64 `json:"server_cpu_us_per_rt"`
+	GenCPU      float64 `json:"gen_cpu_cores"`
+	EchoCPU     float64 `json:"echo_cpu_cores"`
+	RcvbufErrs  []int64 `json:"rcvbuf_errors"` // host, generator+echo sockets, server listener sockets, other sockets
+}
+
+// latCounts is what one sender thread saw in one phase.
+type latCounts struct {
+	sent, skipped, refused, echoed, late, unstamped uint64
+	holdSum                                         uint64
+	rtt, user                                       latHist
+}
+
+func (c *latCounts) merge(o *latCounts) {
+	c.sent += o.sent
+	c.skipped += o.skipped
+	c.refused += o.refused
+	c.echoed += o.echoed
+	c.late += o.late
+	c.unstamped += o.unstamped
+	c.holdSum += o.holdSum
+	c.rtt.merge(&o.rtt)
+	c.user.merge(&o.user)
+}
+
+// latOwed is how many datagrams a flow should have sent el into a phase:
+// flow i of n, each at perFlow per second, starts at i/(n·perFlow) so the
+// flows' sends are spread over the interval instead of leaving in one
+// burst per interval.
+func latOwed(el time.Duration, perFlow float64, i, n int) uint64 {
+	v := el.Seconds()*perFlow + 1 - float64(i)/float64(n)
+	if v < 1 {
+		return 0
+	}
+	return uint64(v)
+}
+
+// latWorker sends for its flows (global indices idx of total) at perFlow
+// round trips/s each until stop, reading echoes until stop+drain.
+func latWorker(flows []*satFlow, idx []int, total int, step uint32, perFlow float64, payload int, start time.Time, stop, drain, tick time.Duration, out *latCounts) error {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(ep)
+	for i, f := range flows {
+		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, f.fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(i)}); err != nil {
+			return err
+		}
+		f.sent = 0
+	}
+	frame := satHeader + payload
+	tx, rx := newRing(frame, false), newRing(frame+64, false).withControl()
+	for _, b := range tx.bufs {
+		binary.BigEndian.PutUint16(b[0:], satChannel)
+		binary.BigEndian.PutUint16(b[2:], uint16(payload))
+	}
+	skipped := make([]uint64, len(flows))
+	// A descheduled thread owes at most two ticks of sending; the rest is
+	// skipped (and counted), so a stall does not turn into a burst.
+	maxOwed := uint64(max(perFlow*(2*tick).Seconds(), 2))
+	events := make([]unix.EpollEvent, len(flows))
+	for {
+		now := time.Now()
+		el := now.Sub(start)
+		if el >= stop+drain {
+			return nil
+		}
+		if el < stop {
+			for fi, f := range flows {
+				target, done := latOwed(el, perFlow, idx[fi], total), f.sent+skipped[fi]
+				if target <= done {
+					continue
+				}
+				owed := target - done
+				if owed > maxOwed {
+					skipped[fi] += owed - maxOwed
+					out.skipped += owed - maxOwed
+					owed = maxOwed
+				}
+				for owed > 0 {
+					n := int(min(owed, satBatch))
+					ts := time.Now().UnixNano()
+					for i := 0; i < n; i++ {
+						b := tx.bufs[i][satHeader:]
+						binary.BigEndian.PutUint32(b[latOffStep:], step)
+						binary.BigEndian.PutUint32(b[latOffFlow:], f.index)
+						binary.BigEndian.PutUint64(b[latOffSeq:], f.sent+uint64(i))
+						binary.BigEndian.PutUint64(b[latOffSent:], uint64(ts))
+						binary.BigEndian.PutUint64(b[latOffHold:], holdUnknown)
+					}
+					k, err := sendmmsg(f.fd, tx.msgs[:n])
+					if err != nil && !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.ENOBUFS) {
+						return fmt.Errorf("sendmmsg: %w", err)
+					}
+					if k < n {
+						out.refused += uint64(n - max(k, 0))
+					}
+					f.sent += uint64(n) // refused by its own socket: sent and lost
+					out.sent += uint64(n)
+					owed -= uint64(n)
+				}
+			}
+		}
+		ne, err := unix.EpollWait(ep, events, 0)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			return err
+		}
+		for e := 0; e < ne; e++ {
+			latRead(flows[events[e].Fd], rx, step, out)
+		}
+		if d := tick - time.Since(now); d > 0 {
+			ts := unix.NsecToTimespec(d.Nanoseconds())
+			_ = unix.Nanosleep(&ts, nil)
+		}
+	}
+}
+
+// latRead drains f's socket, timing every echo of this step.
+func latRead(f *satFlow, rx *mmsgRing, step uint32, out *latCounts) {
+	for {
+		rx.rearm()
+		k, err := recvmmsg(f.fd, rx.msgs, unix.MSG_DONTWAIT)
+		if err != nil || k == 0 {
+			return
+		}
+		user := time.Now().UnixNano()
+		for i := 0; i < k; i++ {
+			b := rx.bufs[i][:rx.msgs[i].n]
+			if len(b) < satHeader+latStamp || binary.BigEndian.Uint16(b) != satChannel {
+				continue // not ours: STUN answers, stale frames
+			}
+			p := b[satHeader:]
+			if binary.BigEndian.Uint32(p[latOffStep:]) != step {
+				out.late++
+				continue
+			}
+			out.echoed++
+			sent := int64(binary.BigEndian.Uint64(p[latOffSent:]))
+			hold := binary.BigEndian.Uint64(p[latOffHold:])
+			crx, ok := rx.stamp(i)
+			rtt, ok := latRTT(sent, crx, ok, hold)
+			if !ok {
+				out.unstamped++
+				continue
+			}
+			out.holdSum += hold
+			out.rtt.add(rtt)
+			out.user.add(user - sent)
+		}
+		if k < len(rx.msgs) {
+			return
+		}
+	}
+}
+
+// runLatPhase offers ld over flows, split over workers, for dur.
+func runLatPhase(flows []*satFlow, workers int, step uint32, ld latLoad, payload int, dur, drain, tick time.Duration) (*latCounts, error) {
+	workers = min(workers, len(flows))
+	outs := make([]latCounts, workers)
+	errs := make([]error, workers)
+	perFlow := ld.rate / float64(len(flows))
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < workers; w++ {
+		var mine []*satFlow
+		var idx []int
+		for i := w; i < len(flows); i += workers {
+			mine = append(mine, flows[i])
+			idx = append(idx, i)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[w] = latWorker(mine, idx, len(flows), step, perFlow, payload, start, dur, drain, tick, &outs[w])
+		}()
+	}
+	wg.Wait()
+	total := &latCounts{}
+	for i := range outs {
+		total.merge(&outs[i])
+	}
+	return total, errors.Join(errs...)
+}
+
+func runLatload(mode string, td satTurnd, coturnBin, peerBin string, rounds, size int, raw string) error {
+	if mode != "loopback" {
+		return fmt.Errorf("-latload %q: only loopback is implemented", mode)
+	}
+	if size < latStamp {
+		return fmt.Errorf("-size %d: the latency frame needs %d bytes", size, latStamp)
+	}
+	loads, err := parseLatLoads(*latLoads, *latPPS)
+	if err != nil {
+		return err
+	}
+	rawW, closeRaw, err := openRaw(raw)
+	if err != nil {
+		return err
+	}
+	defer closeRaw()
+	env, err := newSatEnv(mode, td, coturnBin, peerBin)
+	if err != nil {
+		return err
+	}
+	defer env.close()
+	echo, err := startEchoPeer(env.peer, true)
+	if err != nil {
+		return fmt.Errorf("echo peer: %w", err)
+	}
+	defer echo.close()
+	ownPorts[env.peer.Port()] = true
+
+	var names []string
+	for _, k := range env.kinds {
+		names = append(names, k.name)
+	}
+	results := map[string]map[string][]latResult{} // load -> server -> per round
+	step := uint32(0)
+	for r := 0; r < rounds; r++ {
+		for li, ld := range loads {
+			order := slices.Clone(env.kinds)
+			if (r+li)%2 == 1 {
+				slices.Reverse(order)
+			}
+			for _, k := range order {
+				step++
+				res, err := latPhase(env, k, echo, ld, step, size)
+				if err != nil {
+					fmt.Fprintf(os.Stderr, "latload round %d %s %s: %v\n", r+1, ld.name, k.name, err)
+					continue
+				}
+				if results[ld.name] == nil {
+					results[ld.name] = map[string][]latResult{}
+				}
+				results[ld.name][k.name] = append(results[ld.name][k.name], res)
+				line, _ := json.Marshal(map[string]any{"mode": "latload-" + mode, "round": r + 1, "phase": ld.name, "server": k.name, "result": res})
+				fmt.Fprintln(rawW, string(line))
+				fmt.Fprintf(os.Stderr, "latload round %d %-12s %-6s sent %d echoed %d loss %.3f%% unstamped %d skipped %d | p50 %.0f p90 %.0f p99 %.0f p99.9 %.0f max %.0f µs | user p50 %.0f p99 %.0f | hold %.1f µs | server %.2f cores %.2f µs/RT gen %.2f echo %.2f rcvbuf %v\n",
+					r+1, ld.name, k.name, res.Sent, res.Echoed, res.LossPct, res.Unstamped, res.Skipped,
+					res.P50, res.P90, res.P99, res.P999, res.Max, res.UserP50, res.UserP99, res.HoldMean,
+					res.ServerCPU, res.CPUPerRT, res.GenCPU, res.EchoCPU, res.RcvbufErrs)
+			}
+		}
+	}
+	var phases []string
+	for _, ld := range loads {
+		phases = append(phases, ld.name)
+	}
+	latReport(os.Stdout, results, phases, names, size, rounds)
+	return nil
+}
+
+// latPhase starts k fresh, sets up ld.flows flows with receive stamps and
+// runs one phase.
+func latPhase(env *satEnv, k serverKind, echo *echoPeer, ld latLoad, step uint32, size int) (latResult, error) {
+	srv, err := env.start(k)
+	if err != nil {
+		return latResult{}, err
+	}
+	defer srv.stop()
+	server := srv.addr.AddrPort()
+	server = netip.AddrPortFrom(server.Addr().Unmap(), server.Port())
+	flows := make([]*satFlow, 0, ld.flows)
+	defer func() {
+		for _, f := range flows {
+			delete(ownPorts, localPort(f.fd))
+			f.close()
+		}
+	}()
+	for i := 0; i < ld.flows; i++ {
+		f, err := setupFlow(i, env.flowLocal(i), server, env.peer)
+		if err != nil {
+			return latResult{}, fmt.Errorf("%s: %w", k.name, err)
+		}
+		flows = append(flows, f)
+		if err := enableRxTimestamps(f.fd); err != nil {
+			return latResult{}, fmt.Errorf("SO_TIMESTAMPNS: %w", err)
+		}
+		ownPorts[localPort(f.fd)] = true
+	}
+	serverPort = server.Port()
+	dur := time.Duration(*latSecs * float64(time.Second))
+	drain := 300 * time.Millisecond
+	self := os.Getpid()
+	s0, g0, e0, b0 := srv.schedCPU(), schedCPUOf(self), echoCPU(echo), env.rcvbuf()
+	c, err := runLatPhase(flows, *satWorkers, step, ld, size, dur, drain, *satTick)
+	if err != nil {
+		return latResult{}, err
+	}
+	s1, g1, e1, b1 := srv.schedCPU(), schedCPUOf(self), echoCPU(echo), env.rcvbuf()
+	wall := (dur + drain).Seconds()
+	res := latResult{
+		Flows: ld.flows, Offered: ld.rate,
+		Sent: c.sent, Skipped: c.skipped, SendRefused: c.refused, Echoed: c.echoed, Late: c.late,
+		Unstamped: c.unstamped, Negative: c.rtt.neg,
+		P50: c.rtt.quantile(0.5), P90: c.rtt.quantile(0.9), P99: c.rtt.quantile(0.99), P999: c.rtt.quantile(0.999),
+		Max: c.rtt.maxUS(), UserP50: c.user.quantile(0.5), UserP99: c.user.quantile(0.99),
+		ServerCPU: (s1 - s0).Seconds() / wall, EchoCPU: (e1 - e0).Seconds() / wall,
+		GenCPU: ((g1 - g0) - (e1 - e0)).Seconds() / wall,
+	}
+	if c.sent > 0 {
+		res.LossPct = 100 * (1 - float64(c.echoed)/float64(c.sent))
+	}
+	if n := c.rtt.n; n > 0 {
+		res.HoldMean = float64(c.holdSum) / float64(n) / 1e3
+	}
+	if c.echoed > 0 {
+		res.CPUPerRT = float64((s1 - s0).Nanoseconds()) / 1e3 / float64(c.echoed)
+	}
+	for i := range b1 {
+		res.RcvbufErrs = append(res.RcvbufErrs, b1[i]-b0[i])
+	}
+	return res, nil
+}
+
+func localPort(fd int) uint16 {
+	if sa, err := unix.Getsockname(fd); err == nil {
+		if in, ok := sa.(*unix.SockaddrInet4); ok {
+			return uint16(in.Port)
+		}
+	}
+	return 0
+}
+
+// latReport prints, per phase and server, the medians over rounds of
+// every quantile with their spread, the per-round p50 and p99, and the
+// turnd/coturn ratios of the medians.
+func latReport(w io.Writer, results map[string]map[string][]latResult, phases, names []string, size, rounds int) {
+	fmt.Fprintf(w, "\n## Latency with kernel receive timestamps (loopback): %d B payload, %.0f s per phase, %d sender threads, %d alternating rounds\n\n",
+		size, *latSecs, *satWorkers, rounds)
+	fmt.Fprintln(w, "RTT in µs: median over rounds (min–max); per round in run order of rounds.")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| phase | offered RT/s | server | p50 | p90 | p99 | p99.9 | max | p50 per round | p99 per round | user-space p50 / p99 | loss % | server CPU µs/RT |")
+	fmt.Fprintln(w, "|---|---:|---|---:|---:|---:|---:|---:|---|---|---:|---:|---:|")
+	for _, ph := range phases {
+		med := map[string][2]float64{}
+		for _, n := range names {
+			rs := results[ph][n]
+			if len(rs) == 0 {
+				continue
+			}
+			col := func(f func(latResult) float64) []float64 {
+				var v []float64
+				for _, r := range rs {
+					v = append(v, f(r))
+				}
+				return v
+			}
+			per := func(v []float64) string {
+				var s []string
+				for _, x := range v {
+					s = append(s, fmt.Sprintf("%.0f", x))
+				}
+				return strings.Join(s, " · ")
+			}
+			p50 := col(func(r latResult) float64 { return r.P50 })
+			p99 := col(func(r latResult) float64 { return r.P99 })
+			med[n] = [2]float64{median(p50), median(p99)}
+			fmt.Fprintf(w, "| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %.0f / %.0f | %.3f | %.2f |\n", ph, rs[0].Offered, n,
+				spread(p50, "%.0f"), spread(col(func(r latResult) float64 { return r.P90 }), "%.0f"), spread(p99, "%.0f"),
+				spread(col(func(r latResult) float64 { return r.P999 }), "%.0f"), spread(col(func(r latResult) float64 { return r.Max }), "%.0f"),
+				per(p50), per(p99),
+				median(col(func(r latResult) float64 { return r.UserP50 })), median(col(func(r latResult) float64 { return r.UserP99 })),
+				median(col(func(r latResult) float64 { return r.LossPct })), median(col(func(r latResult) float64 { return r.CPUPerRT })))
+		}
+		if c, t := med["coturn"], med["turnd"]; c[0] > 0 && c[1] > 0 && t[0] > 0 {
+			fmt.Fprintf(w, "| %s | | **turnd/coturn** | **%.2fx** | | **%.2fx** | | | | | | | |\n", ph, t[0]/c[0], t[1]/c[1])
+		}
+	}
+}
