@@ -76,29 +76,30 @@ func parseLatLoads(s string, pps int) ([]latLoad, error) {
 
 // latResult is one phase on one server. Times are µs.
 type latResult struct {
-	Flows       int     `json:"flows"`
-	Offered     float64 `json:"offered_rt_s"`
-	Sent        uint64  `json:"sent"`
-	Skipped     uint64  `json:"skipped"` // owed by a descheduled sender beyond two ticks: not sent
-	SendRefused uint64  `json:"send_refused"`
-	Echoed      uint64  `json:"echoed"`
-	Late        uint64  `json:"late"`
-	Unstamped   uint64  `json:"unstamped"` // echoes without a kernel stamp at the client or the echo
-	Negative    uint64  `json:"negative"`  // RTTs below 0 (a clock step): counted at 0
-	LossPct     float64 `json:"loss_pct"`
-	P50         float64 `json:"p50_us"`
-	P90         float64 `json:"p90_us"`
-	P99         float64 `json:"p99_us"`
-	P999        float64 `json:"p999_us"`
-	Max         float64 `json:"max_us"`
-	UserP50     float64 `json:"user_p50_us"` // the same echoes timed in user space after recvmmsg, hold included
-	UserP99     float64 `json:"user_p99_us"`
-	HoldMean    float64 `json:"hold_mean_us"`
-	ServerCPU   float64 `json:"server_cpu_cores"`
-	CPUPerRT    float64 `json:"server_cpu_us_per_rt"`
-	GenCPU      float64 `json:"gen_cpu_cores"`
-	EchoCPU     float64 `json:"echo_cpu_cores"`
-	RcvbufErrs  []int64 `json:"rcvbuf_errors"` // host, generator+echo sockets, server listener sockets, other sockets
+	Flows       int      `json:"flows"`
+	Offered     float64  `json:"offered_rt_s"`
+	Sent        uint64   `json:"sent"`
+	Skipped     uint64   `json:"skipped"` // owed by a descheduled sender beyond two ticks: not sent
+	SendRefused uint64   `json:"send_refused"`
+	Echoed      uint64   `json:"echoed"`
+	Late        uint64   `json:"late"`
+	Unstamped   uint64   `json:"unstamped"` // echoes without a kernel stamp at the client or the echo
+	Negative    uint64   `json:"negative"`  // RTTs below 0 (a clock step): counted at 0
+	LossPct     float64  `json:"loss_pct"`
+	P50         float64  `json:"p50_us"`
+	P90         float64  `json:"p90_us"`
+	P99         float64  `json:"p99_us"`
+	P999        float64  `json:"p999_us"`
+	Max         float64  `json:"max_us"`
+	UserP50     float64  `json:"user_p50_us"` // the same echoes timed in user space after recvmmsg, hold included
+	UserP99     float64  `json:"user_p99_us"`
+	HoldMean    float64  `json:"hold_mean_us"`
+	ServerCPU   float64  `json:"server_cpu_cores"`
+	CPUPerRT    float64  `json:"server_cpu_us_per_rt"`
+	GenCPU      float64  `json:"gen_cpu_cores"`
+	EchoCPU     float64  `json:"echo_cpu_cores"`
+	RcvbufErrs  []int64  `json:"rcvbuf_errors"` // host, generator+echo sockets, server listener sockets, other sockets
+	SlowSlots   []string `json:"slow_by_100ms"` // "second:count" of echoes over 2 ms, by send time
 }
 
 // latCounts is what one sender thread saw in one phase.
@@ -106,7 +107,17 @@ type latCounts struct {
 	sent, skipped, refused, echoed, late, unstamped uint64
 	holdSum                                         uint64
 	rtt, user                                       latHist
+	// slow counts the echoes over latSlowNS per latSlotNS of their send
+	// time since the phase began: whether the tail is spread over the
+	// phase or bunched in a few stalls.
+	slow [latSlots]uint32
 }
+
+const (
+	latSlowNS = 2_000_000   // 2 ms
+	latSlotNS = 100_000_000 // 100 ms
+	latSlots  = 1200        // 120 s
+)
 
 func (c *latCounts) merge(o *latCounts) {
 	c.sent += o.sent
@@ -118,6 +129,20 @@ func (c *latCounts) merge(o *latCounts) {
 	c.holdSum += o.holdSum
 	c.rtt.merge(&o.rtt)
 	c.user.merge(&o.user)
+	for i, v := range o.slow {
+		c.slow[i] += v
+	}
+}
+
+// slowSlots lists the slots with slow echoes as "second: count".
+func (c *latCounts) slowSlots() []string {
+	var out []string
+	for i, v := range c.slow {
+		if v > 0 {
+			out = append(out, fmt.Sprintf("%.1f:%d", float64(i)*latSlotNS/1e9, v))
+		}
+	}
+	return out
 }
 
 // latOwed is how many datagrams a flow should have sent el into a phase:
@@ -206,7 +231,7 @@ func latWorker(flows []*satFlow, idx []int, total int, step uint32, perFlow floa
 			return err
 		}
 		for e := 0; e < ne; e++ {
-			latRead(flows[events[e].Fd], rx, step, out)
+			latRead(flows[events[e].Fd], rx, step, start.UnixNano(), out)
 		}
 		if d := tick - time.Since(now); d > 0 {
 			ts := unix.NsecToTimespec(d.Nanoseconds())
@@ -216,7 +241,7 @@ func latWorker(flows []*satFlow, idx []int, total int, step uint32, perFlow floa
 }
 
 // latRead drains f's socket, timing every echo of this step.
-func latRead(f *satFlow, rx *mmsgRing, step uint32, out *latCounts) {
+func latRead(f *satFlow, rx *mmsgRing, step uint32, startNS int64, out *latCounts) {
 	for {
 		rx.rearm()
 		k, err := recvmmsg(f.fd, rx.msgs, unix.MSG_DONTWAIT)
@@ -245,6 +270,9 @@ func latRead(f *satFlow, rx *mmsgRing, step uint32, out *latCounts) {
 			}
 			out.holdSum += hold
 			out.rtt.add(rtt)
+			if rtt > latSlowNS {
+				out.slow[min(max((sent-startNS)/latSlotNS, 0), latSlots-1)]++
+			}
 			out.user.add(user - sent)
 		}
 		if k < len(rx.msgs) {
@@ -339,6 +367,9 @@ func runLatload(mode string, td satTurnd, coturnBin, peerBin string, rounds, siz
 					r+1, ld.name, k.name, res.Sent, res.Echoed, res.LossPct, res.Unstamped, res.Skipped,
 					res.P50, res.P90, res.P99, res.P999, res.Max, res.UserP50, res.UserP99, res.HoldMean,
 					res.ServerCPU, res.CPUPerRT, res.GenCPU, res.EchoCPU, res.RcvbufErrs)
+				if len(res.SlowSlots) > 0 {
+					fmt.Fprintf(os.Stderr, "    echoes over 2 ms by send time (s:count): %s\n", strings.Join(res.SlowSlots, " "))
+				}
 			}
 		}
 	}
@@ -396,7 +427,8 @@ func latPhase(env *satEnv, k serverKind, echo *echoPeer, ld latLoad, step uint32
 		P50: c.rtt.quantile(0.5), P90: c.rtt.quantile(0.9), P99: c.rtt.quantile(0.99), P999: c.rtt.quantile(0.999),
 		Max: c.rtt.maxUS(), UserP50: c.user.quantile(0.5), UserP99: c.user.quantile(0.99),
 		ServerCPU: (s1 - s0).Seconds() / wall, EchoCPU: (e1 - e0).Seconds() / wall,
-		GenCPU: ((g1 - g0) - (e1 - e0)).Seconds() / wall,
+		GenCPU:    ((g1 - g0) - (e1 - e0)).Seconds() / wall,
+		SlowSlots: c.slowSlots(),
 	}
 	if c.sent > 0 {
 		res.LossPct = 100 * (1 - float64(c.echoed)/float64(c.sent))

@@ -44,35 +44,26 @@ func enableRxTimestamps(fd int) error {
 
 // rxTimestamp returns the SCM_TIMESTAMPNS receive time, in CLOCK_REALTIME
 // nanoseconds, from a control buffer as recvmsg filled it (ctrl cut to the
-// returned msg_controllen). It walks the cmsg headers without allocating
-// (unix.ParseSocketControlMessage would allocate per datagram) and reports
-// false for a buffer without a well-formed timestamp. Linux 64-bit layout:
-// struct cmsghdr {size_t len; int level; int type}, struct timespec {int64,
-// int64}.
+// returned msg_controllen), and false for a buffer without a well-formed
+// one. It walks the messages with unix.ParseOneSocketControlMessage, which
+// returns slices of ctrl (unix.ParseSocketControlMessage would allocate a
+// list per datagram). The timespec is decoded in the 64-bit layout (two
+// int64s); on 32-bit platforms it reports false.
 func rxTimestamp(ctrl []byte) (int64, bool) {
-	const hdrLen = unix.SizeofCmsghdr
-	if hdrLen != 16 || unix.SizeofPtr != 8 {
-		return 0, false // 32-bit layouts: not supported by this parser
+	if unix.SizeofPtr != 8 {
+		return 0, false
 	}
-	dataOff := unix.CmsgLen(0)
-	for len(ctrl) >= hdrLen {
-		l := binary.NativeEndian.Uint64(ctrl[0:8])
-		level := int32(binary.NativeEndian.Uint32(ctrl[8:12]))
-		typ := int32(binary.NativeEndian.Uint32(ctrl[12:16]))
-		if l < uint64(hdrLen) || l > uint64(len(ctrl)) {
+	for len(ctrl) >= unix.CmsgLen(0) {
+		h, data, rest, err := unix.ParseOneSocketControlMessage(ctrl)
+		if err != nil {
 			return 0, false
 		}
-		if level == unix.SOL_SOCKET && typ == unix.SCM_TIMESTAMPNS && int(l) >= dataOff+sizeofTimespec {
-			d := ctrl[dataOff:]
-			sec := int64(binary.NativeEndian.Uint64(d[0:8]))
-			nsec := int64(binary.NativeEndian.Uint64(d[8:16]))
+		if h.Level == unix.SOL_SOCKET && h.Type == unix.SCM_TIMESTAMPNS && len(data) >= sizeofTimespec {
+			sec := int64(binary.NativeEndian.Uint64(data[0:8]))
+			nsec := int64(binary.NativeEndian.Uint64(data[8:16]))
 			return sec*1e9 + nsec, true
 		}
-		next := unix.CmsgSpace(int(l) - dataOff)
-		if next >= len(ctrl) {
-			return 0, false
-		}
-		ctrl = ctrl[next:]
+		ctrl = rest
 	}
 	return 0, false
 }
