@@ -414,7 +414,9 @@ func latPhase(env *satEnv, k serverKind, echo *echoPeer, ld latLoad, step uint32
 	drain := 300 * time.Millisecond
 	self := os.Getpid()
 	s0, g0, e0, b0 := srv.schedCPU(), schedCPUOf(self), echoCPU(echo), env.rcvbuf()
+	probe := startProbe(srv, k.name, int(step), int(ld.rate)) // -sat-probe, as in the ramps
 	c, err := runLatPhase(flows, *satWorkers, step, ld, size, dur, drain, *satTick)
+	probe()
 	if err != nil {
 		return latResult{}, err
 	}

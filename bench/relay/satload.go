@@ -36,7 +36,7 @@ var (
 	satWorkers = flag.Int("sat-workers", 2, "satload: sender threads (the echo peer has its own)")
 	satTick    = flag.Duration("sat-tick", time.Millisecond, "satload: a sender thread's pass: send what the token bucket earned, read echoes, sleep")
 	satSecs    = flag.Float64("sat-seconds", 3, "satload: sending time per step")
-	satProbe   = flag.String("sat-probe", "", "satload: shell command run alongside every step of a ramp (env PID, GEN_PID, SERVER, RATE, STEP, SECONDS), waited for before the next step: perf sched record, a trace fetch")
+	satProbe   = flag.String("sat-probe", "", "satload: shell command run alongside every step of a ramp (env PID, GEN_PID, SERVER, RATE, STEP, SECONDS), waited for before the next step: perf sched record, a trace fetch; latload: alongside every phase (SECONDS is -sat-seconds, not -lat-seconds)")
 )
 
 // satTurnd is how the loopback ramp runs turnd: the -turnd binary with
