@@ -68,9 +68,6 @@ type fastPath struct {
 	loopSpread atomic.Bool
 	loopGen    atomic.Uint32
 	loopsWG    sync.WaitGroup
-	// rawWaiter is the one loop allowed to block in its own epoll set
-	// now (rawwait_linux.go); nil: none.
-	rawWaiter atomic.Pointer[relayLoop]
 	// relayGen changes whenever a relay address goes away, so cached
 	// policy verdicts for relay-to-relay peers are re-checked.
 	relayGen atomic.Uint64

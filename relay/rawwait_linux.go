@@ -32,10 +32,11 @@ import (
 //
 // The contract that makes this safe:
 //   - A raw wait holds a P that Go cannot hand to anyone else. It is only
-//     taken with GOMAXPROCS 2 or more, by one loop at a time (the
-//     rawWaiter token), and only while the loops are gathered: pion, the
-//     timers, the metrics server and GC always have a P. Spread loops park
-//     in Go's poller.
+//     taken with GOMAXPROCS 2 or more, and only by the first loop while
+//     the loops are gathered (it then reads every UDP socket; the others
+//     read none), so never by two loops at once: pion, the timers, the
+//     metrics server and GC always have a P. Spread loops park in Go's
+//     poller; only the first loop has a gate.
 //   - The runtime stops the world (GC, GOMAXPROCS) and preempts long
 //     runners (sysmon, after 10 ms) with a signal; the signal ends the
 //     epoll_pwait with EINTR, and the loop then calls runtime.Gosched, a
@@ -87,18 +88,13 @@ func init() { rawWaitMS.Store(int64(rawWaitTimeout / time.Millisecond)) }
 // Test hooks: beforeRawWait runs where a loop is about to block raw.
 var beforeRawWait atomic.Pointer[func()]
 
-// mayWaitRaw reports whether l may block in its own epoll set now, and if
-// so gives it the one raw-waiter token (returned by endRawWait).
+// mayWaitRaw reports whether l may block in its own epoll set now: only
+// the first loop, which reads every UDP socket while the loops are
+// gathered (the others then have none), only while they are gathered,
+// and only with a P to spare.
 func (l *relayLoop) mayWaitRaw() bool {
-	fp := l.fp
-	if l.gate < 0 || fp.loopSpread.Load() || runtime.GOMAXPROCS(0) < 2 {
-		return false
-	}
-	return fp.rawWaiter.CompareAndSwap(nil, l)
+	return l.gate >= 0 && !l.fp.loopSpread.Load() && runtime.GOMAXPROCS(0) >= 2
 }
-
-// endRawWait returns the token mayWaitRaw gave.
-func (l *relayLoop) endRawWait() { l.fp.rawWaiter.CompareAndSwap(l, nil) }
 
 // waitRaw blocks in l's epoll set until *until (a monoNow time; 0: set
 // it rawWaitMS from now) and returns the number of events in l.events; 0
@@ -119,7 +115,6 @@ func (l *relayLoop) waitRaw(until *int64) (n int, again bool, err error) {
 	if ms <= 0 || !l.mayWaitRaw() {
 		return 0, false, nil
 	}
-	defer l.endRawWait()
 	if l.gated { // parked before: Go's poller must not see this wait
 		if err := unix.EpollCtl(l.gate, unix.EPOLL_CTL_DEL, l.epfd, nil); err != nil {
 			return 0, false, fmt.Errorf("relay loop gate: %w", err)
@@ -134,12 +129,14 @@ func (l *relayLoop) waitRaw(until *int64) (n int, again bool, err error) {
 		uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), uintptr(ms), 0, 0)
 	switch e {
 	case 0:
+		if r > 0 {
+			l.rawWakes.Add(1)
+		}
 		return int(r), false, nil
 	case unix.EINTR:
 		// A stop-the-world or a preemption: give the runtime its safe
 		// point. The caller's next non-blocking epoll_wait picks up what
 		// arrived meanwhile.
-		l.endRawWait()
 		l.rawSignals.Add(1)
 		runtime.Gosched()
 		return 0, true, nil

@@ -181,6 +181,7 @@ type relayLoop struct {
 	efd  int // eventfd: written once by close, ends the loop
 
 	rawWaits   atomic.Int64 // raw waits begun (tests)
+	rawWakes   atomic.Int64 // raw waits that returned events (tests)
 	rawSignals atomic.Int64 // raw waits a signal ended (tests)
 
 	mu     sync.Mutex
@@ -208,7 +209,7 @@ type relayLoop struct {
 // wakeID is the epoll key of the eventfd; socket ids start at 1.
 const wakeID = 0
 
-func newRelayLoop(fp *fastPath) (*relayLoop, error) {
+func newRelayLoop(fp *fastPath, idx int) (*relayLoop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("relay loop: %w", err)
@@ -226,7 +227,7 @@ func newRelayLoop(fp *fastPath) (*relayLoop, error) {
 		return nil, fmt.Errorf("relay loop: %w", err)
 	}
 	gate, polled := -1, epfd
-	if rawWaitMS.Load() > 0 {
+	if idx == 0 && rawWaitMS.Load() > 0 { // only the first loop waits raw (rawwait_linux.go)
 		if gate, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 			unix.Close(efd)
 			unix.Close(epfd)
@@ -242,7 +243,7 @@ func newRelayLoop(fp *fastPath) (*relayLoop, error) {
 		}
 		return nil, fmt.Errorf("relay loop: %w", err)
 	}
-	l := &relayLoop{fp: fp, epfd: epfd, gate: gate, epf: epf, wait: wait, efd: efd, socks: map[uint32]loopSock{},
+	l := &relayLoop{fp: fp, idx: idx, epfd: epfd, gate: gate, epf: epf, wait: wait, efd: efd, socks: map[uint32]loopSock{},
 		events: make([]unix.EpollEvent, 128)}
 	l.serveFn = l.serve
 	// One backing array: its pages only become resident as datagrams
@@ -357,6 +358,18 @@ var afterDrain atomic.Pointer[func()]
 // and answers before the loop gets back, and this epoll_wait then serves
 // the answer in the same wake-up, where parking would pay a second one
 // (docs/benchmarks.md, fourth pass).
+//
+// Before it parks, the first loop may block in its own epoll set through
+// a raw epoll_pwait for up to rawWaitTimeout (waitRaw, rawwait_linux.go,
+// which states the contract): only with GOMAXPROCS ≥ 2 and while the
+// loops are gathered, so it never holds the last P and never two loops
+// at once; a signal (GC, preemption) ends it with EINTR and the loop
+// yields to the runtime before it waits again; the wait is not busy
+// time; Go's poller sees the loop's set only through the gate, opened
+// just before serve returns false (its EPOLL_CTL_ADD reports a set that
+// is already ready, so the no-lost-wake-up argument above holds), and
+// closed before the next raw wait; close's eventfd ends a raw wait as it
+// wakes a parked loop.
 func (l *relayLoop) serve(uintptr) bool {
 	start := monoNow()
 	l.woke(start)
@@ -629,13 +642,12 @@ var errNoLoop = errors.New("relay: no relay event loop")
 // on failure the fast path reads relay sockets with a goroutine each.
 func (fp *fastPath) startLoops(n int) {
 	for i := 0; i < n; i++ {
-		l, err := newRelayLoop(fp)
+		l, err := newRelayLoop(fp, i)
 		if err != nil {
 			fp.s.log.Warn("relay event loop unavailable: relay sockets get a reader each", "err", err)
 			fp.stopLoops()
 			return
 		}
-		l.idx = i
 		fp.loops = append(fp.loops, l)
 	}
 	for _, l := range fp.loops { // fp.loops is fixed from here until stopLoops
