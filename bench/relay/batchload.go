@@ -417,6 +417,7 @@ type echoPeer struct {
 	fd      int
 	addr    netip.AddrPort
 	stamped bool
+	holdAt  int // where the hold goes in a datagram
 	stopped atomic.Bool
 	done    chan struct{}
 	echoed  atomic.Uint64
@@ -425,6 +426,13 @@ type echoPeer struct {
 }
 
 func startEchoPeer(addr netip.AddrPort, stamped bool) (*echoPeer, error) {
+	return startEchoPeerAt(addr, stamped, latOffHold)
+}
+
+// startEchoPeerAt is startEchoPeer writing the hold at holdAt: the latency
+// mode's direct baseline, whose datagrams still carry the 4-byte
+// ChannelData header, passes satHeader+latOffHold.
+func startEchoPeerAt(addr netip.AddrPort, stamped bool, holdAt int) (*echoPeer, error) {
 	fd, err := udpSocket(addr, 16<<20)
 	if err != nil {
 		return nil, err
@@ -438,7 +446,7 @@ func startEchoPeer(addr netip.AddrPort, stamped bool) (*echoPeer, error) {
 	// Blocking reads with a timeout, so the loop notices stop.
 	_ = unix.SetNonblock(fd, false)
 	_ = unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &unix.Timeval{Usec: 100_000})
-	e := &echoPeer{fd: fd, addr: addr, stamped: stamped, done: make(chan struct{})}
+	e := &echoPeer{fd: fd, addr: addr, stamped: stamped, holdAt: holdAt, done: make(chan struct{})}
 	go e.loop()
 	return e, nil
 }
@@ -491,10 +499,10 @@ func (e *echoPeer) loop() {
 func (e *echoPeer) writeHolds(r *mmsgRing, rxs []rxStamp, from, to int) {
 	now := time.Now().UnixNano()
 	for i := from; i < to; i++ {
-		if r.msgs[i].n < latStamp {
+		if int(r.msgs[i].n) < e.holdAt+8 {
 			continue
 		}
-		binary.BigEndian.PutUint64(r.bufs[i][latOffHold:], echoHold(rxs[i].ns, rxs[i].ok, now))
+		binary.BigEndian.PutUint64(r.bufs[i][e.holdAt:], echoHold(rxs[i].ns, rxs[i].ok, now))
 	}
 }
 

@@ -30,10 +30,11 @@ import (
 // them is not in the figure; see docs/benchmarks.md, "Latency with kernel
 // receive timestamps".
 var (
-	latMode  = flag.String("latload", "", "run the fixed-rate latency phases with kernel receive timestamps (loopback) instead of the other phases")
-	latLoads = flag.String("lat-loads", "10,100,500", "latload: phases, comma-separated: N (N flows x -lat-pps) or N@R (N flows sharing R round trips/s, e.g. 16@60000 for an equal-rate comparison near saturation)")
-	latPPS   = flag.Int("lat-pps", 50, "latload: round trips per second per flow for phases given as N")
-	latSecs  = flag.Float64("lat-seconds", 10, "latload: sending time per phase")
+	latMode   = flag.String("latload", "", "run the fixed-rate latency phases with kernel receive timestamps (loopback) instead of the other phases")
+	latLoads  = flag.String("lat-loads", "10,100,500", "latload: phases, comma-separated: N (N flows x -lat-pps) or N@R (N flows sharing R round trips/s, e.g. 16@60000 for an equal-rate comparison near saturation)")
+	latPPS    = flag.Int("lat-pps", 50, "latload: round trips per second per flow for phases given as N")
+	latSecs   = flag.Float64("lat-seconds", 10, "latload: sending time per phase")
+	latDirect = flag.Bool("lat-direct", false, "latload: also run every phase as \"direct\": the flows send straight to an echo peer, no relay (the generator's and the kernel's own floor)")
 )
 
 // latLoad is one phase: flows sharing rate round trips/s.
@@ -338,6 +339,20 @@ func runLatload(mode string, td satTurnd, coturnBin, peerBin string, rounds, siz
 	defer echo.close()
 	ownPorts[env.peer.Port()] = true
 
+	if *latDirect {
+		port, err := freePort()
+		if err != nil {
+			return err
+		}
+		de, err := startEchoPeerAt(netip.AddrPortFrom(env.peer.Addr(), uint16(port)), true, satHeader+latOffHold)
+		if err != nil {
+			return fmt.Errorf("direct echo peer: %w", err)
+		}
+		defer de.close()
+		directEcho = de
+		ownPorts[de.addr.Port()] = true
+		env.kinds = append(env.kinds, serverKind{name: "direct"})
+	}
 	var names []string
 	for _, k := range env.kinds {
 		names = append(names, k.name)
@@ -384,6 +399,9 @@ func runLatload(mode string, td satTurnd, coturnBin, peerBin string, rounds, siz
 // latPhase starts k fresh, sets up ld.flows flows with receive stamps and
 // runs one phase.
 func latPhase(env *satEnv, k serverKind, echo *echoPeer, ld latLoad, step uint32, size int) (latResult, error) {
+	if k.name == "direct" {
+		return latDirectPhase(env, ld, step, size)
+	}
 	srv, err := env.start(k)
 	if err != nil {
 		return latResult{}, err
@@ -421,15 +439,22 @@ func latPhase(env *satEnv, k serverKind, echo *echoPeer, ld latLoad, step uint32
 		return latResult{}, err
 	}
 	s1, g1, e1, b1 := srv.schedCPU(), schedCPUOf(self), echoCPU(echo), env.rcvbuf()
-	wall := (dur + drain).Seconds()
+	return c.result(ld, dur+drain, s1-s0, g1-g0, e1-e0, b0, b1), nil
+}
+
+// result turns a phase's counts into its figures: wall is the phase's
+// sending and drain time; server, gen (this process) and echo are CPU
+// spent over it; b0, b1 the drop counters before and after.
+func (c *latCounts) result(ld latLoad, wall, server, gen, echo time.Duration, b0, b1 []int64) latResult {
+	w := wall.Seconds()
 	res := latResult{
 		Flows: ld.flows, Offered: ld.rate,
 		Sent: c.sent, Skipped: c.skipped, SendRefused: c.refused, Echoed: c.echoed, Late: c.late,
 		Unstamped: c.unstamped, Negative: c.rtt.neg,
 		P50: c.rtt.quantile(0.5), P90: c.rtt.quantile(0.9), P99: c.rtt.quantile(0.99), P999: c.rtt.quantile(0.999),
 		Max: c.rtt.maxUS(), UserP50: c.user.quantile(0.5), UserP99: c.user.quantile(0.99),
-		ServerCPU: (s1 - s0).Seconds() / wall, EchoCPU: (e1 - e0).Seconds() / wall,
-		GenCPU:    ((g1 - g0) - (e1 - e0)).Seconds() / wall,
+		ServerCPU: server.Seconds() / w, EchoCPU: echo.Seconds() / w,
+		GenCPU:    (gen - echo).Seconds() / w,
 		SlowSlots: c.slowSlots(),
 	}
 	if c.sent > 0 {
@@ -439,12 +464,55 @@ func latPhase(env *satEnv, k serverKind, echo *echoPeer, ld latLoad, step uint32
 		res.HoldMean = float64(c.holdSum) / float64(n) / 1e3
 	}
 	if c.echoed > 0 {
-		res.CPUPerRT = float64((s1 - s0).Nanoseconds()) / 1e3 / float64(c.echoed)
+		res.CPUPerRT = float64(server.Nanoseconds()) / 1e3 / float64(c.echoed)
 	}
 	for i := range b1 {
 		res.RcvbufErrs = append(res.RcvbufErrs, b1[i]-b0[i])
 	}
-	return res, nil
+	return res
+}
+
+// directEcho is the echo peer of the "direct" phases (-lat-direct).
+var directEcho *echoPeer
+
+// latDirectPhase runs ld with the flows sending their ChannelData frames
+// straight to directEcho: the same sockets, stamps, pacing and echo, no
+// relay. Its RTT is the floor the relays' figures stand on: two loopback
+// transmits and the echo's sendmmsg.
+func latDirectPhase(env *satEnv, ld latLoad, step uint32, size int) (latResult, error) {
+	flows := make([]*satFlow, 0, ld.flows)
+	defer func() {
+		for _, f := range flows {
+			delete(ownPorts, localPort(f.fd))
+			f.close()
+		}
+	}()
+	to := directEcho.addr
+	for i := 0; i < ld.flows; i++ {
+		fd, err := udpSocket(env.flowLocal(i), 4<<20)
+		if err != nil {
+			return latResult{}, err
+		}
+		f := &satFlow{fd: fd, index: uint32(i)}
+		flows = append(flows, f)
+		if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: to.Addr().As4(), Port: int(to.Port())}); err != nil {
+			return latResult{}, err
+		}
+		if err := enableRxTimestamps(fd); err != nil {
+			return latResult{}, fmt.Errorf("SO_TIMESTAMPNS: %w", err)
+		}
+		ownPorts[localPort(fd)] = true
+	}
+	dur := time.Duration(*latSecs * float64(time.Second))
+	drain := 300 * time.Millisecond
+	self := os.Getpid()
+	g0, e0, b0 := schedCPUOf(self), echoCPU(directEcho), env.rcvbuf()
+	c, err := runLatPhase(flows, *satWorkers, step, ld, size, dur, drain, *satTick)
+	if err != nil {
+		return latResult{}, err
+	}
+	g1, e1, b1 := schedCPUOf(self), echoCPU(directEcho), env.rcvbuf()
+	return c.result(ld, dur+drain, 0, g1-g0, e1-e0, b0, b1), nil
 }
 
 func localPort(fd int) uint16 {
