@@ -242,12 +242,19 @@ func TestParseLatLoads(t *testing.T) {
 // (without a relay between them), and checks the stamps and the hold
 // against clock reads taken around them: orderings, not durations.
 func TestStampedEcho(t *testing.T) {
+	// The relay's echo sees the payload; the direct baseline's sees the
+	// whole ChannelData frame, header first.
+	t.Run("payload", func(t *testing.T) { testStampedEcho(t, 0) })
+	t.Run("channel data frame", func(t *testing.T) { testStampedEcho(t, satHeader) })
+}
+
+func testStampedEcho(t *testing.T, at int) {
 	port, err := freePort()
 	if err != nil {
 		t.Fatal(err)
 	}
 	echoAddr := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port))
-	echo, err := startEchoPeer(echoAddr, true)
+	echo, err := startEchoPeerAt(echoAddr, true, at+latOffHold)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -263,10 +270,10 @@ func TestStampedEcho(t *testing.T) {
 	if err := unix.Connect(fd, &unix.SockaddrInet4{Addr: echoAddr.Addr().As4(), Port: port}); err != nil {
 		t.Fatal(err)
 	}
-	payload := make([]byte, latStamp+8)
+	payload := make([]byte, at+latStamp+8)
 	before := time.Now().UnixNano()
-	binary.BigEndian.PutUint64(payload[latOffSent:], uint64(before))
-	binary.BigEndian.PutUint64(payload[latOffHold:], holdUnknown)
+	binary.BigEndian.PutUint64(payload[at+latOffSent:], uint64(before))
+	binary.BigEndian.PutUint64(payload[at+latOffHold:], holdUnknown)
 	if _, err := unix.Write(fd, payload); err != nil {
 		t.Fatal(err)
 	}
@@ -295,7 +302,10 @@ func TestStampedEcho(t *testing.T) {
 	if crx < before || crx > after {
 		t.Errorf("client stamp %d outside [%d, %d]", crx, before, after)
 	}
-	hold := binary.BigEndian.Uint64(b[latOffHold:])
+	if got := binary.BigEndian.Uint64(b[at+latOffSent:]); got != uint64(before) {
+		t.Errorf("the echo changed the send time: %d, sent %d", got, before)
+	}
+	hold := binary.BigEndian.Uint64(b[at+latOffHold:])
 	if hold == holdUnknown {
 		t.Fatal("the echo wrote no hold time")
 	}
