@@ -503,6 +503,10 @@ func (e *echoPeer) writeHolds(r *mmsgRing, rxs []rxStamp, from, to int) {
 			continue
 		}
 		binary.BigEndian.PutUint64(r.bufs[i][e.holdAt:], echoHold(rxs[i].ns, rxs[i].ok, now))
+		if int(r.msgs[i].n) >= e.holdAt+16 && rxs[i].ok {
+			// The echo's own receive stamp, for the per-hop timeline.
+			binary.BigEndian.PutUint64(r.bufs[i][e.holdAt+8:], uint64(rxs[i].ns))
+		}
 	}
 }
 

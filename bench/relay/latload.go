@@ -30,11 +30,12 @@ import (
 // them is not in the figure; see docs/benchmarks.md, "Latency with kernel
 // receive timestamps".
 var (
-	latMode   = flag.String("latload", "", "run the fixed-rate latency phases with kernel receive timestamps (loopback) instead of the other phases")
-	latLoads  = flag.String("lat-loads", "10,100,500", "latload: phases, comma-separated: N (N flows x -lat-pps) or N@R (N flows sharing R round trips/s, e.g. 16@60000 for an equal-rate comparison near saturation)")
-	latPPS    = flag.Int("lat-pps", 50, "latload: round trips per second per flow for phases given as N")
-	latSecs   = flag.Float64("lat-seconds", 10, "latload: sending time per phase")
-	latDirect = flag.Bool("lat-direct", false, "latload: also run every phase as \"direct\": the flows send straight to an echo peer, no relay (the generator's and the kernel's own floor)")
+	latMode         = flag.String("latload", "", "run the fixed-rate latency phases with kernel receive timestamps (loopback) instead of the other phases")
+	latLoads        = flag.String("lat-loads", "10,100,500", "latload: phases, comma-separated: N (N flows x -lat-pps) or N@R (N flows sharing R round trips/s, e.g. 16@60000 for an equal-rate comparison near saturation)")
+	latPPS          = flag.Int("lat-pps", 50, "latload: round trips per second per flow for phases given as N")
+	latSecs         = flag.Float64("lat-seconds", 10, "latload: sending time per phase")
+	latTimelineFlag = flag.Bool("lat-timeline", false, "latload: log, per 10 ms around each phase's worst echo, datagrams sent, reaching the echo, back, and the worst way out and back")
+	latDirect       = flag.Bool("lat-direct", false, "latload: also run every phase as \"direct\": the flows send straight to an echo peer, no relay (the generator's and the kernel's own floor)")
 )
 
 // latLoad is one phase: flows sharing rate round trips/s.
@@ -101,6 +102,10 @@ type latResult struct {
 	EchoCPU     float64  `json:"echo_cpu_cores"`
 	RcvbufErrs  []int64  `json:"rcvbuf_errors"` // host, generator+echo sockets, server listener sockets, other sockets
 	SlowSlots   []string `json:"slow_by_100ms"` // "second:count" of echoes over 2 ms, by send time
+	// Timeline: 10 ms slots around the worst round trip (latTLHeader).
+	Timeline  []string `json:"timeline_10ms,omitempty"`
+	StartNS   int64    `json:"start_unix_ns"`
+	StartMono int64    `json:"start_monotonic_ns"`
 }
 
 // latCounts is what one sender thread saw in one phase.
@@ -112,6 +117,17 @@ type latCounts struct {
 	// time since the phase began: whether the tail is spread over the
 	// phase or bunched in a few stalls.
 	slow [latSlots]uint32
+	tl   latTimeline
+	// startNS is the phase's start, CLOCK_REALTIME: the timeline's zero.
+	startNS int64
+	// startMono is the same moment in CLOCK_MONOTONIC (perf's -k mono).
+	startMono int64
+}
+
+func monoNow() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
 }
 
 const (
@@ -133,6 +149,7 @@ func (c *latCounts) merge(o *latCounts) {
 	for i, v := range o.slow {
 		c.slow[i] += v
 	}
+	c.tl.merge(&o.tl)
 }
 
 // slowSlots lists the slots with slow echoes as "second: count".
@@ -158,6 +175,25 @@ func latOwed(el time.Duration, perFlow float64, i, n int) uint64 {
 	return uint64(v)
 }
 
+// latDue is what flow i of n, at perFlow datagrams/s, sends now (el into
+// the phase, done sent or skipped so far): the datagrams due in the last
+// late of sending time, and skip, those due earlier, which a thread that
+// was descheduled longer than late does not send (and counts). So a
+// stalled sender thread resumes at the offered rate instead of bursting
+// what it owes: at 50 datagrams/s per flow a flow is due one every 20 ms,
+// and a per-flow cap of "two datagrams" (the earlier rule) let a 40 ms
+// stall come back as one datagram from every flow at once.
+func latDue(el, late time.Duration, perFlow float64, i, n int, done uint64) (send, skip uint64) {
+	target := latOwed(el, perFlow, i, n)
+	if target <= done {
+		return 0, 0
+	}
+	if floor := latOwed(el-late, perFlow, i, n); el > late && floor > done {
+		skip, done = floor-done, floor
+	}
+	return target - done, skip
+}
+
 // latWorker sends for its flows (global indices idx of total) at perFlow
 // round trips/s each until stop, reading echoes until stop+drain.
 func latWorker(flows []*satFlow, idx []int, total int, step uint32, perFlow float64, payload int, start time.Time, stop, drain, tick time.Duration, out *latCounts) error {
@@ -181,9 +217,6 @@ func latWorker(flows []*satFlow, idx []int, total int, step uint32, perFlow floa
 		binary.BigEndian.PutUint16(b[2:], uint16(payload))
 	}
 	skipped := make([]uint64, len(flows))
-	// A descheduled thread owes at most two ticks of sending; the rest is
-	// skipped (and counted), so a stall does not turn into a burst.
-	maxOwed := uint64(max(perFlow*(2*tick).Seconds(), 2))
 	events := make([]unix.EpollEvent, len(flows))
 	for {
 		now := time.Now()
@@ -193,15 +226,11 @@ func latWorker(flows []*satFlow, idx []int, total int, step uint32, perFlow floa
 		}
 		if el < stop {
 			for fi, f := range flows {
-				target, done := latOwed(el, perFlow, idx[fi], total), f.sent+skipped[fi]
-				if target <= done {
+				owed, skip := latDue(el, 2*tick, perFlow, idx[fi], total, f.sent+skipped[fi])
+				skipped[fi] += skip
+				out.skipped += skip
+				if owed == 0 {
 					continue
-				}
-				owed := target - done
-				if owed > maxOwed {
-					skipped[fi] += owed - maxOwed
-					out.skipped += owed - maxOwed
-					owed = maxOwed
 				}
 				for owed > 0 {
 					n := int(min(owed, satBatch))
@@ -213,6 +242,9 @@ func latWorker(flows []*satFlow, idx []int, total int, step uint32, perFlow floa
 						binary.BigEndian.PutUint64(b[latOffSeq:], f.sent+uint64(i))
 						binary.BigEndian.PutUint64(b[latOffSent:], uint64(ts))
 						binary.BigEndian.PutUint64(b[latOffHold:], holdUnknown)
+						if len(b) >= latOffEchoRx+8 {
+							binary.BigEndian.PutUint64(b[latOffEchoRx:], 0)
+						}
 					}
 					k, err := sendmmsg(f.fd, tx.msgs[:n])
 					if err != nil && !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.ENOBUFS) {
@@ -222,6 +254,7 @@ func latWorker(flows []*satFlow, idx []int, total int, step uint32, perFlow floa
 						out.refused += uint64(n - max(k, 0))
 					}
 					f.sent += uint64(n) // refused by its own socket: sent and lost
+					out.tl[latTLIndex(ts, start.UnixNano())].sent += uint32(n)
 					out.sent += uint64(n)
 					owed -= uint64(n)
 				}
@@ -275,6 +308,11 @@ func latRead(f *satFlow, rx *mmsgRing, step uint32, startNS int64, out *latCount
 				out.slow[min(max((sent-startNS)/latSlotNS, 0), latSlots-1)]++
 			}
 			out.user.add(user - sent)
+			var echoRx int64
+			if len(p) >= latOffEchoRx+8 {
+				echoRx = int64(binary.BigEndian.Uint64(p[latOffEchoRx:]))
+			}
+			out.tl.echoed(startNS, sent, echoRx, hold, crx)
 		}
 		if k < len(rx.msgs) {
 			return
@@ -289,7 +327,7 @@ func runLatPhase(flows []*satFlow, workers int, step uint32, ld latLoad, payload
 	errs := make([]error, workers)
 	perFlow := ld.rate / float64(len(flows))
 	var wg sync.WaitGroup
-	start := time.Now()
+	start, startMono := time.Now(), monoNow()
 	for w := 0; w < workers; w++ {
 		var mine []*satFlow
 		var idx []int
@@ -304,7 +342,7 @@ func runLatPhase(flows []*satFlow, workers int, step uint32, ld latLoad, payload
 		}()
 	}
 	wg.Wait()
-	total := &latCounts{}
+	total := &latCounts{startNS: start.UnixNano(), startMono: startMono}
 	for i := range outs {
 		total.merge(&outs[i])
 	}
@@ -382,6 +420,9 @@ func runLatload(mode string, td satTurnd, coturnBin, peerBin string, rounds, siz
 					r+1, ld.name, k.name, res.Sent, res.Echoed, res.LossPct, res.Unstamped, res.Skipped,
 					res.P50, res.P90, res.P99, res.P999, res.Max, res.UserP50, res.UserP99, res.HoldMean,
 					res.ServerCPU, res.CPUPerRT, res.GenCPU, res.EchoCPU, res.RcvbufErrs)
+				if len(res.Timeline) > 0 {
+					fmt.Fprintf(os.Stderr, "    timeline around the worst echo, phase start %d ns CLOCK_REALTIME, %d ns CLOCK_MONOTONIC (%s):\n      %s\n", res.StartNS, res.StartMono, latTLHeader(), strings.Join(res.Timeline, "\n      "))
+				}
 				if len(res.SlowSlots) > 0 {
 					fmt.Fprintf(os.Stderr, "    echoes over 2 ms by send time (s:count): %s\n", strings.Join(res.SlowSlots, " "))
 				}
@@ -455,7 +496,10 @@ func (c *latCounts) result(ld latLoad, wall, server, gen, echo time.Duration, b0
 		Max: c.rtt.maxUS(), UserP50: c.user.quantile(0.5), UserP99: c.user.quantile(0.99),
 		ServerCPU: server.Seconds() / w, EchoCPU: echo.Seconds() / w,
 		GenCPU:    (gen - echo).Seconds() / w,
-		SlowSlots: c.slowSlots(),
+		SlowSlots: c.slowSlots(), StartNS: c.startNS, StartMono: c.startMono,
+	}
+	if *latTimelineFlag {
+		res.Timeline, _ = c.tl.around(30, 30)
 	}
 	if c.sent > 0 {
 		res.LossPct = 100 * (1 - float64(c.echoed)/float64(c.sent))

@@ -24,6 +24,10 @@ const (
 	latOffSent = 16 // int64: CLOCK_REALTIME ns taken right before the client's sendmmsg
 	latOffHold = 24 // int64: the echo's hold time, ns (written by the echo peer)
 	latStamp   = 32 // bytes of the layout; payloads are at least this long
+	// latOffEchoRx (int64, written by the echo peer into payloads of at
+	// least latStamp+8 bytes): the echo's kernel receive stamp, which
+	// splits a round trip into its way out (client to echo) and back.
+	latOffEchoRx = 32
 
 	// holdUnknown marks an echo whose kernel receive stamp was missing: its
 	// hold time (and so its round trip) cannot be known.

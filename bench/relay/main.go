@@ -59,6 +59,12 @@ func main() {
 	altBin := flag.String("alt-turnd", "", "server \"turnd-alt\" of -satload: this turnd binary (default -turnd), for an old/new A/B in one run")
 	flag.Parse()
 
+	if *hiccupDur > 0 {
+		if err := runHiccup(os.Stdout, *hiccupDur, *hiccupGap); err != nil {
+			fatal(err)
+		}
+		return
+	}
 	if *profile != "" {
 		if err := profileTurnd(*profile, *uclientBin, *peerBin, *profFlows, *pps, *size, *seconds, *sources); err != nil {
 			fatal(err)
