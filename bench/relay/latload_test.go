@@ -313,4 +313,7 @@ func testStampedEcho(t *testing.T, at int) {
 	if !ok || rtt < 0 || rtt > crx-before {
 		t.Errorf("RTT %d (ok %v), hold %d: want 0 ≤ RTT ≤ %d", rtt, ok, hold, crx-before)
 	}
+	if erx := int64(binary.BigEndian.Uint64(b[at+latOffEchoRx:])); erx < before || erx > crx {
+		t.Errorf("echo receive stamp %d outside [send %d, client stamp %d]", erx, before, crx)
+	}
 }
