@@ -56,7 +56,7 @@ func main() {
 	turndEnv := flag.String("turnd-env", "", "extra turnd environment, space-separated KEY=VALUE (experiments)")
 	altArgs := flag.String("alt-args", "", "server \"turnd-alt\" (add it to -servers): turnd with these extra flags")
 	altEnv := flag.String("alt-env", "", "server \"turnd-alt\": turnd with this extra environment")
-	altBin := flag.String("alt-turnd", "", "server \"turnd-alt\" of -satload: this turnd binary (default -turnd), for an old/new A/B in one run")
+	altBin := flag.String("alt-turnd", "", "server \"turnd-alt\" (run.sh phases and -satload): this turnd binary (default -turnd), for an old/new A/B in one run")
 	flag.Parse()
 
 	if *hiccupDur > 0 {
@@ -130,7 +130,7 @@ func main() {
 	for _, k := range []serverKind{
 		turndKind(*turndBin, strings.Fields(*turndArgs), strings.Fields(*turndEnv)),
 		coturnKind(*coturnBin, nil),
-		withName(turndKind(*turndBin, strings.Fields(*altArgs), strings.Fields(*altEnv)), "turnd-alt"),
+		withName(turndKind(orDefault(*altBin, *turndBin), strings.Fields(*altArgs), strings.Fields(*altEnv)), "turnd-alt"),
 	} {
 		if slices.Contains(strings.Split(*only, ","), k.name) {
 			kinds = append(kinds, k)
