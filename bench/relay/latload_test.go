@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -315,5 +316,40 @@ func testStampedEcho(t *testing.T, at int) {
 	}
 	if erx := int64(binary.BigEndian.Uint64(b[at+latOffEchoRx:])); erx < before || erx > crx {
 		t.Errorf("echo receive stamp %d outside [send %d, client stamp %d]", erx, before, crx)
+	}
+}
+
+// turnd-alt runs the -alt-turnd binary with the alt flags: an old/new A/B
+// in one run depends on it. (The latency mode once built its satTurnd
+// without the alt fields, so its A/Bs ran one build twice; main.go now
+// builds one satTurnd for both generator modes.)
+func TestSatEnvAltTurnd(t *testing.T) {
+	old := *satServers
+	*satServers = "turnd,turnd-alt,coturn"
+	t.Cleanup(func() { *satServers = old })
+	td := satTurnd{bin: "/new/turnd", altBin: "/old/turnd", args: []string{"--new"}, altArgs: []string{"--old"}}
+	env, err := newSatEnv("loopback", td, "turnserver", "turnutils_peer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.close()
+	want := map[string]struct{ bin, flag string }{
+		"turnd":     {"/new/turnd", "--new"},
+		"turnd-alt": {"/old/turnd", "--old"},
+	}
+	seen := 0
+	for _, k := range env.kinds {
+		w, ok := want[k.name]
+		if !ok {
+			continue
+		}
+		seen++
+		cmd := k.cmd(3478)
+		if cmd.Path != w.bin || !slices.Contains(cmd.Args, w.flag) {
+			t.Errorf("%s runs %s %v, want %s with %s", k.name, cmd.Path, cmd.Args, w.bin, w.flag)
+		}
+	}
+	if seen != 2 {
+		t.Fatalf("kinds %v: want turnd and turnd-alt", env.kinds)
 	}
 }

@@ -91,17 +91,17 @@ func main() {
 		fmt.Fprintln(os.Stderr, "relaybench: interrupted")
 		os.Exit(2)
 	}()
+	// Both generator modes run turnd-alt from -alt-turnd/-alt-args/-alt-env.
+	td := satTurnd{bin: *turndBin, altBin: *altBin,
+		args: strings.Fields(*turndArgs), env: strings.Fields(*turndEnv),
+		altArgs: strings.Fields(*altArgs), altEnv: strings.Fields(*altEnv)}
 	if *latMode != "" { // latload.go
-		td := satTurnd{bin: *turndBin, args: strings.Fields(*turndArgs), env: strings.Fields(*turndEnv)}
 		if err := runLatload(*latMode, td, *coturnBin, *peerBin, *rounds, *size, *raw); err != nil {
 			fatal(err)
 		}
 		return
 	}
 	if *satMode != "" { // satload.go
-		td := satTurnd{bin: *turndBin, altBin: *altBin,
-			args: strings.Fields(*turndArgs), env: strings.Fields(*turndEnv),
-			altArgs: strings.Fields(*altArgs), altEnv: strings.Fields(*altEnv)}
 		if err := runSatload(*satMode, td, *coturnBin, *peerBin, *rounds, *size, *raw); err != nil {
 			fatal(err)
 		}
