@@ -296,28 +296,48 @@ type stepCounts struct {
 	hist                         rttHist
 }
 
+// flowEpoll returns an epoll set holding every flow's socket (event data:
+// the flow's index in flows) and resets the flows' send counts: a sender
+// thread's set-up, shared by the saturation and latency workers.
+func flowEpoll(flows []*satFlow) (int, error) {
+	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return -1, err
+	}
+	for i, f := range flows {
+		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, f.fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(i)}); err != nil {
+			unix.Close(ep)
+			return -1, err
+		}
+		f.sent = 0
+	}
+	return ep, nil
+}
+
+// channelRings returns a sender's rings: tx with the ChannelData header
+// for payload bytes written once into every buffer, rx with room for a
+// frame and some.
+func channelRings(payload int) (tx, rx *mmsgRing) {
+	frame := satHeader + payload
+	tx, rx = newRing(frame, false), newRing(frame+64, false)
+	for _, b := range tx.bufs {
+		binary.BigEndian.PutUint16(b[0:], satChannel)
+		binary.BigEndian.PutUint16(b[2:], uint16(payload))
+	}
+	return tx, rx
+}
+
 // satWorker sends for its flows at rate round trips/s (its share) until
 // stop, then reads echoes for drain more, counting those of this step.
 func satWorker(flows []*satFlow, step uint32, rate float64, payload int, start time.Time, stop, drain, tick time.Duration, out *stepCounts) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	ep, err := flowEpoll(flows)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(ep)
-	for i, f := range flows {
-		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, f.fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(i)}); err != nil {
-			return err
-		}
-		f.sent = 0
-	}
-	frame := satHeader + payload
-	tx, rx := newRing(frame, false), newRing(frame+64, false)
-	for _, b := range tx.bufs {
-		binary.BigEndian.PutUint16(b[0:], satChannel)
-		binary.BigEndian.PutUint16(b[2:], uint16(payload))
-	}
+	tx, rx := channelRings(payload)
 	events := make([]unix.EpollEvent, len(flows))
 	perFlow := rate / float64(len(flows))
 	var tokens float64 // per flow, so every flow sends the same count
@@ -373,9 +393,7 @@ func satWorker(flows []*satFlow, step uint32, rate float64, payload int, start t
 		for e := 0; e < ne; e++ {
 			f := flows[events[e].Fd]
 			for {
-				for i := range rx.msgs {
-					rx.iovs[i].SetLen(len(rx.bufs[i]))
-				}
+				rx.rearm()
 				k, err := recvmmsg(f.fd, rx.msgs, unix.MSG_DONTWAIT)
 				if err != nil || k == 0 {
 					break

@@ -199,23 +199,13 @@ func latDue(el, late time.Duration, perFlow float64, i, n int, done uint64) (sen
 func latWorker(flows []*satFlow, idx []int, total int, step uint32, perFlow float64, payload int, start time.Time, stop, drain, tick time.Duration, out *latCounts) error {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	ep, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	ep, err := flowEpoll(flows)
 	if err != nil {
 		return err
 	}
 	defer unix.Close(ep)
-	for i, f := range flows {
-		if err := unix.EpollCtl(ep, unix.EPOLL_CTL_ADD, f.fd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(i)}); err != nil {
-			return err
-		}
-		f.sent = 0
-	}
-	frame := satHeader + payload
-	tx, rx := newRing(frame, false), newRing(frame+64, false).withControl()
-	for _, b := range tx.bufs {
-		binary.BigEndian.PutUint16(b[0:], satChannel)
-		binary.BigEndian.PutUint16(b[2:], uint16(payload))
-	}
+	tx, rx := channelRings(payload)
+	rx.withControl()
 	skipped := make([]uint64, len(flows))
 	events := make([]unix.EpollEvent, len(flows))
 	for {
