@@ -175,9 +175,14 @@ type relayLoop struct {
 	fp   *fastPath
 	idx  int // in fp.loops
 	epfd int
-	epf  *os.File // epfd, registered with Go's poller
+	gate int      // -1 without raw waits; else the epoll set Go's poller watches, holding epfd while the loop parks (rawwait_linux.go)
+	epf  *os.File // gate (or epfd without one), registered with Go's poller
 	wait syscall.RawConn
 	efd  int // eventfd: written once by close, ends the loop
+
+	rawWaits   atomic.Int64 // raw waits begun (tests)
+	rawWakes   atomic.Int64 // raw waits that returned events (tests)
+	rawSignals atomic.Int64 // raw waits a signal ended (tests)
 
 	mu     sync.Mutex
 	socks  map[uint32]loopSock
@@ -189,6 +194,7 @@ type relayLoop struct {
 	// Owned by the loop goroutine.
 	serveFn func(uintptr) bool // l.serve, made once: no allocation per wake-up
 	ended   bool               // serve saw the eventfd or a failed epoll_wait
+	gated   bool               // epfd is in gate: Go's poller wakes the loop
 	now     int64              // monoNow at the current batch's epoll_wait
 	events  []unix.EpollEvent
 	hdrs    [loopSlots]unix.Mmsghdr // one recvmmsg, aimed at ring[used:]
@@ -203,7 +209,7 @@ type relayLoop struct {
 // wakeID is the epoll key of the eventfd; socket ids start at 1.
 const wakeID = 0
 
-func newRelayLoop(fp *fastPath) (*relayLoop, error) {
+func newRelayLoop(fp *fastPath, idx int) (*relayLoop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("relay loop: %w", err)
@@ -220,12 +226,24 @@ func newRelayLoop(fp *fastPath) (*relayLoop, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("relay loop: %w", err)
 	}
-	epf, wait, err := pollable(epfd)
-	if err != nil { // epfd is closed
+	gate, polled := -1, epfd
+	if idx == 0 && rawWaitMS.Load() > 0 { // only the first loop waits raw (rawwait_linux.go)
+		if gate, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
+			unix.Close(efd)
+			unix.Close(epfd)
+			return nil, fmt.Errorf("relay loop gate: %w", err)
+		}
+		polled = gate
+	}
+	epf, wait, err := pollable(polled)
+	if err != nil { // polled is closed
 		unix.Close(efd)
+		if gate >= 0 {
+			unix.Close(epfd)
+		}
 		return nil, fmt.Errorf("relay loop: %w", err)
 	}
-	l := &relayLoop{fp: fp, epfd: epfd, epf: epf, wait: wait, efd: efd, socks: map[uint32]loopSock{},
+	l := &relayLoop{fp: fp, idx: idx, epfd: epfd, gate: gate, epf: epf, wait: wait, efd: efd, socks: map[uint32]loopSock{},
 		events: make([]unix.EpollEvent, 128)}
 	l.serveFn = l.serve
 	// One backing array: its pages only become resident as datagrams
@@ -340,9 +358,22 @@ var afterDrain atomic.Pointer[func()]
 // and answers before the loop gets back, and this epoll_wait then serves
 // the answer in the same wake-up, where parking would pay a second one
 // (docs/benchmarks.md, fourth pass).
+//
+// Before it parks, the first loop may block in its own epoll set through
+// a raw epoll_pwait for up to rawWaitTimeout (waitRaw, rawwait_linux.go,
+// which states the contract): only with GOMAXPROCS ≥ 2 and while the
+// loops are gathered, so it never holds the last P and never two loops
+// at once; a signal (GC, preemption) ends it with EINTR and the loop
+// yields to the runtime before it waits again; the wait is not busy
+// time; Go's poller sees the loop's set only through the gate, opened
+// just before serve returns false (its EPOLL_CTL_ADD reports a set that
+// is already ready, so the no-lost-wake-up argument above holds), and
+// closed before the next raw wait; close's eventfd ends a raw wait as it
+// wakes a parked loop.
 func (l *relayLoop) serve(uintptr) bool {
 	start := monoNow()
 	l.woke(start)
+	var rawUntil int64 // when a raw wait gives up (0: none begun)
 	for {
 		// Raw: it does not block (timeout 0), and entersyscall would wake
 		// sysmon from its idle sleep at every burst, which then polls
@@ -356,16 +387,32 @@ func (l *relayLoop) serve(uintptr) bool {
 		case unix.EINTR:
 			continue
 		default:
-			l.fp.s.log.Error("relay event loop stopped", "err", e)
-			l.ended = true
-			return true
+			return l.stop(e)
 		}
 		if n == 0 {
-			if f := afterDrain.Load(); f != nil {
-				(*f)()
-			}
+			// Waiting is not busy time: it would spread the loops.
 			l.load.busyNS += monoNow() - start
-			return false
+			var again bool
+			var err error
+			n, again, err = l.waitRaw(&rawUntil) // rawwait_linux.go
+			if err != nil {
+				return l.stop(err)
+			}
+			if again {
+				start = monoNow()
+				continue
+			}
+			if n == 0 {
+				if f := afterDrain.Load(); f != nil {
+					(*f)()
+				}
+				if err := l.openGate(); err != nil {
+					return l.stop(err)
+				}
+				return false
+			}
+			start, rawUntil = monoNow(), 0
+			l.woke(start)
 		}
 		l.now = monoNow() // one clock read per batch for the deadline checks
 		if l.handle(n) {
@@ -373,6 +420,13 @@ func (l *relayLoop) serve(uintptr) bool {
 			return true
 		}
 	}
+}
+
+// stop ends the loop on a failed epoll call.
+func (l *relayLoop) stop(err error) bool {
+	l.fp.s.log.Error("relay event loop stopped", "err", err)
+	l.ended = true
+	return true
 }
 
 // handle serves the first n of l.events; true when close was asked for.
@@ -437,7 +491,10 @@ func (l *relayLoop) close() {
 
 // closeFDs releases the loop's descriptors once run has returned.
 func (l *relayLoop) closeFDs() {
-	l.epf.Close() // closes epfd
+	l.epf.Close() // closes gate, or epfd without one
+	if l.gate >= 0 {
+		unix.Close(l.epfd)
+	}
 	unix.Close(l.efd)
 }
 
@@ -585,13 +642,12 @@ var errNoLoop = errors.New("relay: no relay event loop")
 // on failure the fast path reads relay sockets with a goroutine each.
 func (fp *fastPath) startLoops(n int) {
 	for i := 0; i < n; i++ {
-		l, err := newRelayLoop(fp)
+		l, err := newRelayLoop(fp, i)
 		if err != nil {
 			fp.s.log.Warn("relay event loop unavailable: relay sockets get a reader each", "err", err)
 			fp.stopLoops()
 			return
 		}
-		l.idx = i
 		fp.loops = append(fp.loops, l)
 	}
 	for _, l := range fp.loops { // fp.loops is fixed from here until stopLoops

@@ -165,7 +165,9 @@ func TestRelayLoopsOneProc(t *testing.T) {
 }
 
 // An idle loop waits parked in Go's poller (goroutine state "IO wait"), not
-// in a system call that would hold a thread and a P.
+// in a system call that would hold a thread and a P: the first loop's raw
+// wait (rawwait_linux.go) ends after rawWaitTimeout, even when stopping
+// the world for runtime.Stack interrupts it again and again.
 func TestRelayLoopsParkInPoller(t *testing.T) {
 	r := newFPRig(t, nil)
 	r.bind(0x4003)

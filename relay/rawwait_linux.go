@@ -1,0 +1,158 @@
+//go:build linux
+
+package relay
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// Waiting for datagrams without Go's scheduler.
+//
+// A loop that parks in Go's poller pays, per wake-up, Go's park and unpark
+// path (park_m, findRunnable, netpoll, execute: 8-14% of turnd's CPU at 10
+// flows) and four epoll_pwait calls where coturn pays one
+// (docs/benchmarks.md, fifth pass). Blocking in the loop's own epoll_wait
+// through a normal system call costs more still: entersyscall wakes sysmon
+// from its deep sleep, which then polls every 20 µs for a millisecond.
+//
+// So, before it parks, the loop may block in its own epoll_pwait through
+// a raw system call (no entersyscall: sysmon is not woken, and the
+// goroutine keeps its P and its thread), for at most rawWaitTimeout. A
+// datagram in that time is served by the same thread without the
+// scheduler; when the wait times out the loop parks in Go's poller as
+// before, so an idle relay costs nothing.
+//
+// The contract that makes this safe:
+//   - A raw wait holds a P that Go cannot hand to anyone else. It is only
+//     taken with GOMAXPROCS 2 or more, and only by the first loop while
+//     the loops are gathered (it then reads every UDP socket; the others
+//     read none), so never by two loops at once: pion, the timers, the
+//     metrics server and GC always have a P. Spread loops park in Go's
+//     poller; only the first loop has a gate.
+//   - The runtime stops the world (GC, GOMAXPROCS) and preempts long
+//     runners (sysmon, after 10 ms) with a signal; the signal ends the
+//     epoll_pwait with EINTR, and the loop then calls runtime.Gosched, a
+//     point where the runtime can stop or reschedule it, before it waits
+//     again. Without that the retry would never give the P back and a GC
+//     would wait forever (TestRelayLoopRawWaitLetsGCRun).
+//   - Go's poller must not see the loop's epoll set while the loop waits
+//     on it raw: every datagram would also wake the thread blocked in
+//     Go's netpoll, for a goroutine that is not waiting there. So Go's
+//     poller watches a gate, a second epoll set that holds the loop's set
+//     only while the loop parks: added just before serve returns false
+//     (EPOLL_CTL_ADD reports a set that is already readable, so nothing
+//     that arrived after the last empty wait is lost), removed before the
+//     next raw wait. Steady traffic touches the gate at neither end.
+//   - close writes the eventfd in the loop's set: a raw wait returns at
+//     once, as a parked loop is woken through the gate.
+//
+// RTCSUITE_LOOP_RAWWAIT=off turns raw waits off (the loop's set is then
+// registered with Go's poller itself, as before the gate existed); a
+// duration such as 5ms sets rawWaitTimeout. Read once, at start-up.
+var rawWaitTimeout = func() time.Duration {
+	v := strings.TrimSpace(os.Getenv("RTCSUITE_LOOP_RAWWAIT"))
+	switch v {
+	case "":
+		return defaultRawWait
+	case "off", "0":
+		return 0
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < time.Millisecond {
+		fmt.Fprintf(os.Stderr, "turnd: RTCSUITE_LOOP_RAWWAIT=%q: want off or a duration of 1ms or more; using %v\n", v, defaultRawWait)
+		return defaultRawWait
+	}
+	return d
+}()
+
+// defaultRawWait bounds a raw wait: long enough to span the gaps between
+// datagrams of a lightly loaded relay (at 10 flows × 50 pps the loop woke
+// about every 2.5 ms), short enough that a relay whose traffic stopped
+// parks at once. It stays under sysmon's 10 ms preemption.
+const defaultRawWait = 5 * time.Millisecond
+
+// rawWaitMS is rawWaitTimeout in milliseconds (epoll_pwait's unit); tests
+// set it. 0: no raw waits.
+var rawWaitMS atomic.Int64
+
+func init() { rawWaitMS.Store(int64(rawWaitTimeout / time.Millisecond)) }
+
+// Test hooks: beforeRawWait runs where a loop is about to block raw.
+var beforeRawWait atomic.Pointer[func()]
+
+// mayWaitRaw reports whether l may block in its own epoll set now: only
+// the first loop, which reads every UDP socket while the loops are
+// gathered (the others then have none), only while they are gathered,
+// and only with a P to spare.
+func (l *relayLoop) mayWaitRaw() bool {
+	return l.gate >= 0 && !l.fp.loopSpread.Load() && runtime.GOMAXPROCS(0) >= 2
+}
+
+// waitRaw blocks in l's epoll set until *until (a monoNow time; 0: set
+// it rawWaitMS from now) and returns the number of events in l.events; 0
+// when it timed out or was not allowed (the loop parks), again when a
+// signal ended it (the loop polls and waits again, to the same *until: a
+// loop interrupted by every GC still parks), or the error that ends the
+// loop.
+func (l *relayLoop) waitRaw(until *int64) (n int, again bool, err error) {
+	ms := rawWaitMS.Load()
+	if ms <= 0 {
+		return 0, false, nil
+	}
+	now := monoNow()
+	if *until == 0 {
+		*until = now + ms*int64(time.Millisecond)
+	}
+	ms = (*until - now + int64(time.Millisecond) - 1) / int64(time.Millisecond)
+	if ms <= 0 || !l.mayWaitRaw() {
+		return 0, false, nil
+	}
+	if l.gated { // parked before: Go's poller must not see this wait
+		if err := unix.EpollCtl(l.gate, unix.EPOLL_CTL_DEL, l.epfd, nil); err != nil {
+			return 0, false, fmt.Errorf("relay loop gate: %w", err)
+		}
+		l.gated = false
+	}
+	l.rawWaits.Add(1)
+	if f := beforeRawWait.Load(); f != nil {
+		(*f)()
+	}
+	r, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd),
+		uintptr(unsafe.Pointer(&l.events[0])), uintptr(len(l.events)), uintptr(ms), 0, 0)
+	switch e {
+	case 0:
+		if r > 0 {
+			l.rawWakes.Add(1)
+		}
+		return int(r), false, nil
+	case unix.EINTR:
+		// A stop-the-world or a preemption: give the runtime its safe
+		// point. The caller's next non-blocking epoll_wait picks up what
+		// arrived meanwhile.
+		l.rawSignals.Add(1)
+		runtime.Gosched()
+		return 0, true, nil
+	}
+	return 0, false, e
+}
+
+// openGate lets Go's poller see l's epoll set, before the loop parks.
+func (l *relayLoop) openGate() error {
+	if l.gate < 0 || l.gated {
+		return nil
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET}
+	if err := unix.EpollCtl(l.gate, unix.EPOLL_CTL_ADD, l.epfd, &ev); err != nil {
+		return fmt.Errorf("relay loop gate: %w", err)
+	}
+	l.gated = true
+	return nil
+}
