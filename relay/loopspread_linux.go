@@ -78,6 +78,7 @@ type loopLoad struct {
 	// Owned by the loop goroutine.
 	winStart int64
 	busyNS   int64
+	dgrams   int64      // datagrams read in this window (a stream wake-up counts one)
 	streak   int        // windows in a row past the current mode's threshold
 	gen      uint32     // fp.loopGen when the loop last placed its sockets
 	moving   []loopSock // scratch for rebalance
@@ -109,7 +110,8 @@ func (l *relayLoop) woke(now int64) {
 		busy := ld.busyNS * 1000 / max(now-ld.winStart, 1)
 		ld.busy.Store(busy)
 		ld.busyAt.Store(now)
-		ld.winStart, ld.busyNS = now, 0
+		l.heavy = heavyRate(ld.dgrams, now-ld.winStart) // rawwait_linux.go
+		ld.winStart, ld.busyNS, ld.dgrams = now, 0, 0
 		l.decide(now, busy)
 		place = true // also catches a socket attached while the mode changed
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -53,10 +54,24 @@ import (
 //     next raw wait. Steady traffic touches the gate at neither end.
 //   - close writes the eventfd in the loop's set: a raw wait returns at
 //     once, as a parked loop is woken through the gate.
+//   - A goroutine the loop readied (pion's reader, through a pionQueue or
+//     a stream's queue; a stream's flusher) goes into the run queue of
+//     the loop's P, usually its runnext slot, which other Ps steal only
+//     late. A raw wait keeps that P, so such a goroutine could sit there
+//     until the wait ends, or, under steady traffic, until sysmon
+//     preempts the loop. So a loop that may have readied one since its
+//     last wait (l.handoff) parks in Go's poller instead, which runs it.
+//   - Raw waits are for a lightly loaded relay: the loop whose last load
+//     window (100 ms) read more than rawWaitMaxRate datagrams a second
+//     parks, as without raw waits. At 500 flows × 50 packets/s (50,000
+//     datagrams/s) the ungated raw wait lost datagrams and had a p99.9 of
+//     62-578 ms (docs/benchmarks.md, sixth pass).
 //
 // RTCSUITE_LOOP_RAWWAIT=off turns raw waits off (the loop's set is then
 // registered with Go's poller itself, as before the gate existed); a
-// duration such as 5ms sets rawWaitTimeout. Read once, at start-up.
+// duration such as 5ms sets rawWaitTimeout. RTCSUITE_LOOP_RAWWAIT_MAXRATE
+// sets rawWaitMaxRate (datagrams a second; for experiments). Read once, at
+// start-up.
 var rawWaitTimeout = func() time.Duration {
 	v := strings.TrimSpace(os.Getenv("RTCSUITE_LOOP_RAWWAIT"))
 	switch v {
@@ -79,6 +94,35 @@ var rawWaitTimeout = func() time.Duration {
 // parks at once. It stays under sysmon's 10 ms preemption.
 const defaultRawWait = 5 * time.Millisecond
 
+// defaultRawWaitMaxRate is the datagram rate (per second, over one load
+// window) above which the loop does not wait raw: 10 flows × 50 packets/s
+// (1,000 datagrams/s, both directions) and 100 flows (10,000) wait raw,
+// 500 flows (50,000) do not.
+const defaultRawWaitMaxRate = 20000
+
+// rawWaitMaxRate is the rate in force; tests set it (0: any datagram in
+// a window makes it heavy).
+var rawWaitMaxRate atomic.Int64
+
+func init() {
+	rate := int64(defaultRawWaitMaxRate)
+	if v := strings.TrimSpace(os.Getenv("RTCSUITE_LOOP_RAWWAIT_MAXRATE")); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			fmt.Fprintf(os.Stderr, "turnd: RTCSUITE_LOOP_RAWWAIT_MAXRATE=%q: want datagrams a second (0 or more); using %d\n", v, rate)
+		} else {
+			rate = n
+		}
+	}
+	rawWaitMaxRate.Store(rate)
+}
+
+// heavyRate reports whether dgrams datagrams in a window of ns
+// nanoseconds exceed rawWaitMaxRate.
+func heavyRate(dgrams, ns int64) bool {
+	return dgrams*int64(time.Second) > rawWaitMaxRate.Load()*max(ns, 1)
+}
+
 // rawWaitMS is rawWaitTimeout in milliseconds (epoll_pwait's unit); tests
 // set it. 0: no raw waits.
 var rawWaitMS atomic.Int64
@@ -94,6 +138,26 @@ var beforeRawWait atomic.Pointer[func()]
 // and only with a P to spare.
 func (l *relayLoop) mayWaitRaw() bool {
 	return l.gate >= 0 && !l.fp.loopSpread.Load() && runtime.GOMAXPROCS(0) >= 2
+}
+
+// rawWaitNow reports whether the wait that follows may be raw: mayWaitRaw,
+// the loop readied no goroutine since its last wait, and its last load
+// window was light. It clears l.handoff: the loop parks, and the P runs
+// what the loop readied.
+func (l *relayLoop) rawWaitNow() bool {
+	handed := l.handoff
+	l.handoff = false
+	switch {
+	case !l.mayWaitRaw():
+		return false
+	case handed:
+		l.rawHanded.Add(1)
+		return false
+	case l.heavy:
+		l.rawBusy.Add(1)
+		return false
+	}
+	return true
 }
 
 // waitRaw blocks in l's epoll set until *until (a monoNow time; 0: set
@@ -112,7 +176,11 @@ func (l *relayLoop) waitRaw(until *int64) (n int, again bool, err error) {
 		*until = now + ms*int64(time.Millisecond)
 	}
 	ms = (*until - now + int64(time.Millisecond) - 1) / int64(time.Millisecond)
-	if ms <= 0 || !l.mayWaitRaw() {
+	if ms <= 0 { // this wake-up's raw wait is over: park
+		l.handoff = false
+		return 0, false, nil
+	}
+	if !l.rawWaitNow() {
 		return 0, false, nil
 	}
 	if l.gated { // parked before: Go's poller must not see this wait

@@ -183,6 +183,8 @@ type relayLoop struct {
 	rawWaits   atomic.Int64 // raw waits begun (tests)
 	rawWakes   atomic.Int64 // raw waits that returned events (tests)
 	rawSignals atomic.Int64 // raw waits a signal ended (tests)
+	rawHanded  atomic.Int64 // raw waits skipped: the loop had readied a goroutine (tests)
+	rawBusy    atomic.Int64 // raw waits skipped: the loop's last window was busy (tests)
 
 	mu     sync.Mutex
 	socks  map[uint32]loopSock
@@ -195,6 +197,8 @@ type relayLoop struct {
 	serveFn func(uintptr) bool // l.serve, made once: no allocation per wake-up
 	ended   bool               // serve saw the eventfd or a failed epoll_wait
 	gated   bool               // epfd is in gate: Go's poller wakes the loop
+	handoff bool               // since the last wait the loop may have readied a goroutine (rawwait_linux.go)
+	heavy   bool               // the last load window's datagram rate was past rawWaitMaxRate
 	now     int64              // monoNow at the current batch's epoll_wait
 	events  []unix.EpollEvent
 	hdrs    [loopSlots]unix.Mmsghdr // one recvmmsg, aimed at ring[used:]
@@ -446,6 +450,11 @@ func (l *relayLoop) handle(n int) (closing bool) {
 			l.drainListener(ls.lf)
 		case ls.st != nil:
 			ls.st.drain()
+			l.load.dgrams++ // a stream wake-up counts as one datagram
+			if ls.st.readied {
+				ls.st.readied = false
+				l.handoff = true
+			}
 		}
 	}
 	l.flushSends()
@@ -537,6 +546,10 @@ func (l *relayLoop) drainLocked(rf *relayFast) (ringFull bool) {
 			}
 		}
 		l.used += k
+		l.load.dgrams += int64(k)
+		if k > 0 && rf.stream.Load() != nil {
+			l.handoff = true // sendStream may start the stream's flusher goroutine
+		}
 		if k < loopSlots {
 			return false
 		}
@@ -616,6 +629,8 @@ func (l *relayLoop) drainListener(lf *listenerFast) {
 			}
 			if !c.q.push(rawPkt{b: append([]byte(nil), b...), src: src}) {
 				lf.pending.sendFull++ // pion's read loop is that far behind
+			} else {
+				l.handoff = true // pion's read loop may be ready to run now
 			}
 		}
 		if k < loopSlots {
@@ -623,6 +638,7 @@ func (l *relayLoop) drainListener(lf *listenerFast) {
 		}
 	}
 	lf.flush()
+	l.load.dgrams += int64(read)
 	l.noteListenerDrain(c.fd, read) // loopspread_linux.go
 }
 
@@ -631,7 +647,9 @@ func (l *relayLoop) drainListener(lf *listenerFast) {
 func (l *relayLoop) toPion(rf *relayFast, frame []byte, src netip.AddrPort) {
 	if !rf.sock.raw.q.push(rawPkt{b: append([]byte(nil), frame[4:]...), src: src}) {
 		rf.pending.sendFull++
+		return
 	}
+	l.handoff = true // pion's goroutine for this allocation may be ready to run now
 }
 
 // errNoLoop: the fast path could not start its relay loops.

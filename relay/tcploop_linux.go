@@ -51,6 +51,8 @@ type loopStream struct {
 	loop *relayLoop
 	id   uint32 // key in loop.socks
 
+	readied bool // the loop signalled pion's reader since it last looked; owned by the loop
+
 	mu     sync.RWMutex // read-held by the loop while it uses fd; close write-holds it
 	closed bool
 	done   chan struct{}
@@ -239,6 +241,7 @@ func (st *loopStream) push(frame []byte) bool {
 	st.q = append(st.q, append([]byte(nil), frame...))
 	st.qmu.Unlock()
 	st.signal()
+	st.readied = true // pion's reader may be ready to run: no raw wait now (rawwait_linux.go)
 	return true
 }
 
@@ -249,6 +252,7 @@ func (st *loopStream) end(err error) {
 	st.qerr = err
 	st.qmu.Unlock()
 	st.signal()
+	st.readied = true
 }
 
 func (st *loopStream) signal() {
