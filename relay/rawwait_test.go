@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/stun/v4"
 	"golang.org/x/sys/unix"
 )
 
@@ -189,5 +190,110 @@ func awaitLoopsParked(t *testing.T, want int) {
 			t.Fatalf("%d of %d relay loops parked in Go's poller", parked, want)
 		}
 		runtime.Gosched()
+	}
+}
+
+// withRawWaitMaxRate sets rawWaitMaxRate for one test.
+func withRawWaitMaxRate(t *testing.T, rate int64) {
+	t.Helper()
+	before := rawWaitMaxRate.Load()
+	t.Cleanup(func() { rawWaitMaxRate.Store(before) })
+	rawWaitMaxRate.Store(rate)
+}
+
+// A wake-up that handed a datagram to pion (here a Refresh through the
+// listener socket) readied pion's reader on the loop's P: the loop parks
+// in Go's poller, which runs it, instead of waiting raw; the next
+// wake-up that hands nothing off waits raw again.
+func TestRelayLoopRawWaitSkippedAfterHandoff(t *testing.T) {
+	r := rawWaitRig(t, int64(10*time.Minute/time.Millisecond), 2)
+	withRawWaitMaxRate(t, 1<<40) // the light-load gate stays open
+	const ch = 0x4014
+	r.bind(ch)
+	r.roundTrip(ch, 100)
+	fp := r.srv.fast
+	l := fp.loops[0]
+	awaitRawBlocked(t, l)
+	handed, waits := l.rawHanded.Load(), l.rawWaits.Load()
+
+	if code := errorCode(t, r.cl.do(stun.MethodRefresh, lifetime(5*time.Minute))); code != 0 {
+		t.Fatalf("refresh: %d", code)
+	}
+	awaitLoopsParked(t, len(fp.loops))
+	if got := l.rawHanded.Load(); got != handed+1 {
+		t.Errorf("%d raw waits skipped for a hand-off after the Refresh, want %d", got-handed, 1)
+	}
+	if got := l.rawWaits.Load(); got != waits {
+		t.Errorf("the loop began %d raw waits after handing the Refresh to pion, want 0", got-waits)
+	}
+
+	r.roundTrip(ch, 200) // fast path only: wakes the parked loop through the gate
+	awaitRawBlocked(t, l)
+	if got := l.rawHanded.Load(); got != handed+1 {
+		t.Errorf("a round trip on the fast path counted as a hand-off (%d skipped)", got-handed)
+	}
+}
+
+// A loop whose last load window was past rawWaitMaxRate parks instead of
+// waiting raw (rate 0: any datagram in a window is too many).
+func TestRelayLoopRawWaitSkippedWhenBusy(t *testing.T) {
+	r := rawWaitRig(t, int64(10*time.Minute/time.Millisecond), 2)
+	withRawWaitMaxRate(t, 0)
+	const ch = 0x4015
+	r.bind(ch)
+	fp := r.srv.fast
+	l := fp.loops[0]
+	// A load window closes at the first wake-up 100 ms after it opened;
+	// round trips until one has (bounded in count and time).
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; l.rawBusy.Load() == 0; i++ {
+		if i == 100000 || time.Now().After(deadline) {
+			t.Fatalf("after %d round trips no raw wait was skipped for load (%d begun)", i, l.rawWaits.Load())
+		}
+		r.roundTrip(ch, 100)
+	}
+	awaitLoopsParked(t, len(fp.loops)) // it parked instead
+	r.roundTrip(ch, 200)               // and a parked busy loop still relays
+}
+
+// A light loop (the default rate, a few round trips) waits raw, and is
+// never counted busy.
+func TestRelayLoopRawWaitWhenLight(t *testing.T) {
+	r := rawWaitRig(t, int64(10*time.Minute/time.Millisecond), 2)
+	withRawWaitMaxRate(t, defaultRawWaitMaxRate)
+	const ch = 0x4016
+	r.bind(ch)
+	l := r.srv.fast.loops[0]
+	for range 3 {
+		r.roundTrip(ch, 100)
+	}
+	awaitRawBlocked(t, l)
+	if n := l.rawBusy.Load(); n != 0 {
+		t.Errorf("a loop relaying a few round trips skipped %d raw waits for load", n)
+	}
+}
+
+// heavyRate at the default threshold: 10 and 100 flows × 50 packets/s
+// (1,000 and 10,000 datagrams/s) are light, 500 flows (50,000) heavy.
+func TestHeavyRate(t *testing.T) {
+	withRawWaitMaxRate(t, defaultRawWaitMaxRate)
+	window := int64(100 * time.Millisecond)
+	for _, c := range []struct {
+		dgrams, ns int64
+		heavy      bool
+	}{
+		{0, window, false},
+		{100, window, false},                   // 1,000/s
+		{1000, window, false},                  // 10,000/s
+		{2000, window, false},                  // 20,000/s: at the threshold
+		{2001, window, true},                   // just past it
+		{5000, window, true},                   // 50,000/s
+		{50000, int64(time.Second), true},      // a long window at 50,000/s
+		{1000, int64(10 * time.Second), false}, // a long, nearly idle window
+		{1, 0, true},                           // an empty window with a datagram
+	} {
+		if got := heavyRate(c.dgrams, c.ns); got != c.heavy {
+			t.Errorf("heavyRate(%d datagrams, %v) = %v, want %v", c.dgrams, time.Duration(c.ns), got, c.heavy)
+		}
 	}
 }
