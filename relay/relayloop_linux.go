@@ -367,7 +367,8 @@ var afterDrain atomic.Pointer[func()]
 // a raw epoll_pwait for up to rawWaitTimeout (waitRaw, rawwait_linux.go,
 // which states the contract): only with GOMAXPROCS ≥ 2 and while the
 // loops are gathered, so it never holds the last P and never two loops
-// at once; a signal (GC, preemption) ends it with EINTR and the loop
+// at once, and only when it readied no goroutine since its last wait and
+// its last load window was light (rawWaitNow); a signal (GC, preemption) ends it with EINTR and the loop
 // yields to the runtime before it waits again; the wait is not busy
 // time; Go's poller sees the loop's set only through the gate, opened
 // just before serve returns false (its EPOLL_CTL_ADD reports a set that
