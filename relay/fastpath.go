@@ -55,7 +55,7 @@ type fastPath struct {
 	permTTL time.Duration
 
 	mu       sync.RWMutex
-	c2p      map[c2pKey]*binding
+	c2p      map[c2pIndex]*binding
 	relays   map[netip.AddrPort]*relayFast // by relay address as pion reports it
 	byClient map[clientKey]*relayFast      // by (listener address, client address)
 	streams  map[clientKey]*streamOut      // TCP/TLS clients' output paths, by (local, remote) address
@@ -79,6 +79,30 @@ type c2pKey struct {
 	client   netip.AddrPort
 	channel  uint16
 }
+
+// c2pIndex is a c2pKey as the table holds it: plain bytes, which the map
+// hashes and compares as one block. A netip.AddrPort holds a pointer (its
+// zone), so a key made of them is hashed and compared field by field: the
+// two lookups per relayed datagram took 3% of turnd's CPU at 500 flows
+// (docs/benchmarks.md, seventh pass). Addresses received are never zoned
+// (parseSockaddr) and are unmapped, so nothing that matched before is lost.
+type c2pIndex struct {
+	listener, client apKey
+	channel          uint16
+}
+
+func (k c2pKey) index() c2pIndex {
+	return c2pIndex{listener: apKeyOf(k.listener), client: apKeyOf(k.client), channel: k.channel}
+}
+
+// apKey is a netip.AddrPort as a map key of plain bytes (see c2pIndex);
+// an IPv4 address and its IPv4-mapped IPv6 form are one key.
+type apKey struct {
+	ip   [16]byte
+	port uint16
+}
+
+func apKeyOf(ap netip.AddrPort) apKey { return apKey{ip: ap.Addr().As16(), port: ap.Port()} }
 
 type clientKey struct{ listener, client netip.AddrPort }
 
@@ -133,7 +157,7 @@ func newFastPath(s *Server) *fastPath {
 		enabled:  fastPathSupported && !s.cfg.DisableFastPath,
 		chanTTL:  s.cfg.ChannelLifetime,
 		permTTL:  s.cfg.PermissionLifetime,
-		c2p:      map[c2pKey]*binding{},
+		c2p:      map[c2pIndex]*binding{},
 		relays:   map[netip.AddrPort]*relayFast{},
 		byClient: map[clientKey]*relayFast{},
 		streams:  map[clientKey]*streamOut{},
@@ -189,7 +213,7 @@ func (fp *fastPath) relay(a net.Addr) *relayFast {
 
 func (fp *fastPath) lookup(k c2pKey) *binding {
 	fp.mu.RLock()
-	b := fp.c2p[k]
+	b := fp.c2p[k.index()]
 	fp.mu.RUnlock()
 	return b
 }

@@ -30,7 +30,7 @@ type relayFast struct {
 	client     netip.AddrPort
 	clientSA   sockaddr // client, in the listener socket's family
 	attached   bool
-	byPeer     map[netip.AddrPort]*binding
+	byPeer     map[apKey]*binding
 	perms      map[netip.Addr]int64 // live permissions → deadline
 	allocDL    int64
 	closed     bool
@@ -66,7 +66,7 @@ func (fp *fastPath) newRelay(c *relayPacketConn, listener *serverPacketConn, adv
 	rf := &relayFast{
 		fp: fp, conn: c, sock: sock, key: unmapAP(adv),
 		bound: unmapAP(toAddrPort(c.LocalAddr())), listener: listener, bw: c.bw,
-		byPeer: map[netip.AddrPort]*binding{}, perms: map[netip.Addr]int64{},
+		byPeer: map[apKey]*binding{}, perms: map[netip.Addr]int64{},
 		allocDL: monoNow() + int64(fp.s.cfg.AllocationLifetime+deadlineSlack),
 		snd:     newNBSender(),
 	}
@@ -155,7 +155,7 @@ func (rf *relayFast) refreshPermission(ip netip.Addr, deadline int64) {
 
 func (rf *relayFast) refreshChannel(peer netip.AddrPort, ch uint16, deadline int64) {
 	rf.mu.Lock()
-	b := rf.byPeer[peer]
+	b := rf.byPeer[apKeyOf(peer)]
 	if b == nil || b.channel != ch {
 		rf.mu.Unlock()
 		return
@@ -195,10 +195,10 @@ func (rf *relayFast) addBinding(peer netip.AddrPort, ch uint16) {
 	b.permDL, b.permOK = rf.perms[peer.Addr()]
 	b.polOK = fp.s.policy.Load().checkAddrPort(peer, protoUDP) == ""
 	b.recompute()
-	rf.byPeer[peer] = b
+	rf.byPeer[apKeyOf(peer)] = b
 	rf.mu.Unlock()
 	fp.mu.Lock()
-	fp.c2p[b.key] = b
+	fp.c2p[b.key.index()] = b
 	fp.mu.Unlock()
 	fp.s.metrics.fastBindings.Inc()
 	fp.notify(bindingAdded, b)
@@ -206,12 +206,12 @@ func (rf *relayFast) addBinding(peer netip.AddrPort, ch uint16) {
 
 func (rf *relayFast) removeBinding(peer netip.AddrPort, ch uint16) {
 	rf.mu.Lock()
-	b := rf.byPeer[peer]
+	b := rf.byPeer[apKeyOf(peer)]
 	if b == nil || b.channel != ch {
 		rf.mu.Unlock()
 		return
 	}
-	delete(rf.byPeer, peer)
+	delete(rf.byPeer, apKeyOf(peer))
 	b.removed = true
 	b.until.Store(0)
 	rf.mu.Unlock()
@@ -221,8 +221,8 @@ func (rf *relayFast) removeBinding(peer netip.AddrPort, ch uint16) {
 // drop removes b from the client→peer table and tells the observer.
 func (fp *fastPath) drop(b *binding) {
 	fp.mu.Lock()
-	if fp.c2p[b.key] == b {
-		delete(fp.c2p, b.key)
+	if k := b.key.index(); fp.c2p[k] == b {
+		delete(fp.c2p, k)
 	}
 	fp.mu.Unlock()
 	fp.s.metrics.fastBindings.Dec()
@@ -257,7 +257,7 @@ func (rf *relayFast) close() {
 		b.until.Store(0)
 		bs = append(bs, b)
 	}
-	rf.byPeer = map[netip.AddrPort]*binding{}
+	rf.byPeer = map[apKey]*binding{}
 	rf.perms = map[netip.Addr]int64{}
 	attached, key := rf.attached, clientKey{rf.listenAddr, rf.client}
 	rf.mu.Unlock()
@@ -313,7 +313,7 @@ func (rf *relayFast) readFrom(p []byte) (int, net.Addr, error) {
 func (rf *relayFast) lookupPeer(src netip.AddrPort) *binding {
 	rf.mu.RLock()
 	defer rf.mu.RUnlock()
-	return rf.byPeer[src]
+	return rf.byPeer[apKeyOf(src)]
 }
 
 // handle decides one peer datagram (payload at frame[4:]): on a live
@@ -330,7 +330,7 @@ func (rf *relayFast) handle(frame []byte, src netip.AddrPort) bool {
 func (rf *relayFast) handleAt(now int64, frame []byte, src netip.AddrPort) bool {
 	n := len(frame) - 4
 	rf.mu.RLock()
-	b := rf.byPeer[src]
+	b := rf.byPeer[apKeyOf(src)]
 	// A binding's until is 0 without a live permission for its peer
 	// (permit and revoke update both under rf.mu), so a live binding
 	// proves the permission and the lookup in perms is left for misses.

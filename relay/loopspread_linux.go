@@ -201,7 +201,7 @@ func (ld *loopLoad) past(over bool, n int) bool {
 // that loop; moving is scratch space, returned for reuse.
 func (l *relayLoop) rebalance(moving []loopSock) []loopSock {
 	l.mu.Lock()
-	for _, ls := range l.socks {
+	for ls := range l.socks.all() {
 		if ls.st != nil {
 			continue // a TCP client's stream stays on the loop that took it
 		}

@@ -42,7 +42,7 @@ type rawUDP struct {
 	done    chan struct{}
 	q       pionQueue  // datagrams for pion
 	loop    *relayLoop // the loop that reads it; changes under mu (loopspread_linux.go)
-	id      uint32     // key in loop.socks
+	key     sockKey    // in loop.socks
 	slot    uint32     // picks its loop while the loops are spread (loopFor)
 	adopted bool       // a listener socket the loops read (adoptListeners)
 }
@@ -187,8 +187,7 @@ type relayLoop struct {
 	rawBusy    atomic.Int64 // raw waits skipped: the loop's last window was busy (tests)
 
 	mu     sync.Mutex
-	socks  map[uint32]loopSock
-	next   uint32
+	socks  sockTable
 	closed bool // close was called: no epoll_ctl (epfd closes after the loop ends)
 
 	load loopLoad // how busy it is, and moving sockets between loops
@@ -210,9 +209,6 @@ type relayLoop struct {
 	p2c     counts // the drained relay sockets' tallies, added to Prometheus once per batch
 }
 
-// wakeID is the epoll key of the eventfd; socket ids start at 1.
-const wakeID = 0
-
 func newRelayLoop(fp *fastPath, idx int) (*relayLoop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
@@ -223,9 +219,7 @@ func newRelayLoop(fp *fastPath, idx int) (*relayLoop, error) {
 		unix.Close(epfd)
 		return nil, fmt.Errorf("relay loop: %w", err)
 	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN}
-	*(*uint32)(unsafe.Pointer(&ev.Fd)) = wakeID
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, wakeKey.event(unix.EPOLLIN)); err != nil {
 		unix.Close(efd)
 		unix.Close(epfd)
 		return nil, fmt.Errorf("relay loop: %w", err)
@@ -247,7 +241,7 @@ func newRelayLoop(fp *fastPath, idx int) (*relayLoop, error) {
 		}
 		return nil, fmt.Errorf("relay loop: %w", err)
 	}
-	l := &relayLoop{fp: fp, idx: idx, epfd: epfd, gate: gate, epf: epf, wait: wait, efd: efd, socks: map[uint32]loopSock{},
+	l := &relayLoop{fp: fp, idx: idx, epfd: epfd, gate: gate, epf: epf, wait: wait, efd: efd,
 		events: make([]unix.EpollEvent, 128)}
 	l.serveFn = l.serve
 	// One backing array: its pages only become resident as datagrams
@@ -291,18 +285,11 @@ func (l *relayLoop) register(c *rawUDP, ls loopSock) error {
 		l.mu.Unlock()
 		return errNoLoop
 	}
-	l.next++
-	for l.socks[l.next] != (loopSock{}) || l.next == wakeID {
-		l.next++
-	}
-	id := l.next
-	l.socks[id] = ls
-	c.loop, c.id = l, id
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLET}
-	*(*uint32)(unsafe.Pointer(&ev.Fd)) = id
-	err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, c.fd, &ev)
+	k := l.socks.add(ls)
+	c.loop, c.key = l, k
+	err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, c.fd, k.event(unix.EPOLLIN|unix.EPOLLET))
 	if err != nil {
-		delete(l.socks, id)
+		l.socks.remove(k)
 		c.loop = nil
 	}
 	l.mu.Unlock()
@@ -318,7 +305,7 @@ func (l *relayLoop) remove(c *rawUDP) {
 	if !l.closed {
 		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
 	}
-	delete(l.socks, c.id)
+	l.socks.remove(c.key)
 	l.mu.Unlock()
 }
 
@@ -437,12 +424,12 @@ func (l *relayLoop) stop(err error) bool {
 // handle serves the first n of l.events; true when close was asked for.
 func (l *relayLoop) handle(n int) (closing bool) {
 	for i := 0; i < n; i++ {
-		id := *(*uint32)(unsafe.Pointer(&l.events[i].Fd))
-		if id == wakeID {
+		k := keyOf(&l.events[i])
+		if k == wakeKey {
 			return true
 		}
 		l.mu.Lock()
-		ls := l.socks[id]
+		ls := l.socks.get(k) // zero: removed since this epoll_wait
 		l.mu.Unlock()
 		switch {
 		case ls.rf != nil:

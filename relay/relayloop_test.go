@@ -46,7 +46,7 @@ func TestRelayLoopsReadListeners(t *testing.T) {
 		listeners, relays := map[*relayLoop]int{}, 0
 		for _, l := range fp.loops {
 			l.mu.Lock()
-			for _, ls := range l.socks {
+			for ls := range l.socks.all() {
 				want := fp.loops[0]
 				if spread {
 					want = fp.loops[ls.raw().slot%uint32(len(fp.loops))]

@@ -9,7 +9,6 @@ import (
 	"os"
 	"sync"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -49,7 +48,7 @@ type loopStream struct {
 	fc   *framedConn
 	fd   int
 	loop *relayLoop
-	id   uint32 // key in loop.socks
+	key  sockKey // in loop.socks
 
 	readied bool // the loop signalled pion's reader since it last looked; owned by the loop
 
@@ -126,24 +125,17 @@ func (l *relayLoop) addStream(st *loopStream) error {
 	if l.closed {
 		return errNoLoop
 	}
-	l.next++
-	for l.socks[l.next] != (loopSock{}) || l.next == wakeID {
-		l.next++
-	}
-	st.loop, st.id = l, l.next
-	l.socks[st.id] = loopSock{st: st}
+	st.loop, st.key = l, l.socks.add(loopSock{st: st})
 	// Registering reports data that is already waiting.
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, st.fd, st.event(0)); err != nil {
-		delete(l.socks, st.id)
+		l.socks.remove(st.key)
 		return fmt.Errorf("relay loop: %w", err)
 	}
 	return nil
 }
 
 func (st *loopStream) event(extra uint32) *unix.EpollEvent {
-	ev := &unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET | extra}
-	*(*uint32)(unsafe.Pointer(&ev.Fd)) = st.id
-	return ev
+	return st.key.event(unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLET | extra)
 }
 
 // drain reads the socket until it is empty (edge-triggered), forwarding
@@ -314,7 +306,7 @@ func (st *loopStream) pop(deadline time.Time) ([]byte, error) {
 func (l *relayLoop) endStreams() {
 	l.mu.Lock()
 	var sts []*loopStream
-	for _, ls := range l.socks {
+	for ls := range l.socks.all() {
 		if ls.st != nil {
 			sts = append(sts, ls.st)
 		}
@@ -369,7 +361,7 @@ func (st *loopStream) close() {
 	if !l.closed {
 		_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, st.fd, nil)
 	}
-	delete(l.socks, st.id)
+	l.socks.remove(st.key)
 	l.mu.Unlock()
 	st.fc.output.close() // no write reaches the descriptor after this
 	unix.Close(st.fd)

@@ -15,7 +15,7 @@ func loopStreams(srv *Server) int {
 	n := 0
 	for _, l := range srv.fast.loops {
 		l.mu.Lock()
-		for _, ls := range l.socks {
+		for ls := range l.socks.all() {
 			if ls.st != nil {
 				n++
 			}

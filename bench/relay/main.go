@@ -30,6 +30,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -56,6 +57,7 @@ func main() {
 	turndEnv := flag.String("turnd-env", "", "extra turnd environment, space-separated KEY=VALUE (experiments)")
 	altArgs := flag.String("alt-args", "", "server \"turnd-alt\" (add it to -servers): turnd with these extra flags")
 	altEnv := flag.String("alt-env", "", "server \"turnd-alt\": turnd with this extra environment")
+	concurrent := flag.Bool("concurrent", false, "uclient phases: load every server at once, each with its own uclient processes (one shared echo peer), so that the machine's slow spells fall on all of them alike; for light loads, where the servers do not compete for the CPUs")
 	altBin := flag.String("alt-turnd", "", "server \"turnd-alt\" (run.sh phases and -satload): this turnd binary (default -turnd), for an old/new A/B in one run")
 	flag.Parse()
 
@@ -169,13 +171,22 @@ func main() {
 				order = slices.Clone(kinds)
 				slices.Reverse(order)
 			}
-			for _, k := range order {
-				srv, err := startServer(k)
-				if err != nil {
-					fatal(err)
+			var done []ranPhase
+			if *concurrent && strings.HasPrefix(ph.name, "uclient") {
+				done = runConcurrently(order, ph)
+			} else {
+				for _, k := range order {
+					srv, err := startServer(k)
+					if err != nil {
+						fatal(err)
+					}
+					res, err := ph.run(srv)
+					srv.stop()
+					done = append(done, ranPhase{k, res, err})
 				}
-				res, err := ph.run(srv)
-				srv.stop()
+			}
+			for _, d := range done {
+				k, res, err := d.kind, d.res, d.err
 				if err != nil {
 					fmt.Fprintf(os.Stderr, "round %d %s %s: %v\n", r+1, ph.name, k.name, err)
 					continue
@@ -195,6 +206,45 @@ func main() {
 		names = append(names, ph.name)
 	}
 	report(os.Stdout, results, names, *pps, *size, *rounds)
+}
+
+// ranPhase is one server's result of one phase.
+type ranPhase struct {
+	kind serverKind
+	res  any
+	err  error
+}
+
+// runConcurrently starts every server, runs the phase against all of them
+// at once and stops them: their CPU windows overlap, so a slow spell of the
+// machine (docs/benchmarks.md, "The periodic stall") lands on each.
+func runConcurrently(kinds []serverKind, ph phase) []ranPhase {
+	done := make([]ranPhase, len(kinds))
+	var srvs []*server
+	for i, k := range kinds {
+		srv, err := startServer(k)
+		if err != nil {
+			for _, s := range srvs {
+				s.stop()
+			}
+			fatal(err)
+		}
+		srvs = append(srvs, srv)
+		done[i].kind = k
+	}
+	var wg sync.WaitGroup
+	for i, srv := range srvs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			done[i].res, done[i].err = ph.run(srv)
+		}()
+	}
+	wg.Wait()
+	for _, s := range srvs {
+		s.stop()
+	}
+	return done
 }
 
 func withName(k serverKind, name string) serverKind {
