@@ -171,25 +171,11 @@ func main() {
 				order = slices.Clone(kinds)
 				slices.Reverse(order)
 			}
-			var done []ranPhase
-			if *concurrent && strings.HasPrefix(ph.name, "uclient") {
-				done = runConcurrently(order, ph)
-			} else {
-				for _, k := range order {
-					srv, err := startServer(k)
-					if err != nil {
-						fatal(err)
-					}
-					res, err := ph.run(srv)
-					srv.stop()
-					done = append(done, ranPhase{k, res, err})
-				}
-			}
-			for _, d := range done {
+			record := func(d ranPhase) {
 				k, res, err := d.kind, d.res, d.err
 				if err != nil {
 					fmt.Fprintf(os.Stderr, "round %d %s %s: %v\n", r+1, ph.name, k.name, err)
-					continue
+					return
 				}
 				if results[ph.name] == nil {
 					results[ph.name] = map[string][]any{}
@@ -198,6 +184,21 @@ func main() {
 				line, _ := json.Marshal(map[string]any{"round": r + 1, "phase": ph.name, "server": k.name, "result": res})
 				fmt.Fprintln(rawW, string(line))
 				fmt.Fprintf(os.Stderr, "[%4.0fs] round %d %-11s %-6s %s\n", time.Since(started).Seconds(), r+1, ph.name, k.name, brief(res))
+			}
+			if *concurrent && strings.HasPrefix(ph.name, "uclient") {
+				for _, d := range runConcurrently(order, ph) {
+					record(d)
+				}
+				continue
+			}
+			for _, k := range order {
+				srv, err := startServer(k)
+				if err != nil {
+					fatal(err)
+				}
+				res, err := ph.run(srv)
+				srv.stop()
+				record(ranPhase{k, res, err})
 			}
 		}
 	}
