@@ -117,6 +117,35 @@ func init() {
 	rawWaitMaxRate.Store(rate)
 }
 
+// rawWaitLightWindows is how many load windows in a row (100 ms each)
+// must be light before the loop waits raw again after a heavy one. One
+// light window is not enough: a loaded relay that the machine stalls for
+// a few tens of ms reads little in that window, and a raw wait then would
+// begin exactly when a backlog builds. During such a spell the gated wait
+// lost datagrams at 500 flows in 4 of 32 rounds where the build without
+// raw waits lost none (docs/benchmarks.md, eighth pass).
+const rawWaitLightWindows = 10
+
+// lightStreak counts a loop's light load windows in a row. A new loop
+// counts as light (it has seen no load).
+type lightStreak struct {
+	heavySeen bool
+	n         int
+}
+
+// window records a closed load window.
+func (s *lightStreak) window(heavy bool) {
+	switch {
+	case heavy:
+		s.heavySeen, s.n = true, 0
+	case s.n < rawWaitLightWindows:
+		s.n++
+	}
+}
+
+// light reports whether the loop may wait raw as far as load goes.
+func (s *lightStreak) light() bool { return !s.heavySeen || s.n >= rawWaitLightWindows }
+
 // heavyRate reports whether dgrams datagrams in a window of ns
 // nanoseconds exceed rawWaitMaxRate.
 func heavyRate(dgrams, ns int64) bool {
@@ -153,7 +182,7 @@ func (l *relayLoop) rawWaitNow() bool {
 	case handed:
 		l.rawHanded.Add(1)
 		return false
-	case l.heavy:
+	case !l.light.light():
 		l.rawBusy.Add(1)
 		return false
 	}

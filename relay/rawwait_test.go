@@ -297,3 +297,29 @@ func TestHeavyRate(t *testing.T) {
 		}
 	}
 }
+
+// After a heavy load window the loop waits raw again only once
+// rawWaitLightWindows light windows in a row have passed; a new loop is
+// light.
+func TestLightStreak(t *testing.T) {
+	var s lightStreak
+	if !s.light() {
+		t.Fatal("a new loop is not light")
+	}
+	s.window(false)
+	s.window(true)
+	for i := 0; i < rawWaitLightWindows; i++ {
+		if s.light() {
+			t.Fatalf("light after a heavy window and %d light ones, want %d", i, rawWaitLightWindows)
+		}
+		s.window(false)
+	}
+	if !s.light() {
+		t.Fatalf("not light after %d light windows", rawWaitLightWindows)
+	}
+	s.window(false) // the count saturates; one heavy window still resets it
+	s.window(true)
+	if s.light() {
+		t.Error("light right after a heavy window")
+	}
+}

@@ -197,7 +197,7 @@ type relayLoop struct {
 	ended   bool               // serve saw the eventfd or a failed epoll_wait
 	gated   bool               // epfd is in gate: Go's poller wakes the loop
 	handoff bool               // since the last wait the loop may have readied a goroutine (rawwait_linux.go)
-	heavy   bool               // the last load window's datagram rate was past rawWaitMaxRate
+	light   lightStreak        // light load windows in a row (rawwait_linux.go)
 	now     int64              // monoNow at the current batch's epoll_wait
 	events  []unix.EpollEvent
 	hdrs    [loopSlots]unix.Mmsghdr // one recvmmsg, aimed at ring[used:]
