@@ -121,9 +121,10 @@ func init() {
 // must be light before the loop waits raw again after a heavy one. One
 // light window is not enough: a loaded relay that the machine stalls for
 // a few tens of ms reads little in that window, and a raw wait then would
-// begin exactly when a backlog builds. During such a spell the gated wait
-// lost datagrams at 500 flows in 4 of 32 rounds where the build without
-// raw waits lost none (docs/benchmarks.md, eighth pass).
+// begin exactly when a backlog builds. During one such spell the build
+// with the one-window gate lost datagrams at 500 flows in 4 of 33 rounds,
+// builds without raw waits none beyond 50 datagrams; that the raw wait
+// caused it is not shown (docs/benchmarks.md, eighth pass).
 const rawWaitLightWindows = 10
 
 // lightStreak counts a loop's light load windows in a row. A new loop
