@@ -61,9 +61,9 @@ import (
 //     until the wait ends, or, under steady traffic, until sysmon
 //     preempts the loop. So a loop that may have readied one since its
 //     last wait (l.handoff) parks in Go's poller instead, which runs it.
-//   - Raw waits are for a lightly loaded relay: the loop whose last load
-//     window (100 ms) read more than rawWaitMaxRate datagrams a second
-//     parks, as without raw waits. At 500 flows × 50 packets/s (50,000
+//   - Raw waits are for a lightly loaded relay: a loop one of whose last
+//     rawWaitLightWindows load windows (100 ms each) read more than
+//     rawWaitMaxRate datagrams a second parks, as without raw waits. At 500 flows × 50 packets/s (50,000
 //     datagrams/s) the ungated raw wait lost datagrams and had a p99.9 of
 //     62-578 ms (docs/benchmarks.md, sixth pass).
 //
@@ -171,8 +171,8 @@ func (l *relayLoop) mayWaitRaw() bool {
 }
 
 // rawWaitNow reports whether the wait that follows may be raw: mayWaitRaw,
-// the loop readied no goroutine since its last wait, and its last load
-// window was light. It clears l.handoff: the loop parks, and the P runs
+// the loop readied no goroutine since its last wait, and its load has
+// been light (lightStreak). It clears l.handoff: the loop parks, and the P runs
 // what the loop readied.
 func (l *relayLoop) rawWaitNow() bool {
 	handed := l.handoff
