@@ -70,7 +70,7 @@ import (
 // Raw waits are OFF by default, an experiment behind an environment
 // switch: with them on, the soak's TCP client (turnutils_uclient -t, next
 // to the soak's attacks) had its connection closed by the server ("recv:
-// Success") in 2 of about 8 runs, without them in none of 10, and why is
+// Success") in 2 of about 8 runs, without them in none of 15, and why is
 // not known yet (docs/benchmarks.md, eighth pass). Until that is
 // understood turnd parks its loops in Go's poller as before; the tests
 // below turn raw waits on for themselves.

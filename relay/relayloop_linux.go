@@ -350,7 +350,8 @@ var afterDrain atomic.Pointer[func()]
 // the answer in the same wake-up, where parking would pay a second one
 // (docs/benchmarks.md, fourth pass).
 //
-// Before it parks, the first loop may block in its own epoll set through
+// When raw waits are on (they are off by default: rawwait_linux.go),
+// before it parks, the first loop may block in its own epoll set through
 // a raw epoll_pwait for up to rawWaitTimeout (waitRaw, rawwait_linux.go,
 // which states the contract): only with GOMAXPROCS ≥ 2 and while the
 // loops are gathered, so it never holds the last P and never two loops

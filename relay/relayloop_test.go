@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net"
 	"runtime"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -165,33 +164,15 @@ func TestRelayLoopsOneProc(t *testing.T) {
 }
 
 // An idle loop waits parked in Go's poller (goroutine state "IO wait"), not
-// in a system call that would hold a thread and a P: the first loop's raw
-// wait (rawwait_linux.go) ends after rawWaitTimeout, even when stopping
-// the world for runtime.Stack interrupts it again and again.
+// in a system call that would hold a thread and a P. Raw waits
+// (rawwait_linux.go) are off by default; when on, the first loop's raw
+// wait ends after rawWaitTimeout, even when stopping the world for
+// runtime.Stack interrupts it again and again.
 func TestRelayLoopsParkInPoller(t *testing.T) {
 	r := newFPRig(t, nil)
 	r.bind(0x4003)
 	r.roundTrip(0x4003, 10)
-	want := len(r.srv.fast.loops)
-	buf := make([]byte, 1<<20)
-	var parked int
-	// The loops park as soon as their sockets are empty; give a busy
-	// machine a bounded number of looks.
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		stacks := string(buf[:runtime.Stack(buf, true)])
-		parked = 0
-		for _, g := range strings.Split(stacks, "\n\n") {
-			if strings.Contains(g, "(*relayLoop).run(") && strings.Contains(g, "[IO wait") {
-				parked++
-			}
-		}
-		if parked == want {
-			return
-		}
-		runtime.Gosched()
-	}
-	t.Fatalf("%d of %d relay loops parked in Go's poller", parked, want)
+	awaitLoopsParked(t, len(r.srv.fast.loops)) // rawwait_test.go
 }
 
 // clientOnSlot returns a rig on r's server and peer with a client of its
