@@ -7,12 +7,15 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/pion/stun/v4"
 	"github.com/pion/turn/v5"
 	"github.com/pion/webrtc/v4"
@@ -279,9 +282,10 @@ var (
 )
 
 // uclientRuns runs coturn's turnutils_uclient over TCP (two allocations,
-// channels, 20 packets a second for 5 s) every 30 s: no packet may be lost.
-func uclientRuns(ctx context.Context, st *stats, bin string, port int, peer *net.UDPAddr) {
-	for ctx.Err() == nil {
+// channels, 20 packets a second for 5 s), pausing every between runs: no
+// packet may be lost. A failed run's whole output is kept in logDir.
+func uclientRuns(ctx context.Context, st *stats, bin string, port int, peer *net.UDPAddr, every time.Duration, logDir string) {
+	for run := 1; ctx.Err() == nil; run++ {
 		c := cred("uclient")
 		rctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		cmd := exec.CommandContext(rctx, bin, "-t", "-c", "-m", "2", "-n", "100", "-l", "400", "-z", "50",
@@ -294,7 +298,9 @@ func uclientRuns(ctx context.Context, st *stats, bin string, port int, peer *net
 		}
 		switch lost := reLost.FindSubmatch(out); {
 		case err != nil || lost == nil || reSent.Find(out) == nil:
-			st.fail(&st.uclientErrs, fmt.Errorf("uclient: %v: %s", err, lastLines(out, 12)))
+			kept := filepath.Join(logDir, fmt.Sprintf("uclient-%d-%s.log", run, time.Now().UTC().Format("150405.000")))
+			_ = os.WriteFile(kept, out, 0o644)
+			st.fail(&st.uclientErrs, fmt.Errorf("uclient: %v: %s (whole output: %s)", err, lastLines(out, 12), kept))
 		default:
 			st.uclientRuns.Add(1)
 			if n, _ := strconv.Atoi(string(lost[1])); n > 0 {
@@ -302,7 +308,7 @@ func uclientRuns(ctx context.Context, st *stats, bin string, port int, peer *net
 				st.fail(&st.uclientErrs, fmt.Errorf("uclient lost %d packets", n))
 			}
 		}
-		sleepCtx(ctx, 30*time.Second)
+		sleepCtx(ctx, every)
 	}
 }
 
@@ -317,6 +323,15 @@ func lastLines(b []byte, n int) string {
 
 // attacks sends one attack every 1/rate seconds, round robin; each opens
 // at most one connection with a deadline.
+//
+// Every attack comes from attackerIP, not from the legitimate clients'
+// 127.0.0.1: turnd limits unauthenticated requests per source address, and
+// an attacker sharing the clients' address would drain their allowance
+// too. Over UDP a client retransmits what the limiter dropped; over TCP it
+// does not, so a turnutils_uclient -t run that began just after the
+// unauthenticated flood had its first Allocate dropped and was closed by
+// the first-frame deadline ("recv: Success"). The soak checks that an
+// attacker does not hurt other clients, so the attacker is another host.
 func attacks(ctx context.Context, st *stats, rate float64, turnAddr, hubURL string) {
 	if rate <= 0 {
 		return
@@ -339,8 +354,12 @@ func attacks(ctx context.Context, st *stats, rate float64, turnAddr, hubURL stri
 	}
 }
 
+// attackerIP is the attacks' source address: on Linux all of 127.0.0.0/8
+// reaches the loopback listeners.
+var attackerIP = net.IPv4(127, 0, 0, 2)
+
 func dialTurn(ctx context.Context, addr string) (net.Conn, error) {
-	var d net.Dialer
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: attackerIP}}
 	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
@@ -349,6 +368,15 @@ func dialTurn(ctx context.Context, addr string) (net.Conn, error) {
 		_ = c.SetDeadline(dl)
 	}
 	return c, nil
+}
+
+// dialAttackUDP is a UDP socket from attackerIP connected to addr.
+func dialAttackUDP(addr string) (*net.UDPConn, error) {
+	ra, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return net.DialUDP("udp", &net.UDPAddr{IP: attackerIP}, ra)
 }
 
 // attackOversize sends a STUN header announcing length plus a 64 KiB body
@@ -405,7 +433,7 @@ func attackChannelDataIdle(ctx context.Context, addr, _ string) error {
 
 // attackUnauthFlood sends 200 unauthenticated Allocates over UDP.
 func attackUnauthFlood(_ context.Context, addr, _ string) error {
-	c, err := net.Dial("udp", addr)
+	c, err := dialAttackUDP(addr)
 	if err != nil {
 		return err
 	}
@@ -420,7 +448,7 @@ func attackUnauthFlood(_ context.Context, addr, _ string) error {
 
 // attackWrongPassword tries a REST username with a wrong password.
 func attackWrongPassword(_ context.Context, addr, _ string) error {
-	c, err := net.ListenPacket("udp4", "127.0.0.1:0")
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: attackerIP})
 	if err != nil {
 		return err
 	}
@@ -442,7 +470,7 @@ func attackWrongPassword(_ context.Context, addr, _ string) error {
 // asks for an RFC 6062 Connect (answered 403 at once, never dialled inside
 // the UDP read loop).
 func attackConnectOverUDP(_ context.Context, addr, _ string) error {
-	c, err := net.Dial("udp", addr)
+	c, err := dialAttackUDP(addr)
 	if err != nil {
 		return err
 	}
@@ -493,7 +521,9 @@ func (p peerAttr) AddTo(m *stun.Message) error { return p.a.AddToAs(m, stun.Attr
 
 // attackHubOversize sends the hub a message over its size limit.
 func attackHubOversize(ctx context.Context, _, hubURL string) error {
-	cl, err := signaling.Dial(ctx, "ws"+strings.TrimPrefix(hubURL, "http")+"/ws")
+	d := *websocket.DefaultDialer
+	d.NetDialContext = (&net.Dialer{LocalAddr: &net.TCPAddr{IP: attackerIP}}).DialContext
+	cl, err := signaling.Dial(ctx, "ws"+strings.TrimPrefix(hubURL, "http")+"/ws", signaling.WithDialer(&d))
 	if err != nil {
 		return err
 	}

@@ -45,6 +45,8 @@ type options struct {
 	duration, sample       time.Duration
 	flows, pairs           int
 	attackRate             float64
+	uclientEvery           time.Duration
+	turndLogLevel          string
 }
 
 func main() {
@@ -57,6 +59,8 @@ func main() {
 	flag.IntVar(&o.flows, "flows", 8, "pion/turn echo flows (half UDP, half TCP)")
 	flag.IntVar(&o.pairs, "pairs", 2, "pion/webrtc data-channel pairs")
 	flag.Float64Var(&o.attackRate, "attack-rate", 4, "attack attempts per second")
+	flag.DurationVar(&o.uclientEvery, "uclient-every", 30*time.Second, "pause between turnutils_uclient runs")
+	flag.StringVar(&o.turndLogLevel, "turnd-log-level", "warn", "turnd's --log-level (its log is in the soak's log directory)")
 	flag.Parse()
 	if o.turnd == "" || o.signal == "" {
 		fmt.Fprintln(os.Stderr, "soak: -turnd and -signal are required")
@@ -109,7 +113,7 @@ func run(ctx context.Context, o options) error {
 	turnd.probes = []string{"http://" + turnd.admin + "/healthz", "http://" + turnd.admin + "/readyz"}
 	turnd.cmd = exec.Command(o.turnd, "--listening-ip", "127.0.0.1", "--listening-port", strconv.Itoa(turnPort),
 		"--static-auth-secret", secret, "--allow-loopback-peers", "--admin-listen", turnd.admin,
-		"--min-port", "40000", "--max-port", "48999", "--udp-sockets", "2", "--log-level", "warn")
+		"--min-port", "40000", "--max-port", "48999", "--udp-sockets", "2", "--log-level", o.turndLogLevel)
 	hub := &proc{name: "signal", admin: fmt.Sprintf("127.0.0.1:%d", hubAdmin)}
 	hubURL := fmt.Sprintf("http://127.0.0.1:%d", hubPort)
 	hub.probes = []string{hubURL + "/healthz", "http://" + hub.admin + "/healthz"}
@@ -168,7 +172,7 @@ func run(ctx context.Context, o options) error {
 	spawn(func() { attacks(ctx, st, o.attackRate, turnAddr, hubURL) })
 	if o.uclient != "" {
 		if bin, err := exec.LookPath(o.uclient); err == nil {
-			spawn(func() { uclientRuns(ctx, st, bin, turnPort, echo.LocalAddr().(*net.UDPAddr)) })
+			spawn(func() { uclientRuns(ctx, st, bin, turnPort, echo.LocalAddr().(*net.UDPAddr), o.uclientEvery, logDir) })
 		} else {
 			fmt.Println("soak: note: turnutils_uclient not found (Debian coturn); uclient flows skipped")
 		}
