@@ -116,6 +116,14 @@ type Config struct {
 	// carries every packet (for A/B measurements and as an escape hatch).
 	// Permissions, policy and limits apply either way.
 	DisableFastPath bool
+	// RawWait is how long the first relay loop may keep its thread blocked
+	// in its own epoll set, outside Go's scheduler, for the next datagram
+	// before it parks in Go's poller. At light load this spares each
+	// datagram a trip through the scheduler (lower latency and CPU); a busy
+	// relay never waits so (rawwait_linux.go states the contract). Linux
+	// with GOMAXPROCS 2 or more only; fixed at start. Default 5ms; negative
+	// turns raw waits off; otherwise between 1ms and 100ms.
+	RawWait time.Duration
 	// Offload chooses the kernel (eBPF, tcx) path for established
 	// UDP↔UDP channels: OffloadAuto (the default) uses it when the program
 	// loads, passes its self-test and attaches, else logs one line and

@@ -160,11 +160,12 @@ func TestConfigValidationReportsAll(t *testing.T) {
 		MinPort:   5000, MaxPort: 4000,
 		UserQuota: -1,
 		RFC5780:   &RFC5780Config{},
+		RawWait:   time.Second,
 	}.Validate()
 	if err == nil {
 		t.Fatal("no error")
 	}
-	for _, want := range []string{"sctp", "certificate", "no authentication", "port range", "user quota", "rfc5780"} {
+	for _, want := range []string{"sctp", "certificate", "no authentication", "port range", "user quota", "rfc5780", "raw wait"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error does not mention %q:\n%v", want, err)
 		}

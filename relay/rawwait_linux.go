@@ -4,10 +4,7 @@ package relay
 
 import (
 	"fmt"
-	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 	"unsafe"
@@ -26,7 +23,7 @@ import (
 //
 // So, before it parks, the loop may block in its own epoll_pwait through
 // a raw system call (no entersyscall: sysmon is not woken, and the
-// goroutine keeps its P and its thread), for at most rawWaitTimeout. A
+// goroutine keeps its P and its thread), for at most Config.RawWait. A
 // datagram in that time is served by the same thread without the
 // scheduler; when the wait times out the loop parks in Go's poller as
 // before, so an idle relay costs nothing.
@@ -67,40 +64,17 @@ import (
 //     datagrams/s) the ungated raw wait lost datagrams and had a p99.9 of
 //     62-578 ms (docs/benchmarks.md, sixth pass).
 //
-// Raw waits are OFF by default, an experiment behind an environment
-// switch: with them on, the soak's TCP client (turnutils_uclient -t, next
-// to the soak's attacks) had its connection closed by the server ("recv:
-// Success") in 2 of about 8 runs, without them in none of 15, and why is
-// not known yet (docs/benchmarks.md, eighth pass). Until that is
-// understood turnd parks its loops in Go's poller as before; the tests
-// below turn raw waits on for themselves.
-//
-// RTCSUITE_LOOP_RAWWAIT=on turns raw waits on with defaultRawWait, a
-// duration such as 5ms with that bound; off or unset leaves them off (the
-// loop's set is then registered with Go's poller itself, and no gate
-// exists). RTCSUITE_LOOP_RAWWAIT_MAXRATE sets rawWaitMaxRate (datagrams a
-// second). Read once, at start-up.
-var rawWaitTimeout = func() time.Duration {
-	v := strings.TrimSpace(os.Getenv("RTCSUITE_LOOP_RAWWAIT"))
-	switch v {
-	case "", "off", "0":
-		return 0
-	case "on":
-		return defaultRawWait
-	}
-	d, err := time.ParseDuration(v)
-	if err != nil || d < time.Millisecond {
-		fmt.Fprintf(os.Stderr, "turnd: RTCSUITE_LOOP_RAWWAIT=%q: want on, off or a duration of 1ms or more; leaving raw waits off\n", v)
-		return 0
-	}
-	return d
-}()
-
-// defaultRawWait bounds a raw wait: long enough to span the gaps between
-// datagrams of a lightly loaded relay (at 10 flows × 50 pps the loop woke
-// about every 2.5 ms), short enough that a relay whose traffic stopped
-// parks at once. It stays under sysmon's 10 ms preemption.
-const defaultRawWait = 5 * time.Millisecond
+// Raw waits are on by default (Config.RawWait, turnd --loop-raw-wait).
+// They were off for a while: with them on, the soak's TCP client
+// (turnutils_uclient -t) had its connection closed by the server in 2 of
+// about 8 runs. The cause was the soak, not the raw wait: its flood of
+// unauthenticated requests came from the clients' own address, drained
+// that address's allowance (UnauthRate), and the TCP client's first
+// Allocate, dropped by the limiter and never retransmitted over TCP, left
+// the connection to the first-frame deadline. Back-to-back client runs
+// showed it without raw waits too (9 failures in about 2.5 minutes), and
+// none once the attacks came from an address of their own
+// (docs/benchmarks.md, ninth pass).
 
 // defaultRawWaitMaxRate is the datagram rate (per second, over one load
 // window) above which the loop does not wait raw: 10 flows × 50 packets/s
@@ -112,18 +86,7 @@ const defaultRawWaitMaxRate = 20000
 // a window makes it heavy).
 var rawWaitMaxRate atomic.Int64
 
-func init() {
-	rate := int64(defaultRawWaitMaxRate)
-	if v := strings.TrimSpace(os.Getenv("RTCSUITE_LOOP_RAWWAIT_MAXRATE")); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			fmt.Fprintf(os.Stderr, "turnd: RTCSUITE_LOOP_RAWWAIT_MAXRATE=%q: want datagrams a second (0 or more); using %d\n", v, rate)
-		} else {
-			rate = n
-		}
-	}
-	rawWaitMaxRate.Store(rate)
-}
+func init() { rawWaitMaxRate.Store(defaultRawWaitMaxRate) }
 
 // rawWaitLightWindows is how many load windows in a row (100 ms each)
 // must be light before the loop waits raw again after a heavy one. One
@@ -161,11 +124,14 @@ func heavyRate(dgrams, ns int64) bool {
 	return dgrams*int64(time.Second) > rawWaitMaxRate.Load()*max(ns, 1)
 }
 
-// rawWaitMS is rawWaitTimeout in milliseconds (epoll_pwait's unit); tests
-// set it. 0: no raw waits.
-var rawWaitMS atomic.Int64
-
-func init() { rawWaitMS.Store(int64(rawWaitTimeout / time.Millisecond)) }
+// rawWaitMS converts Config.RawWait (validated: negative, or 1 ms to
+// maxRawWait) to epoll_pwait's milliseconds; 0: no raw waits.
+func rawWaitMS(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64(d / time.Millisecond)
+}
 
 // Test hooks: beforeRawWait runs where a loop is about to block raw.
 var beforeRawWait atomic.Pointer[func()]
@@ -199,13 +165,13 @@ func (l *relayLoop) rawWaitNow() bool {
 }
 
 // waitRaw blocks in l's epoll set until *until (a monoNow time; 0: set
-// it rawWaitMS from now) and returns the number of events in l.events; 0
+// it l.rawMS from now) and returns the number of events in l.events; 0
 // when it timed out or was not allowed (the loop parks), again when a
 // signal ended it (the loop polls and waits again, to the same *until: a
 // loop interrupted by every GC still parks), or the error that ends the
 // loop.
 func (l *relayLoop) waitRaw(until *int64) (n int, again bool, err error) {
-	ms := rawWaitMS.Load()
+	ms := l.rawMS.Load()
 	if ms <= 0 {
 		return 0, false, nil
 	}

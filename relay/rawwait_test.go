@@ -17,18 +17,22 @@ import (
 )
 
 // rawWaitRig returns a rig whose first loop waits raw for up to ms
-// milliseconds, with GOMAXPROCS procs; both are restored after the
-// server's own cleanup.
+// milliseconds (past Config.RawWait's bound: tests hold a loop in its
+// wait for as long as they need), with GOMAXPROCS procs, restored after
+// the server's own cleanup.
 func rawWaitRig(t *testing.T, ms int64, procs int) *fpRig {
 	t.Helper()
-	beforeMS, beforeProcs := rawWaitMS.Load(), runtime.GOMAXPROCS(procs)
-	t.Cleanup(func() {
-		rawWaitMS.Store(beforeMS)
-		runtime.GOMAXPROCS(beforeProcs)
-	})
-	rawWaitMS.Store(ms)
-	return newFPRig(t, nil)
+	beforeProcs := runtime.GOMAXPROCS(procs)
+	t.Cleanup(func() { runtime.GOMAXPROCS(beforeProcs) })
+	r := newFPRig(t, func(c *Config) { c.RawWait = maxRawWait })
+	if loops := r.srv.fast.loops; len(loops) > 0 {
+		loops[0].rawMS.CompareAndSwap(maxRawWait.Milliseconds(), ms) // stays 0 without a gate
+	}
+	return r
 }
+
+// longRawWait keeps a loop in its raw wait for the whole test.
+const longRawWait = int64(10 * time.Minute / time.Millisecond)
 
 // rawBlocked reports whether a thread of this process is blocked in a
 // raw wait of l: an epoll_pwait on l's own epoll set with a timeout (the
@@ -70,7 +74,7 @@ func awaitRawBlocked(t *testing.T, l *relayLoop) {
 // asks for it ends the epoll_pwait with EINTR, and the loop yields before
 // it waits again. Without that yield runtime.GC never returns.
 func TestRelayLoopRawWaitLetsGCRun(t *testing.T) {
-	r := rawWaitRig(t, int64(10*time.Minute/time.Millisecond), 2) // the loop stays in its wait
+	r := rawWaitRig(t, longRawWait, 2) // the loop stays in its wait
 	const ch = 0x4010
 	r.bind(ch)
 	r.roundTrip(ch, 100)
@@ -100,7 +104,7 @@ func TestRelayLoopRawWaitLetsGCRun(t *testing.T) {
 // the first (so never two at once), never while the loops are spread.
 func TestRelayLoopRawWaitOnlyFirstLoopWithProcs(t *testing.T) {
 	t.Run("procs=1", func(t *testing.T) {
-		r := rawWaitRig(t, int64(10*time.Minute/time.Millisecond), 1)
+		r := rawWaitRig(t, longRawWait, 1)
 		const ch = 0x4011
 		r.bind(ch)
 		for range 3 {
@@ -116,7 +120,7 @@ func TestRelayLoopRawWaitOnlyFirstLoopWithProcs(t *testing.T) {
 		}
 	})
 	t.Run("procs=2", func(t *testing.T) {
-		r := rawWaitRig(t, int64(10*time.Minute/time.Millisecond), 2)
+		r := rawWaitRig(t, longRawWait, 2)
 		const ch = 0x4012
 		r.bind(ch)
 		r.roundTrip(ch, 100)
@@ -145,7 +149,7 @@ func TestRelayLoopRawWaitOnlyFirstLoopWithProcs(t *testing.T) {
 // wait; one that arrives after the wait timed out and the loop parked in
 // Go's poller is served through the gate.
 func TestRelayLoopRawWaitThenPark(t *testing.T) {
-	r := rawWaitRig(t, int64(10*time.Minute/time.Millisecond), 2)
+	r := rawWaitRig(t, longRawWait, 2)
 	const ch = 0x4013
 	r.bind(ch)
 	r.roundTrip(ch, 100)
@@ -159,7 +163,7 @@ func TestRelayLoopRawWaitThenPark(t *testing.T) {
 		t.Error("a round trip during the raw wait was not served by it")
 	}
 
-	rawWaitMS.Store(1) // the next waits time out at once
+	l.rawMS.Store(1) // the next waits time out at once
 	waits := l.rawWaits.Load()
 	r.roundTrip(ch, 300)
 	awaitLoopsParked(t, len(fp.loops))
@@ -206,7 +210,7 @@ func withRawWaitMaxRate(t *testing.T, rate int64) {
 // in Go's poller, which runs it, instead of waiting raw; the next
 // wake-up that hands nothing off waits raw again.
 func TestRelayLoopRawWaitSkippedAfterHandoff(t *testing.T) {
-	r := rawWaitRig(t, int64(10*time.Minute/time.Millisecond), 2)
+	r := rawWaitRig(t, longRawWait, 2)
 	withRawWaitMaxRate(t, 1<<40) // the light-load gate stays open
 	const ch = 0x4014
 	r.bind(ch)
@@ -237,7 +241,7 @@ func TestRelayLoopRawWaitSkippedAfterHandoff(t *testing.T) {
 // A loop whose last load window was past rawWaitMaxRate parks instead of
 // waiting raw (rate 0: any datagram in a window is too many).
 func TestRelayLoopRawWaitSkippedWhenBusy(t *testing.T) {
-	r := rawWaitRig(t, int64(10*time.Minute/time.Millisecond), 2)
+	r := rawWaitRig(t, longRawWait, 2)
 	withRawWaitMaxRate(t, 0)
 	const ch = 0x4015
 	r.bind(ch)
@@ -259,7 +263,7 @@ func TestRelayLoopRawWaitSkippedWhenBusy(t *testing.T) {
 // A light loop (the default rate, a few round trips) waits raw, and is
 // never counted busy.
 func TestRelayLoopRawWaitWhenLight(t *testing.T) {
-	r := rawWaitRig(t, int64(10*time.Minute/time.Millisecond), 2)
+	r := rawWaitRig(t, longRawWait, 2)
 	withRawWaitMaxRate(t, defaultRawWaitMaxRate)
 	const ch = 0x4016
 	r.bind(ch)

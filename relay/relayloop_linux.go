@@ -180,6 +180,7 @@ type relayLoop struct {
 	wait syscall.RawConn
 	efd  int // eventfd: written once by close, ends the loop
 
+	rawMS      atomic.Int64 // bound of a raw wait in ms, 0 without raw waits; tests change it
 	rawWaits   atomic.Int64 // raw waits begun (tests)
 	rawWakes   atomic.Int64 // raw waits that returned events (tests)
 	rawSignals atomic.Int64 // raw waits a signal ended (tests)
@@ -225,7 +226,8 @@ func newRelayLoop(fp *fastPath, idx int) (*relayLoop, error) {
 		return nil, fmt.Errorf("relay loop: %w", err)
 	}
 	gate, polled := -1, epfd
-	if idx == 0 && rawWaitMS.Load() > 0 { // only the first loop waits raw (rawwait_linux.go)
+	rawMS := rawWaitMS(fp.s.cfg.RawWait)
+	if idx == 0 && rawMS > 0 { // only the first loop waits raw (rawwait_linux.go)
 		if gate, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 			unix.Close(efd)
 			unix.Close(epfd)
@@ -244,6 +246,9 @@ func newRelayLoop(fp *fastPath, idx int) (*relayLoop, error) {
 	l := &relayLoop{fp: fp, idx: idx, epfd: epfd, gate: gate, epf: epf, wait: wait, efd: efd,
 		events: make([]unix.EpollEvent, 128)}
 	l.serveFn = l.serve
+	if gate >= 0 {
+		l.rawMS.Store(rawMS)
+	}
 	// One backing array: its pages only become resident as datagrams
 	// (mostly under 1,500 bytes) arrive.
 	const frameSize = 4 + slotSize + 3
@@ -350,9 +355,9 @@ var afterDrain atomic.Pointer[func()]
 // the answer in the same wake-up, where parking would pay a second one
 // (docs/benchmarks.md, fourth pass).
 //
-// When raw waits are on (they are off by default: rawwait_linux.go),
-// before it parks, the first loop may block in its own epoll set through
-// a raw epoll_pwait for up to rawWaitTimeout (waitRaw, rawwait_linux.go,
+// With raw waits on (Config.RawWait, the default), before it parks, the
+// first loop may block in its own epoll set through a raw epoll_pwait
+// for up to Config.RawWait (waitRaw, rawwait_linux.go,
 // which states the contract): only with GOMAXPROCS ≥ 2 and while the
 // loops are gathered, so it never holds the last P and never two loops
 // at once, and only when it readied no goroutine since its last wait and

@@ -164,10 +164,10 @@ func TestRelayLoopsOneProc(t *testing.T) {
 }
 
 // An idle loop waits parked in Go's poller (goroutine state "IO wait"), not
-// in a system call that would hold a thread and a P. Raw waits
-// (rawwait_linux.go) are off by default; when on, the first loop's raw
-// wait ends after rawWaitTimeout, even when stopping the world for
-// runtime.Stack interrupts it again and again.
+// in a system call that would hold a thread and a P. The first loop's
+// raw wait (rawwait_linux.go, on by default) ends after Config.RawWait,
+// even when stopping the world for runtime.Stack interrupts it again and
+// again.
 func TestRelayLoopsParkInPoller(t *testing.T) {
 	r := newFPRig(t, nil)
 	r.bind(0x4003)

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/rtcsuite/rtcsuite/internal/conf"
 	"github.com/rtcsuite/rtcsuite/internal/turnrest"
@@ -111,4 +112,35 @@ func FuzzParsePeerRange(f *testing.F) {
 			t.Fatalf("%q gave %d prefixes", s, len(ps))
 		}
 	})
+}
+
+func TestLoopRawWait(t *testing.T) {
+	base := []string{"--user", "alice:secret"}
+	for _, tc := range []struct {
+		flag    string
+		want    time.Duration
+		wantErr string
+	}{
+		{"", 5 * time.Millisecond, ""},
+		{"--loop-raw-wait=2ms", 2 * time.Millisecond, ""},
+		{"--loop-raw-wait=0", -1, ""}, // off
+		{"--loop-raw-wait=500us", 0, "loop raw wait 500µs"},
+		{"--loop-raw-wait=1s", 0, "loop raw wait 1s"},
+	} {
+		args := base
+		if tc.flag != "" {
+			args = append(append([]string{}, base...), tc.flag)
+		}
+		l, err := load(t, args, nil)
+		switch {
+		case tc.wantErr != "":
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%s: error %v, want one mentioning %q", tc.flag, err, tc.wantErr)
+			}
+		case err != nil:
+			t.Errorf("%s: %v", tc.flag, err)
+		case l.relay.RawWait != tc.want:
+			t.Errorf("%s: Config.RawWait %v, want %v", tc.flag, l.relay.RawWait, tc.want)
+		}
+	}
 }
