@@ -327,3 +327,35 @@ func TestLightStreak(t *testing.T) {
 		t.Error("light right after a heavy window")
 	}
 }
+
+// A frame a TCP client sends once a relay loop reads its socket (here a
+// Refresh) is queued for pion's reader of that connection, which the
+// queue readies on the loop's P: the loop parks instead of waiting raw,
+// and the answer comes back while the loop would otherwise still wait.
+func TestRelayLoopRawWaitSkippedAfterStreamHandoff(t *testing.T) {
+	r := rawWaitRig(t, longRawWait, 2)
+	withRawWaitMaxRate(t, 1<<40) // the light-load gate stays open
+	_, peerAP := udpPeer(t)
+	s := dialStreamRig(t, r.srv, "tcp", 0)
+	s.allocate(peerAP, 0x4016)
+	s.liveBinding(r.obs, 0x4016)
+	awaitLoopStreams(t, r.srv, 1) // tcploop_test.go
+	const ch = 0x4017
+	r.bind(ch)
+	r.roundTrip(ch, 100) // fast path only: the next wait is raw
+	fp := r.srv.fast
+	l := fp.loops[0]
+	awaitRawBlocked(t, l)
+	handed, waits := l.rawHanded.Load(), l.rawWaits.Load()
+
+	if code := errorCode(t, s.cl.do(stun.MethodRefresh, lifetime(5*time.Minute))); code != 0 {
+		t.Fatalf("refresh over TCP: %d", code)
+	}
+	awaitLoopsParked(t, len(fp.loops))
+	if got := l.rawHanded.Load(); got != handed+1 {
+		t.Errorf("%d raw waits skipped for a hand-off after the stream's Refresh, want 1", got-handed)
+	}
+	if got := l.rawWaits.Load(); got != waits {
+		t.Errorf("the loop began %d raw waits after queueing the Refresh for pion, want 0", got-waits)
+	}
+}
