@@ -282,8 +282,9 @@ var (
 )
 
 // uclientRuns runs coturn's turnutils_uclient over TCP (two allocations,
-// channels, 20 packets a second for 5 s), pausing every between runs: no
-// packet may be lost. A failed run's whole output is kept in logDir.
+// channels, 20 packets a second for 5 s), with a pause of every between
+// runs: no packet may be lost. A failed run's whole output is kept in
+// logDir.
 func uclientRuns(ctx context.Context, st *stats, bin string, port int, peer *net.UDPAddr, every time.Duration, logDir string) {
 	for run := 1; ctx.Err() == nil; run++ {
 		c := cred("uclient")
