@@ -216,26 +216,36 @@ func TestRelayLoopRawWaitSkippedAfterHandoff(t *testing.T) {
 	r.bind(ch)
 	r.roundTrip(ch, 100)
 	fp := r.srv.fast
+	handed := refreshParksLoop(t, fp, "through the listener", r.cl.do)
+
+	l := fp.loops[0]
+	r.roundTrip(ch, 200) // fast path only: wakes the parked loop through the gate
+	awaitRawBlocked(t, l)
+	if got := l.rawHanded.Load(); got != handed {
+		t.Errorf("a round trip on the fast path counted as a hand-off (%d skipped)", got-handed+1)
+	}
+}
+
+// refreshParksLoop waits until the first loop waits raw, sends a Refresh
+// through do, and checks that the loop then skipped one raw wait for the
+// hand-off to pion and parked without beginning another. It returns the
+// loop's hand-off count after the Refresh.
+func refreshParksLoop(t *testing.T, fp *fastPath, via string, do func(stun.Method, ...stun.Setter) *stun.Message) int64 {
+	t.Helper()
 	l := fp.loops[0]
 	awaitRawBlocked(t, l)
 	handed, waits := l.rawHanded.Load(), l.rawWaits.Load()
-
-	if code := errorCode(t, r.cl.do(stun.MethodRefresh, lifetime(5*time.Minute))); code != 0 {
-		t.Fatalf("refresh: %d", code)
+	if code := errorCode(t, do(stun.MethodRefresh, lifetime(5*time.Minute))); code != 0 {
+		t.Fatalf("refresh %s: %d", via, code)
 	}
 	awaitLoopsParked(t, len(fp.loops))
 	if got := l.rawHanded.Load(); got != handed+1 {
-		t.Errorf("%d raw waits skipped for a hand-off after the Refresh, want %d", got-handed, 1)
+		t.Errorf("%d raw waits skipped for a hand-off after the Refresh %s, want 1", got-handed, via)
 	}
 	if got := l.rawWaits.Load(); got != waits {
-		t.Errorf("the loop began %d raw waits after handing the Refresh to pion, want 0", got-waits)
+		t.Errorf("the loop began %d raw waits after the Refresh %s, want 0", got-waits, via)
 	}
-
-	r.roundTrip(ch, 200) // fast path only: wakes the parked loop through the gate
-	awaitRawBlocked(t, l)
-	if got := l.rawHanded.Load(); got != handed+1 {
-		t.Errorf("a round trip on the fast path counted as a hand-off (%d skipped)", got-handed)
-	}
+	return handed + 1
 }
 
 // A loop whose last load window was past rawWaitMaxRate parks instead of
@@ -343,19 +353,5 @@ func TestRelayLoopRawWaitSkippedAfterStreamHandoff(t *testing.T) {
 	const ch = 0x4017
 	r.bind(ch)
 	r.roundTrip(ch, 100) // fast path only: the next wait is raw
-	fp := r.srv.fast
-	l := fp.loops[0]
-	awaitRawBlocked(t, l)
-	handed, waits := l.rawHanded.Load(), l.rawWaits.Load()
-
-	if code := errorCode(t, s.cl.do(stun.MethodRefresh, lifetime(5*time.Minute))); code != 0 {
-		t.Fatalf("refresh over TCP: %d", code)
-	}
-	awaitLoopsParked(t, len(fp.loops))
-	if got := l.rawHanded.Load(); got != handed+1 {
-		t.Errorf("%d raw waits skipped for a hand-off after the stream's Refresh, want 1", got-handed)
-	}
-	if got := l.rawWaits.Load(); got != waits {
-		t.Errorf("the loop began %d raw waits after queueing the Refresh for pion, want 0", got-waits)
-	}
+	refreshParksLoop(t, r.srv.fast, "over TCP", s.cl.do)
 }
