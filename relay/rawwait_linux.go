@@ -60,20 +60,13 @@ import (
 //     last wait (l.handoff) parks in Go's poller instead, which runs it.
 //   - Raw waits are for a lightly loaded relay: a loop one of whose last
 //     rawWaitLightWindows load windows (100 ms each) read more than
-//     rawWaitMaxRate datagrams a second parks, as without raw waits. At 500 flows × 50 packets/s (50,000
-//     datagrams/s) the ungated raw wait lost datagrams and had a p99.9 of
-//     62-578 ms (docs/benchmarks.md, sixth pass).
+//     rawWaitMaxRate datagrams a second parks, as without raw waits. At
+//     500 flows × 50 packets/s (50,000 datagrams/s) the ungated raw wait
+//     lost datagrams and had a p99.9 of 62-578 ms (docs/benchmarks.md,
+//     sixth pass).
 //
-// Raw waits are on by default (Config.RawWait, turnd --loop-raw-wait).
-// They were off for a while: with them on, the soak's TCP client
-// (turnutils_uclient -t) had its connection closed by the server in 2 of
-// about 8 runs. The cause was the soak, not the raw wait: its flood of
-// unauthenticated requests came from the clients' own address, drained
-// that address's allowance (UnauthRate), and the TCP client's first
-// Allocate, dropped by the limiter and never retransmitted over TCP, left
-// the connection to the first-frame deadline. Back-to-back client runs
-// showed it without raw waits too (9 failures in about 2.5 minutes), and
-// none once the attacks came from an address of their own
+// Raw waits are on by default (Config.RawWait, turnd --loop-raw-wait). A
+// soak failure that once had them turned off was the soak's own doing
 // (docs/benchmarks.md, ninth pass).
 
 // defaultRawWaitMaxRate is the datagram rate (per second, over one load
@@ -146,8 +139,8 @@ func (l *relayLoop) mayWaitRaw() bool {
 
 // rawWaitNow reports whether the wait that follows may be raw: mayWaitRaw,
 // the loop readied no goroutine since its last wait, and its load has
-// been light (lightStreak). It clears l.handoff: the loop parks, and the P runs
-// what the loop readied.
+// been light (lightStreak). It clears l.handoff: the loop parks, and the
+// P runs what the loop readied.
 func (l *relayLoop) rawWaitNow() bool {
 	handed := l.handoff
 	l.handoff = false

@@ -357,17 +357,17 @@ var afterDrain atomic.Pointer[func()]
 //
 // With raw waits on (Config.RawWait, the default), before it parks, the
 // first loop may block in its own epoll set through a raw epoll_pwait
-// for up to Config.RawWait (waitRaw, rawwait_linux.go,
-// which states the contract): only with GOMAXPROCS ≥ 2 and while the
-// loops are gathered, so it never holds the last P and never two loops
-// at once, and only when it readied no goroutine since its last wait and
-// its last load window was light (rawWaitNow); a signal (GC, preemption) ends it with EINTR and the loop
-// yields to the runtime before it waits again; the wait is not busy
-// time; Go's poller sees the loop's set only through the gate, opened
-// just before serve returns false (its EPOLL_CTL_ADD reports a set that
-// is already ready, so the no-lost-wake-up argument above holds), and
-// closed before the next raw wait; close's eventfd ends a raw wait as it
-// wakes a parked loop.
+// for up to Config.RawWait (waitRaw, rawwait_linux.go, which states the
+// contract): only with GOMAXPROCS ≥ 2 and while the loops are gathered,
+// so it never holds the last P and never two loops at once, and only
+// when it readied no goroutine since its last wait and its load has been
+// light (rawWaitNow); a signal (GC, preemption) ends it with EINTR and
+// the loop yields to the runtime before it waits again; the wait is not
+// busy time; Go's poller sees the loop's set only through the gate,
+// opened just before serve returns false (its EPOLL_CTL_ADD reports a set
+// that is already ready, so the no-lost-wake-up argument above holds),
+// and closed before the next raw wait; close's eventfd ends a raw wait as
+// it wakes a parked loop.
 func (l *relayLoop) serve(uintptr) bool {
 	start := monoNow()
 	l.woke(start)
