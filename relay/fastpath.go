@@ -1,6 +1,7 @@
 package relay
 
 import (
+	"encoding/binary"
 	"net"
 	"net/netip"
 	"sync"
@@ -54,8 +55,13 @@ type fastPath struct {
 	chanTTL time.Duration
 	permTTL time.Duration
 
-	mu       sync.RWMutex
-	c2p      map[c2pIndex]*binding
+	mu  sync.RWMutex
+	c2p map[c2pIndex]*binding
+	// c2p64 holds, per listener id (listenerID), the bindings of c2p
+	// that an IPv4 client reaches through that listener, by c2pKey64: Go's
+	// maps look up a uint64 on a fast path of their own.
+	c2p64    [maxListenerIDs]map[uint64]*binding
+	lids     map[apKey]int                 // listener address → its index in c2p64
 	relays   map[netip.AddrPort]*relayFast // by relay address as pion reports it
 	byClient map[clientKey]*relayFast      // by (listener address, client address)
 	streams  map[clientKey]*streamOut      // TCP/TLS clients' output paths, by (local, remote) address
@@ -103,6 +109,59 @@ type apKey struct {
 }
 
 func apKeyOf(ap netip.AddrPort) apKey { return apKey{ip: ap.Addr().As16(), port: ap.Port()} }
+
+// maxListenerIDs is how many listener addresses get a table in c2p64; the
+// bindings of any further ones stay in c2p only.
+const maxListenerIDs = 16
+
+// c2pKey64 packs an IPv4 client's address, port and channel into one
+// uint64, the key in its listener's c2p64 table. ok is false for a
+// listener without an id (lid < 0) and for an IPv6 client.
+//
+// The look-up per datagram in c2p, whose keys are 38 bytes, was the largest
+// user-space item at 500 flows (docs/benchmarks.md, ninth pass); with a
+// uint64 key the map neither hashes nor compares a byte block.
+func c2pKey64(lid int, client netip.AddrPort, ch uint16) (uint64, bool) {
+	a := client.Addr().Unmap()
+	if lid < 0 || !a.Is4() {
+		return 0, false
+	}
+	ip := a.As4()
+	return uint64(binary.BigEndian.Uint32(ip[:]))<<32 | uint64(client.Port())<<16 | uint64(ch), true
+}
+
+// peerKey64 packs an IPv4 peer's address and port into one uint64 (see
+// c2pKey64); ok is false for IPv6.
+func peerKey64(peer netip.AddrPort) (uint64, bool) {
+	a := peer.Addr().Unmap()
+	if !a.Is4() {
+		return 0, false
+	}
+	ip := a.As4()
+	return uint64(binary.BigEndian.Uint32(ip[:]))<<16 | uint64(peer.Port()), true
+}
+
+// listenerID returns the id of listener address ap (its index in c2p64),
+// assigning the next free one, or -1 once all are taken.
+func (fp *fastPath) listenerID(ap netip.AddrPort) int {
+	fp.mu.Lock()
+	defer fp.mu.Unlock()
+	return fp.listenerIDLocked(ap)
+}
+
+func (fp *fastPath) listenerIDLocked(ap netip.AddrPort) int {
+	k := apKeyOf(ap)
+	if id, ok := fp.lids[k]; ok {
+		return id
+	}
+	if len(fp.lids) >= maxListenerIDs {
+		return -1
+	}
+	id := len(fp.lids)
+	fp.lids[k] = id
+	fp.c2p64[id] = map[uint64]*binding{}
+	return id
+}
 
 type clientKey struct{ listener, client netip.AddrPort }
 
@@ -158,6 +217,7 @@ func newFastPath(s *Server) *fastPath {
 		chanTTL:  s.cfg.ChannelLifetime,
 		permTTL:  s.cfg.PermissionLifetime,
 		c2p:      map[c2pIndex]*binding{},
+		lids:     map[apKey]int{},
 		relays:   map[netip.AddrPort]*relayFast{},
 		byClient: map[clientKey]*relayFast{},
 		streams:  map[clientKey]*streamOut{},
@@ -211,9 +271,17 @@ func (fp *fastPath) relay(a net.Addr) *relayFast {
 	return fp.relays[ap]
 }
 
-func (fp *fastPath) lookup(k c2pKey) *binding {
+// lookup finds the binding of k; lid is the id of k's listener
+// (listenerID), or -1.
+func (fp *fastPath) lookup(k c2pKey, lid int) *binding {
+	var b *binding
+	k64, ok := c2pKey64(lid, k.client, k.channel)
 	fp.mu.RLock()
-	b := fp.c2p[k.index()]
+	if ok {
+		b = fp.c2p64[lid][k64]
+	} else {
+		b = fp.c2p[k.index()]
+	}
 	fp.mu.RUnlock()
 	return b
 }
@@ -315,28 +383,40 @@ func (fp *fastPath) setObserver(o bindingObserver) {
 // binding is one channel: client (listener, client address, channel
 // number) ↔ peer through one allocation's relay socket.
 type binding struct {
+	// The client→peer shortcut reads the first cache line and peerSA
+	// only (forwardAt): each further struct it went through (relayFast,
+	// udpSock) cost a cache miss per datagram at 500 flows
+	// (docs/benchmarks.md, tenth pass). sock, raw and bw are copies of
+	// rf's, which never change.
+
+	// until is the monotonic time the shortcut may forward until; 0 while
+	// disabled. The data path reads only this.
+	until atomic.Int64
+	raw   *rawUDP // rf.sock.raw: the relay socket, outside Go's poller (nil: sock)
+	sock  *udpSock
+	bw    *bandwidth
+	// lastPol and lastGen are the policy and relay-set generation the
+	// client→peer shortcut last approved the peer under.
+	lastPol atomic.Pointer[peerPolicy]
+	lastGen atomic.Uint64
+	// Per-binding counters, both paths' shortcut traffic (an offload
+	// engine adds what it forwarded).
+	pktsC2P, bytesC2P atomic.Uint64
+	peerSA            sockaddr // peer, in the relay socket's family
+	pktsP2C, bytesP2C atomic.Uint64
+
 	rf      *relayFast
 	key     c2pKey
+	lid     int // listener id: key64 is in fp.c2p64[lid], when in64
+	key64   uint64
+	in64    bool
 	peer    netip.AddrPort
-	peerSA  sockaddr // peer, in the relay socket's family
 	channel uint16
 
 	// Guarded by rf.mu.
 	chanDL, permDL int64
 	permOK, polOK  bool
 	removed        bool // out of the table for good
-
-	// until is the monotonic time the shortcut may forward until; 0 while
-	// disabled. The data path reads only this.
-	until atomic.Int64
-	// lastPol and lastGen are the policy and relay-set generation the
-	// client→peer shortcut last approved the peer under.
-	lastPol atomic.Pointer[peerPolicy]
-	lastGen atomic.Uint64
-
-	// Per-binding counters, both paths' shortcut traffic (an offload
-	// engine adds what it forwarded).
-	pktsC2P, bytesC2P, pktsP2C, bytesP2C atomic.Uint64
 }
 
 // recompute sets until from the binding's state. Caller holds rf.mu.

@@ -42,6 +42,7 @@ type listenerFast struct {
 type snooper struct {
 	fp    *fastPath
 	local netip.AddrPort // the listener address as pion reports it
+	lid   int            // local's id in the client→peer table (fastPath.listenerID)
 
 	req     stun.Message // owned by the reading goroutine
 	snoopMu sync.Mutex
@@ -57,6 +58,12 @@ type pendingRequest struct {
 	at      int64
 }
 
+func newSnooper(fp *fastPath, local net.Addr) snooper {
+	ap := unmapAP(toAddrPort(local))
+	return snooper{fp: fp, local: ap, lid: fp.listenerID(ap),
+		snoop: map[[stun.TransactionIDSize]byte]pendingRequest{}}
+}
+
 // snoopLimit bounds remembered requests; a client that never sees its
 // answer (or an attacker) cannot grow the map.
 const snoopLimit = 4096
@@ -67,9 +74,8 @@ func (fp *fastPath) newListener(c *serverPacketConn) *listenerFast {
 	}
 	if sock := loopListenerSock(c.PacketConn); sock != nil {
 		return &listenerFast{
-			snooper: snooper{fp: fp, local: unmapAP(toAddrPort(c.LocalAddr())),
-				snoop: map[[stun.TransactionIDSize]byte]pendingRequest{}},
-			conn: c, sock: sock, snd: newNBSender(), fed: true,
+			snooper: newSnooper(fp, c.LocalAddr()),
+			conn:    c, sock: sock, snd: newNBSender(), fed: true,
 		}
 	}
 	uc, ok := c.PacketConn.(*net.UDPConn)
@@ -81,9 +87,8 @@ func (fp *fastPath) newListener(c *serverPacketConn) *listenerFast {
 		return nil
 	}
 	l := &listenerFast{
-		snooper: snooper{fp: fp, local: unmapAP(toAddrPort(uc.LocalAddr())),
-			snoop: map[[stun.TransactionIDSize]byte]pendingRequest{}},
-		conn: c, sock: sock, snd: newNBSender(),
+		snooper: newSnooper(fp, uc.LocalAddr()),
+		conn:    c, sock: sock, snd: newNBSender(),
 	}
 	if fp.enabled {
 		if l.rd, err = newBatchReader(uc); err != nil {
@@ -158,7 +163,7 @@ func (l *listenerFast) process(k int) bool {
 	left := false
 	for i := 0; i < k; i++ {
 		b, src, cut := l.rd.msg(i)
-		taken := isChannelData(b) && !cut && l.fp.forward(l.local, src, b, l.snd, &l.pending)
+		taken := isChannelData(b) && !cut && l.fp.forward(l.local, l.lid, src, b, l.snd, &l.pending)
 		l.toPion[i] = !taken
 		left = left || !taken
 	}
@@ -174,25 +179,24 @@ func isChannelData(b []byte) bool { return len(b) >= 4 && b[0]&0xC0 == 0x40 }
 // TCP/TLS stream, padding included) of a known binding to its peer and
 // reports whether it handled it (forwarded or dropped by a rule); false
 // hands it to pion. snd and tally belong to the calling reader.
-func (fp *fastPath) forward(local, src netip.AddrPort, b []byte, snd *nbSender, tally *counts) bool {
-	return fp.forwardAt(monoNow(), local, src, b, snd, tally)
+func (fp *fastPath) forward(local netip.AddrPort, lid int, src netip.AddrPort, b []byte, snd *nbSender, tally *counts) bool {
+	return fp.forwardAt(monoNow(), local, lid, src, b, snd, tally)
 }
 
 // forwardAt is forward for a reader that read the clock (monoNow) once
 // for a batch of datagrams: a relay loop, which saves a clock read per
 // datagram (a vDSO call, a system call on some VMs' clock sources).
-func (fp *fastPath) forwardAt(now int64, local, src netip.AddrPort, b []byte, snd *nbSender, tally *counts) bool {
+func (fp *fastPath) forwardAt(now int64, local netip.AddrPort, lid int, src netip.AddrPort, b []byte, snd *nbSender, tally *counts) bool {
 	ch := binary.BigEndian.Uint16(b[0:2])
 	n := int(binary.BigEndian.Uint16(b[2:4]))
 	if 4+n > len(b) || len(b) > 4+n+3 {
 		return false // bad length or odd padding: pion decides
 	}
-	bd := fp.lookup(c2pKey{listener: local, client: src, channel: ch})
+	bd := fp.lookup(c2pKey{listener: local, client: src, channel: ch}, lid)
 	if bd == nil || now >= bd.until.Load() {
 		return false
 	}
 	s := fp.s
-	rf := bd.rf
 	pol, gen := s.policy.Load(), fp.relayGen.Load()
 	if bd.lastPol.Load() != pol || bd.lastGen.Load() != gen {
 		if reason := pol.checkAddrPort(bd.peer, protoUDP); reason != "" {
@@ -202,11 +206,17 @@ func (fp *fastPath) forwardAt(now int64, local, src netip.AddrPort, b []byte, sn
 		bd.lastPol.Store(pol)
 		bd.lastGen.Store(gen)
 	}
-	if rf.bw != nil && !rf.bw.allowOut(n, timeNow()) {
+	if bd.bw != nil && !bd.bw.allowOut(n, timeNow()) {
 		tally.bwDrops++
 		return true
 	}
-	if err := snd.sendTo(rf.sock, b[4:4+n], &bd.peerSA); err != nil {
+	var err error
+	if bd.raw != nil {
+		err = snd.sendRaw(bd.raw, b[4:4+n], &bd.peerSA)
+	} else {
+		err = snd.sendTo(bd.sock, b[4:4+n], &bd.peerSA)
+	}
+	if err != nil {
 		tally.sendFull++
 		return true
 	}

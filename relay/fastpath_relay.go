@@ -25,12 +25,19 @@ type relayFast struct {
 	// allocation's client (attach); nil for UDP clients.
 	stream atomic.Pointer[streamOut]
 
-	mu         sync.RWMutex
+	mu sync.RWMutex
+	// peerSlots holds byPeer4's bindings while it has at most
+	// len(peerSlots) (nPeerSlots of them; -1: more, use the map). Most
+	// allocations talk to one or two peers, and scanning a few words next
+	// to mu saves the map's cache misses on every peer datagram.
+	peerSlots  [4]peerSlot
+	nPeerSlots int
 	listenAddr netip.AddrPort
 	client     netip.AddrPort
 	clientSA   sockaddr // client, in the listener socket's family
 	attached   bool
 	byPeer     map[apKey]*binding
+	byPeer4    map[uint64]*binding  // byPeer's IPv4 peers (peerKey64): the per-datagram look-up
 	perms      map[netip.Addr]int64 // live permissions → deadline
 	allocDL    int64
 	closed     bool
@@ -66,7 +73,7 @@ func (fp *fastPath) newRelay(c *relayPacketConn, listener *serverPacketConn, adv
 	rf := &relayFast{
 		fp: fp, conn: c, sock: sock, key: unmapAP(adv),
 		bound: unmapAP(toAddrPort(c.LocalAddr())), listener: listener, bw: c.bw,
-		byPeer: map[apKey]*binding{}, perms: map[netip.Addr]int64{},
+		byPeer: map[apKey]*binding{}, byPeer4: map[uint64]*binding{}, perms: map[netip.Addr]int64{},
 		allocDL: monoNow() + int64(fp.s.cfg.AllocationLifetime+deadlineSlack),
 		snd:     newNBSender(),
 	}
@@ -182,7 +189,7 @@ func (rf *relayFast) refreshAllocation(deadline int64) {
 
 func (rf *relayFast) addBinding(peer netip.AddrPort, ch uint16) {
 	fp := rf.fp
-	b := &binding{rf: rf, peer: peer, channel: ch}
+	b := &binding{rf: rf, peer: peer, channel: ch, raw: rf.sock.raw, sock: rf.sock, bw: rf.bw}
 	b.peerSA, _ = rf.sock.sockaddrFor(peer)
 	now := monoNow()
 	rf.mu.Lock()
@@ -196,9 +203,18 @@ func (rf *relayFast) addBinding(peer netip.AddrPort, ch uint16) {
 	b.polOK = fp.s.policy.Load().checkAddrPort(peer, protoUDP) == ""
 	b.recompute()
 	rf.byPeer[apKeyOf(peer)] = b
+	if k, ok := peerKey64(peer); ok {
+		rf.byPeer4[k] = b
+		rf.syncPeerSlots()
+	}
 	rf.mu.Unlock()
 	fp.mu.Lock()
 	fp.c2p[b.key.index()] = b
+	b.lid = fp.listenerIDLocked(b.key.listener)
+	b.key64, b.in64 = c2pKey64(b.lid, b.key.client, ch)
+	if b.in64 {
+		fp.c2p64[b.lid][b.key64] = b
+	}
 	fp.mu.Unlock()
 	fp.s.metrics.fastBindings.Inc()
 	fp.notify(bindingAdded, b)
@@ -212,6 +228,10 @@ func (rf *relayFast) removeBinding(peer netip.AddrPort, ch uint16) {
 		return
 	}
 	delete(rf.byPeer, apKeyOf(peer))
+	if k, ok := peerKey64(peer); ok && rf.byPeer4[k] == b {
+		delete(rf.byPeer4, k)
+		rf.syncPeerSlots()
+	}
 	b.removed = true
 	b.until.Store(0)
 	rf.mu.Unlock()
@@ -223,6 +243,9 @@ func (fp *fastPath) drop(b *binding) {
 	fp.mu.Lock()
 	if k := b.key.index(); fp.c2p[k] == b {
 		delete(fp.c2p, k)
+	}
+	if b.in64 && fp.c2p64[b.lid][b.key64] == b {
+		delete(fp.c2p64[b.lid], b.key64)
 	}
 	fp.mu.Unlock()
 	fp.s.metrics.fastBindings.Dec()
@@ -258,6 +281,8 @@ func (rf *relayFast) close() {
 		bs = append(bs, b)
 	}
 	rf.byPeer = map[apKey]*binding{}
+	rf.byPeer4 = map[uint64]*binding{}
+	rf.syncPeerSlots()
 	rf.perms = map[netip.Addr]int64{}
 	attached, key := rf.attached, clientKey{rf.listenAddr, rf.client}
 	rf.mu.Unlock()
@@ -313,7 +338,43 @@ func (rf *relayFast) readFrom(p []byte) (int, net.Addr, error) {
 func (rf *relayFast) lookupPeer(src netip.AddrPort) *binding {
 	rf.mu.RLock()
 	defer rf.mu.RUnlock()
+	return rf.peerLocked(src)
+}
+
+// peerLocked returns the binding of peer src. Caller holds rf.mu.
+func (rf *relayFast) peerLocked(src netip.AddrPort) *binding {
+	if k, ok := peerKey64(src); ok {
+		if rf.nPeerSlots < 0 {
+			return rf.byPeer4[k]
+		}
+		for _, sl := range rf.peerSlots[:rf.nPeerSlots] {
+			if sl.key == k {
+				return sl.b
+			}
+		}
+		return nil
+	}
 	return rf.byPeer[apKeyOf(src)]
+}
+
+type peerSlot struct {
+	key uint64
+	b   *binding
+}
+
+// syncPeerSlots refills peerSlots after a change to byPeer4. Caller holds
+// rf.mu.
+func (rf *relayFast) syncPeerSlots() {
+	rf.peerSlots = [len(rf.peerSlots)]peerSlot{}
+	if len(rf.byPeer4) > len(rf.peerSlots) {
+		rf.nPeerSlots = -1
+		return
+	}
+	rf.nPeerSlots = 0
+	for k, b := range rf.byPeer4 {
+		rf.peerSlots[rf.nPeerSlots] = peerSlot{k, b}
+		rf.nPeerSlots++
+	}
 }
 
 // handle decides one peer datagram (payload at frame[4:]): on a live
@@ -330,7 +391,7 @@ func (rf *relayFast) handle(frame []byte, src netip.AddrPort) bool {
 func (rf *relayFast) handleAt(now int64, frame []byte, src netip.AddrPort) bool {
 	n := len(frame) - 4
 	rf.mu.RLock()
-	b := rf.byPeer[apKeyOf(src)]
+	b := rf.peerLocked(src)
 	// A binding's until is 0 without a live permission for its peer
 	// (permit and revoke update both under rf.mu), so a live binding
 	// proves the permission and the lookup in perms is left for misses.

@@ -3,8 +3,6 @@ package relay
 import (
 	"net"
 	"net/netip"
-
-	"github.com/pion/stun/v4"
 )
 
 // streamFast is a TCP/TLS client connection's share of the data plane:
@@ -31,11 +29,10 @@ func (fp *fastPath) newStream(c net.Conn, out *streamOut) *streamFast {
 		return nil
 	}
 	sf := &streamFast{
-		snooper: snooper{fp: fp, local: unmapAP(toAddrPort(c.LocalAddr())),
-			snoop: map[[stun.TransactionIDSize]byte]pendingRequest{}},
-		remote: unmapAP(toAddrPort(c.RemoteAddr())),
-		snd:    newNBSender(),
-		out:    out,
+		snooper: newSnooper(fp, c.LocalAddr()),
+		remote:  unmapAP(toAddrPort(c.RemoteAddr())),
+		snd:     newNBSender(),
+		out:     out,
 	}
 	if out != nil {
 		fp.mu.Lock()
@@ -57,7 +54,7 @@ func (fp *fastPath) stream(listener, client netip.AddrPort) *streamOut {
 // binding and reports whether it did (or dropped it by a rule); false
 // leaves the frame to pion.
 func (sf *streamFast) forward(frame []byte) bool {
-	return sf.fp.forward(sf.local, sf.remote, frame, sf.snd, &sf.pending)
+	return sf.fp.forward(sf.local, sf.lid, sf.remote, frame, sf.snd, &sf.pending)
 }
 
 // flush adds the tallies to Prometheus; the framer calls it before it

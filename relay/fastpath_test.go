@@ -73,10 +73,11 @@ func newFPRig(t *testing.T, mutate func(*Config)) *fpRig {
 	if code := errorCode(t, resp); code != 0 {
 		t.Fatalf("allocate: %d", code)
 	}
-	peer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	pc, err := net.ListenPacket("udp", localFor(srv.Addr("udp").String()))
 	if err != nil {
 		t.Fatal(err)
 	}
+	peer := pc.(*net.UDPConn)
 	t.Cleanup(func() { peer.Close() })
 	return &fpRig{
 		t: t, srv: srv, obs: obs, cl: cl, client: cl.conn.(*net.UDPConn),
@@ -94,7 +95,7 @@ func (r *fpRig) bind(ch uint16) {
 }
 
 func (r *fpRig) binding(ch uint16) *binding {
-	return r.srv.fast.lookup(c2pKey{
+	return r.srv.fast.find(c2pKey{
 		listener: unmapAP(toAddrPort(r.srv.Addr("udp"))),
 		client:   unmapAP(r.client.LocalAddr().(*net.UDPAddr).AddrPort()),
 		channel:  ch,
@@ -275,6 +276,95 @@ func TestFastPathChannelDataBothWays(t *testing.T) {
 	}
 }
 
+// Both tables' look-ups, the integer-keyed ones of IPv4 and the byte-keyed
+// ones every binding is also in, find the binding; an IPv6 client and
+// peer (byte keys only) are forwarded both ways by the shortcut too.
+func TestFastPathKeyFamilies(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		listen string
+		in64   bool
+	}{{"ipv4", "127.0.0.1:0", true}, {"ipv6", "[::1]:0", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.name == "ipv6" && !HostHasIPv6() {
+				t.Skip("no IPv6 loopback on this host")
+			}
+			r := newFPRig(t, func(c *Config) { c.Listeners = []Listener{{Network: "udp", Addr: tc.listen}} })
+			r.bind(0x4ABC)
+			bd := r.binding(0x4ABC)
+			if bd == nil || bd.in64 != tc.in64 {
+				t.Fatalf("binding %v: in the integer-keyed table %v, want %v", bd != nil, bd != nil && bd.in64, tc.in64)
+			}
+			k := bd.key
+			if got := r.srv.fast.lookup(k, -1); got != bd {
+				t.Fatal("the byte-keyed table (listeners without an id) lacks the binding")
+			}
+			other := k
+			other.channel = 0x4ABD
+			if r.srv.fast.find(other) != nil {
+				t.Fatal("an unbound channel of the same client found a binding")
+			}
+			rf := bd.rf
+			if got := rf.lookupPeer(r.peerAP); got != bd {
+				t.Fatal("the peer look-up misses the binding")
+			}
+			// A second peer: the one-peer slot gives way to the map.
+			pc, err := net.ListenPacket("udp", localFor(tc.listen))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { pc.Close() })
+			peer2 := unmapAP(pc.LocalAddr().(*net.UDPAddr).AddrPort())
+			if rf.lookupPeer(peer2) != nil {
+				t.Fatal("a peer without a channel found the other peer's binding")
+			}
+			if code := errorCode(t, r.cl.do(stun.MethodChannelBind, channelNumber(0x4ABD), peerAddr{net.UDPAddrFromAddrPort(peer2)})); code != 0 {
+				t.Fatalf("channel bind to a second peer: %d", code)
+			}
+			r.obs.await(t, "second binding installed", func(e fpEvent) bool { return e.kind == "installed" && e.snap.Channel == 0x4ABD })
+			bd2 := r.binding(0x4ABD)
+			if bd2 == nil || rf.lookupPeer(peer2) != bd2 || rf.lookupPeer(r.peerAP) != bd {
+				t.Fatal("with two peers, a peer look-up finds the wrong binding")
+			}
+			want := channelData(0x4ABD, []byte("from the second peer"))
+			var got []byte
+			for try := 0; try < 5 && !bytes.Equal(got, want); try++ {
+				if _, err := pc.WriteTo([]byte("from the second peer"), net.UDPAddrFromAddrPort(r.relay)); err != nil {
+					t.Fatal(err)
+				}
+				got, _ = recv(r.client, time.Second)
+			}
+			if !bytes.Equal(got, want) {
+				t.Fatalf("second peer→client: client got % x", got)
+			}
+			for i := 0; i < 3; i++ {
+				r.roundTrip(0x4ABC, 100)
+			}
+			c2p, _, p2c, _ := bd.counters()
+			for end := time.Now().Add(10 * time.Second); (c2p < 3 || p2c < 3) && time.Now().Before(end); {
+				time.Sleep(5 * time.Millisecond) // the reader counts after its send returns
+				c2p, _, p2c, _ = bd.counters()
+			}
+			if c2p < 3 || p2c < 3 {
+				t.Fatalf("shortcut forwarded %d client→peer and %d peer→client, want >= 3 each", c2p, p2c)
+			}
+			if code := errorCode(t, r.cl.do(stun.MethodRefresh, lifetime(0))); code != 0 {
+				t.Fatalf("refresh 0: %d", code)
+			}
+			removed := map[uint16]bool{}
+			r.obs.await(t, "both bindings removed", func(e fpEvent) bool {
+				if e.kind == "removed" {
+					removed[e.snap.Channel] = true
+				}
+				return removed[0x4ABC] && removed[0x4ABD]
+			})
+			if r.srv.fast.find(k) != nil || r.srv.fast.lookup(k, -1) != nil || rf.lookupPeer(r.peerAP) != nil || rf.lookupPeer(peer2) != nil {
+				t.Fatal("a closed allocation's binding is still in a table")
+			}
+		})
+	}
+}
+
 // A peer datagram larger than pion's 1600-byte buffer, on a permission
 // without a channel, arrives whole as a Data indication.
 func TestFastPathLargeDataIndication(t *testing.T) {
@@ -380,10 +470,13 @@ func TestFastPathAllocationClose(t *testing.T) {
 	r.obs.await(t, "allocation close removes the binding", func(e fpEvent) bool { return e.kind == "removed" })
 	fp := r.srv.fast
 	fp.mu.RLock()
-	n, relays, clients := len(fp.c2p), len(fp.relays), len(fp.byClient)
+	n, n64, relays, clients := len(fp.c2p), 0, len(fp.relays), len(fp.byClient)
+	for _, m := range fp.c2p64 {
+		n64 += len(m)
+	}
 	fp.mu.RUnlock()
-	if n != 0 || relays != 0 || clients != 0 {
-		t.Fatalf("after close: %d bindings, %d relays, %d clients left", n, relays, clients)
+	if n != 0 || n64 != 0 || relays != 0 || clients != 0 {
+		t.Fatalf("after close: %d+%d bindings, %d relays, %d clients left", n, n64, relays, clients)
 	}
 	r.sendC2P(0x4004, []byte("gone"))
 	if got, err := recv(r.peer, 200*time.Millisecond); err != errNothing {

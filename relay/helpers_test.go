@@ -330,3 +330,6 @@ func readStreamSTUN(c net.Conn) (*stun.Message, error) {
 		return m, nil
 	}
 }
+
+// find looks k up as a reader of k's listener would.
+func (fp *fastPath) find(k c2pKey) *binding { return fp.lookup(k, fp.listenerID(k.listener)) }

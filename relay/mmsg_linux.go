@@ -163,22 +163,28 @@ func (s *nbSender) send(fd uintptr) bool {
 
 // sendTo sends b to `to` from sock and reports the outcome.
 func (s *nbSender) sendTo(sock *udpSock, b []byte, to *sockaddr) error {
-	s.buf, s.to = b, to
 	if c := sock.raw; c != nil {
-		c.mu.RLock()
-		if c.closed {
-			s.err = errRawClosed
-		} else {
-			s.send(uintptr(c.fd))
-		}
-		c.mu.RUnlock()
-		s.buf, s.to = nil, nil
-		return s.err
+		return s.sendRaw(c, b, to)
 	}
+	s.buf, s.to = b, to
 	if err := sock.rc.Write(s.fn); err != nil {
 		s.buf, s.to = nil, nil
 		return err
 	}
+	s.buf, s.to = nil, nil
+	return s.err
+}
+
+// sendRaw is sendTo for a socket outside Go's poller (sock.raw).
+func (s *nbSender) sendRaw(c *rawUDP, b []byte, to *sockaddr) error {
+	s.buf, s.to = b, to
+	c.mu.RLock()
+	if c.closed {
+		s.err = errRawClosed
+	} else {
+		s.send(uintptr(c.fd))
+	}
+	c.mu.RUnlock()
 	s.buf, s.to = nil, nil
 	return s.err
 }

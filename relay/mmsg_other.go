@@ -44,6 +44,9 @@ func (s *nbSender) sendTo(sock *udpSock, b []byte, to *sockaddr) error {
 	return err
 }
 
+// sendRaw is never called off Linux: there is no rawUDP socket.
+func (s *nbSender) sendRaw(*rawUDP, []byte, *sockaddr) error { return errors.ErrUnsupported }
+
 // batchReader is never built off Linux (the listener shortcut is off).
 type batchReader struct {
 	n       int

@@ -319,7 +319,7 @@ func TestOffloadForwardsAndAccounts(t *testing.T) {
 				t.Errorf("turnd_offload_active = %v, want 1", v)
 			}
 			r.poll()
-			b := r.srv.fast.lookup(c2pKey{listener: unmapAP(toAddrPort(r.srv.Addr("udp"))), client: r.client.LocalAddr().(*net.UDPAddr).AddrPort(), channel: labChan})
+			b := r.srv.fast.find(c2pKey{listener: unmapAP(toAddrPort(r.srv.Addr("udp"))), client: r.client.LocalAddr().(*net.UDPAddr).AddrPort(), channel: labChan})
 			if b == nil {
 				t.Fatal("binding not in the fast-path table")
 			}
@@ -474,7 +474,7 @@ func TestOffloadReloadSwitch(t *testing.T) {
 	r.awaitKernel("the live binding replayed into the new engine", func(ids []offload.BindingID) bool { return slices.Contains(ids, r.id()) })
 	r.exchangeInKernel(n)
 	r.poll()
-	b := r.srv.fast.lookup(c2pKey{listener: unmapAP(toAddrPort(r.srv.Addr("udp"))), client: r.client.LocalAddr().(*net.UDPAddr).AddrPort(), channel: labChan})
+	b := r.srv.fast.find(c2pKey{listener: unmapAP(toAddrPort(r.srv.Addr("udp"))), client: r.client.LocalAddr().(*net.UDPAddr).AddrPort(), channel: labChan})
 	if b == nil {
 		t.Fatal("binding not in the fast-path table")
 	}

@@ -173,7 +173,7 @@ func TestOffloadReconcileDrift(t *testing.T) {
 	r.assertReconciled([]offload.BindingID{r.id()}, before, map[string]float64{reconcileMissing: 1})
 	r.exchangeInKernel(n)
 	r.poll()
-	b := r.srv.fast.lookup(c2pKey{listener: unmapAP(toAddrPort(r.srv.Addr("udp"))), client: r.client.LocalAddr().(*net.UDPAddr).AddrPort(), channel: labChan})
+	b := r.srv.fast.find(c2pKey{listener: unmapAP(toAddrPort(r.srv.Addr("udp"))), client: r.client.LocalAddr().(*net.UDPAddr).AddrPort(), channel: labChan})
 	if b == nil {
 		t.Fatal("binding not in the fast-path table")
 	}

@@ -618,7 +618,7 @@ func (l *relayLoop) drainListener(lf *listenerFast) {
 				lf.pending.malformed++ // larger than any datagram: never
 				continue
 			}
-			if isChannelData(b) && lf.fp.forwardAt(l.now, lf.local, src, b, lf.snd, &lf.pending) {
+			if isChannelData(b) && lf.fp.forwardAt(l.now, lf.local, lf.lid, src, b, lf.snd, &lf.pending) {
 				continue
 			}
 			if !c.q.push(rawPkt{b: append([]byte(nil), b...), src: src}) {
