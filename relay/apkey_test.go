@@ -3,6 +3,7 @@ package relay
 import (
 	"net/netip"
 	"testing"
+	"unsafe"
 )
 
 // The table's byte keys match exactly the addresses that matched before,
@@ -184,5 +185,33 @@ func TestPeerSlots(t *testing.T) {
 		delete(rf.byPeer4, k)
 		rf.syncPeerSlots()
 		check(i)
+	}
+}
+
+// The hot fields of a binding and a relay sit where the comments on the
+// structs say, and each struct fills an allocator size class that is a
+// multiple of 64 bytes (binding 320, relayFast 576), so every object starts
+// on a cache line and those fields stay within their lines.
+func TestBindingLayout(t *testing.T) {
+	if unsafe.Sizeof(uintptr(0)) != 8 {
+		t.Skip("the layout is laid out for 64-bit platforms")
+	}
+	var b binding
+	var rf relayFast
+	for _, tc := range []struct {
+		what     string
+		got      uintptr
+		min, max uintptr
+	}{
+		{"binding size (size class 320)", unsafe.Sizeof(b), 289, 320},
+		{"end of binding.bytesC2P (first line)", unsafe.Offsetof(b.bytesC2P) + 8, 0, 64},
+		{"end of binding.channel (second line)", unsafe.Offsetof(b.channel) + 2, 0, 128},
+		{"relayFast size (size class 576)", unsafe.Sizeof(rf), 513, 576},
+		{"end of relayFast.peerSlots (first line)", unsafe.Offsetof(rf.peerSlots) + unsafe.Sizeof(rf.peerSlots), 0, 64},
+		{"end of relayFast.clientSA (third line)", unsafe.Offsetof(rf.clientSA) + unsafe.Sizeof(rf.clientSA), 0, 192},
+	} {
+		if tc.got < tc.min || tc.got > tc.max {
+			t.Errorf("%s: %d, want %d-%d", tc.what, tc.got, tc.min, tc.max)
+		}
 	}
 }

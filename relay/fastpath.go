@@ -384,7 +384,8 @@ func (fp *fastPath) setObserver(o bindingObserver) {
 // number) ↔ peer through one allocation's relay socket.
 type binding struct {
 	// The client→peer shortcut reads the first cache line and peerSA
-	// only (forwardAt): each further struct it went through (relayFast,
+	// only (forwardAt), the peer→client one until, the counters and
+	// channel: each further struct or line it went through (relayFast,
 	// udpSock) cost a cache miss per datagram at 500 flows
 	// (docs/benchmarks.md, tenth pass). sock, raw and bw are copies of
 	// rf's, which never change.
@@ -404,19 +405,25 @@ type binding struct {
 	pktsC2P, bytesC2P atomic.Uint64
 	peerSA            sockaddr // peer, in the relay socket's family
 	pktsP2C, bytesP2C atomic.Uint64
+	channel           uint16
 
-	rf      *relayFast
-	key     c2pKey
-	lid     int // listener id: key64 is in fp.c2p64[lid], when in64
-	key64   uint64
-	in64    bool
-	peer    netip.AddrPort
-	channel uint16
+	rf    *relayFast
+	key   c2pKey
+	lid   int // listener id: key64 is in fp.c2p64[lid], when in64
+	key64 uint64
+	in64  bool
+	peer  netip.AddrPort
 
 	// Guarded by rf.mu.
 	chanDL, permDL int64
 	permOK, polOK  bool
 	removed        bool // out of the table for good
+
+	// Pads the struct to 320 bytes, a size class of Go's allocator that
+	// is a multiple of 64, so every binding starts on a cache line (at 288
+	// bytes every other one would start mid-line, and its first line's
+	// fields would straddle two). TestBindingLayout checks.
+	_ [40]byte
 }
 
 // recompute sets until from the binding's state. Caller holds rf.mu.

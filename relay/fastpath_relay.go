@@ -14,27 +14,39 @@ import (
 // by peer, its live permissions, and the peer→client reader that pion's
 // per-allocation goroutine runs through relayPacketConn.ReadFrom.
 type relayFast struct {
-	fp       *fastPath
-	conn     *relayPacketConn
-	sock     *udpSock
-	key      netip.AddrPort    // relay address as pion reports it (advertised)
-	bound    netip.AddrPort    // relay socket's local address
-	listener *serverPacketConn // the UDP listener socket the allocation lives on; nil for TCP/TLS clients
-	bw       *bandwidth
-	// stream is a TCP/TLS client's output path, set once pion reports the
-	// allocation's client (attach); nil for UDP clients.
-	stream atomic.Pointer[streamOut]
+	// The peer→client shortcut (relayLoop.drain, handleAt,
+	// sendChannelData) reads the first three cache lines; anything it
+	// reads further down costs a cache miss per datagram at 500 flows
+	// (docs/benchmarks.md, tenth pass).
 
 	mu sync.RWMutex
 	// peerSlots holds byPeer4's bindings while it has at most
 	// len(peerSlots) (nPeerSlots of them; -1: more, use the map). Most
 	// allocations talk to one or two peers, and scanning a few words next
 	// to mu saves the map's cache misses on every peer datagram.
-	peerSlots  [4]peerSlot
 	nPeerSlots int
+	peerSlots  [2]peerSlot
+
+	raw      *rawUDP           // sock.raw: the relay socket outside Go's poller, or nil
+	listener *serverPacketConn // the UDP listener socket the allocation lives on; nil for TCP/TLS clients
+	bw       *bandwidth
+	// stream is a TCP/TLS client's output path, set once pion reports the
+	// allocation's client (attach); nil for UDP clients.
+	stream atomic.Pointer[streamOut]
+	out    *sendBatch // the reading loop's batch (relay loops only); owned by the reader
+	fp     *fastPath
+	// Owned by the relay socket's reading goroutine.
+	pending  counts
+	clientSA sockaddr // client, in the listener socket's family; under mu
+
+	conn  *relayPacketConn
+	sock  *udpSock
+	key   netip.AddrPort // relay address as pion reports it (advertised)
+	bound netip.AddrPort // relay socket's local address
+
+	// Under mu.
 	listenAddr netip.AddrPort
 	client     netip.AddrPort
-	clientSA   sockaddr // client, in the listener socket's family
 	attached   bool
 	byPeer     map[apKey]*binding
 	byPeer4    map[uint64]*binding  // byPeer's IPv4 peers (peerKey64): the per-datagram look-up
@@ -44,10 +56,8 @@ type relayFast struct {
 
 	// Owned by the relay socket's reading goroutine.
 	rd       *pktReader
-	out      *sendBatch // the reading loop's batch (relay loops only)
 	snd      *nbSender
 	ind      stun.Message
-	pending  counts
 	inPeer   netip.AddrPort // last inbound peer the policy allowed, under inPolicy
 	inPolicy *peerPolicy
 	inGen    uint64
@@ -71,7 +81,7 @@ func (fp *fastPath) newRelay(c *relayPacketConn, listener *serverPacketConn, adv
 		}
 	}
 	rf := &relayFast{
-		fp: fp, conn: c, sock: sock, key: unmapAP(adv),
+		fp: fp, conn: c, sock: sock, raw: sock.raw, key: unmapAP(adv),
 		bound: unmapAP(toAddrPort(c.LocalAddr())), listener: listener, bw: c.bw,
 		byPeer: map[apKey]*binding{}, byPeer4: map[uint64]*binding{}, perms: map[netip.Addr]int64{},
 		allocDL: monoNow() + int64(fp.s.cfg.AllocationLifetime+deadlineSlack),

@@ -33,18 +33,23 @@ import (
 
 // rawUDP is a relay socket outside Go's poller.
 type rawUDP struct {
+	// Every datagram's send or read takes mu and reads fd, closed and
+	// (a loop's read) loop: they share the first cache line, and the
+	// padding below makes the struct a size class that keeps it one.
+	mu     sync.RWMutex // read-held by every user of fd; Close write-holds it
 	fd     int
-	family int
-	local  *net.UDPAddr
+	loop   *relayLoop // the loop that reads it; changes under mu (loopspread_linux.go)
+	closed bool
 
-	mu      sync.RWMutex // read-held by every user of fd; Close write-holds it
-	closed  bool
+	family  int
+	local   *net.UDPAddr
 	done    chan struct{}
-	q       pionQueue  // datagrams for pion
-	loop    *relayLoop // the loop that reads it; changes under mu (loopspread_linux.go)
-	key     sockKey    // in loop.socks
-	slot    uint32     // picks its loop while the loops are spread (loopFor)
-	adopted bool       // a listener socket the loops read (adoptListeners)
+	q       pionQueue // datagrams for pion
+	key     sockKey   // in loop.socks
+	slot    uint32    // picks its loop while the loops are spread (loopFor)
+	adopted bool      // a listener socket the loops read (adoptListeners)
+
+	_ [56]byte // to 192 bytes, a size class of three cache lines (TestRawUDPLayout)
 }
 
 type rawPkt struct {
@@ -517,7 +522,7 @@ func (l *relayLoop) drain(rf *relayFast) {
 // drainLocked reads rf's socket until it is empty (false) or the ring has
 // no room for another full read (true), under the socket's read lock.
 func (l *relayLoop) drainLocked(rf *relayFast) (ringFull bool) {
-	c := rf.sock.raw
+	c := rf.raw
 	c.mu.RLock()
 	defer c.mu.RUnlock()
 	if c.closed || c.loop != l { // closed, or moved to another loop since the lookup

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/pion/stun/v4"
 	"github.com/rtcsuite/rtcsuite/internal/turnrest"
@@ -325,5 +326,21 @@ func TestRelayLoopNoLostWakeup(t *testing.T) {
 				t.Fatalf("client: got % x (%v), want % x: a datagram that arrived just before the loop parked was not relayed", got, err, want)
 			}
 		})
+	}
+}
+
+// A relay socket's per-datagram fields share its first cache line, and the
+// struct fills a size class of whole cache lines (192 bytes), so every
+// rawUDP starts on one.
+func TestRawUDPLayout(t *testing.T) {
+	if unsafe.Sizeof(uintptr(0)) != 8 {
+		t.Skip("the layout is laid out for 64-bit platforms")
+	}
+	var c rawUDP
+	if got := unsafe.Sizeof(c); got <= 176 || got > 192 {
+		t.Errorf("rawUDP is %d bytes, want 177-192 (size class 192)", got)
+	}
+	if end := unsafe.Offsetof(c.closed) + 1; end > 64 {
+		t.Errorf("rawUDP's hot fields end at %d, past the first cache line", end)
 	}
 }
