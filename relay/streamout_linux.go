@@ -175,7 +175,7 @@ func (o *streamOut) writeOnce(fd uintptr) bool {
 // error other than a full buffer.
 func writeNB(fd uintptr, b []byte) (int, error) {
 	for {
-		n, err := syscall.Write(int(fd), b)
+		n, err := rawWrite(int(fd), b) // tcploop_linux.go
 		switch err {
 		case nil:
 			return n, nil

@@ -9,6 +9,7 @@ import (
 	"os"
 	"sync"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -167,7 +168,7 @@ func (st *loopStream) drain() {
 			st.end(errFrameTooLarge)
 			return
 		}
-		n, err := unix.Read(st.fd, c.buf[c.w:])
+		n, err := rawRead(st.fd, c.buf[c.w:])
 		switch {
 		case err == unix.EINTR:
 			continue
@@ -392,4 +393,34 @@ func (c *framedConn) readLooped(p []byte) (int, error) {
 		c.out = frame[n:]
 		return n, nil
 	}
+}
+
+// rawRead and rawWrite are read(2) and write(2) on a non-blocking socket
+// without entersyscall: neither call blocks, and entersyscall wakes an
+// idle sysmon, which then polls every 20 µs for a while (see
+// relayLoop.serve). At 10 TCP flows the stream reads and writes made
+// sysmon and its futex sleeps 670 wake-ups a second each
+// (docs/benchmarks.md, tenth pass).
+func rawRead(fd int, b []byte) (int, error) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_READ, uintptr(fd), uintptr(p), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+func rawWrite(fd int, b []byte) (int, error) {
+	var p unsafe.Pointer
+	if len(b) > 0 {
+		p = unsafe.Pointer(&b[0])
+	}
+	n, _, e := unix.RawSyscall(unix.SYS_WRITE, uintptr(fd), uintptr(p), uintptr(len(b)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
 }
