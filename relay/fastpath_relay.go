@@ -37,7 +37,7 @@ type relayFast struct {
 	fp     *fastPath
 	// Owned by the relay socket's reading goroutine.
 	pending  counts
-	clientSA sockaddr // client, in the listener socket's family; under mu
+	clientSA sockaddr // client, in the listener socket's family; set by attach under mu
 
 	conn  *relayPacketConn
 	sock  *udpSock
