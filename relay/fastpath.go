@@ -393,7 +393,7 @@ type binding struct {
 	// until is the monotonic time the shortcut may forward until; 0 while
 	// disabled. The data path reads only this.
 	until atomic.Int64
-	raw   *rawUDP // rf.sock.raw: the relay socket, outside Go's poller (nil: sock)
+	raw   *rawUDP // rf.raw: the relay socket outside Go's poller (nil: send through sock)
 	sock  *udpSock
 	bw    *bandwidth
 	// lastPol and lastGen are the policy and relay-set generation the

@@ -199,7 +199,7 @@ func (rf *relayFast) refreshAllocation(deadline int64) {
 
 func (rf *relayFast) addBinding(peer netip.AddrPort, ch uint16) {
 	fp := rf.fp
-	b := &binding{rf: rf, peer: peer, channel: ch, raw: rf.sock.raw, sock: rf.sock, bw: rf.bw}
+	b := &binding{rf: rf, peer: peer, channel: ch, raw: rf.raw, sock: rf.sock, bw: rf.bw}
 	b.peerSA, _ = rf.sock.sockaddrFor(peer)
 	now := monoNow()
 	rf.mu.Lock()

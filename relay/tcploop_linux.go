@@ -398,9 +398,9 @@ func (c *framedConn) readLooped(p []byte) (int, error) {
 // rawRead and rawWrite are read(2) and write(2) on a non-blocking socket
 // without entersyscall: neither call blocks, and entersyscall wakes an
 // idle sysmon, which then polls every 20 µs for a while (see
-// relayLoop.serve). At 10 TCP flows the stream reads and writes made
-// sysmon and its futex sleeps 670 wake-ups a second each
-// (docs/benchmarks.md, tenth pass).
+// relayLoop.serve). At 10 TCP flows that was about 670 sysmon wake-ups a
+// second, each a futex and a nanosleep call (docs/benchmarks.md, tenth
+// pass).
 func rawRead(fd int, b []byte) (int, error)  { return rawIO(unix.SYS_READ, fd, b) }
 func rawWrite(fd int, b []byte) (int, error) { return rawIO(unix.SYS_WRITE, fd, b) }
 
