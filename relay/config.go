@@ -116,6 +116,11 @@ type Config struct {
 	// carries every packet (for A/B measurements and as an escape hatch).
 	// Permissions, policy and limits apply either way.
 	DisableFastPath bool
+	// DisableGSO stops the relay loops from merging runs of datagrams for
+	// one destination into one segmented send (UDP_SEGMENT, Linux 4.18):
+	// an escape hatch for a network path that mishandles them, and for
+	// A/B measurements. Kernels without it are detected at start.
+	DisableGSO bool
 	// RawWait is how long the first relay loop may keep its thread blocked
 	// in its own epoll set, outside Go's scheduler, for the next datagram
 	// before it parks in Go's poller. At light load this spares each

@@ -67,7 +67,10 @@ type fastPath struct {
 	streams  map[clientKey]*streamOut      // TCP/TLS clients' output paths, by (local, remote) address
 	obs      bindingObserver
 
-	loops    []*relayLoop // relay socket readers (Linux); none: a goroutine each
+	loops []*relayLoop // relay socket readers (Linux); none: a goroutine each
+	// gso: the loops merge runs of equal datagrams into one send
+	// (loopsend_linux.go). Fixed before the loops start.
+	gso      bool
 	loopNext atomic.Uint32
 	// loopSpread: every loop reads its share of the sockets; else the
 	// first reads them all (loopspread_linux.go). loopGen counts changes.
@@ -214,6 +217,7 @@ func newFastPath(s *Server) *fastPath {
 	return &fastPath{
 		s:        s,
 		enabled:  fastPathSupported && !s.cfg.DisableFastPath,
+		gso:      !s.cfg.DisableGSO,
 		chanTTL:  s.cfg.ChannelLifetime,
 		permTTL:  s.cfg.PermissionLifetime,
 		c2p:      map[c2pIndex]*binding{},
@@ -419,11 +423,15 @@ type binding struct {
 	permOK, polOK  bool
 	removed        bool // out of the table for good
 
+	// noGSO: the kernel refused to segment a merged send of this
+	// binding's datagrams; they go one by one from then on.
+	noGSO atomic.Bool
+
 	// Pads the struct to 320 bytes, a size class of Go's allocator that
 	// is a multiple of 64, so every binding starts on a cache line (at 288
 	// bytes every other one would start mid-line, and its first line's
 	// fields would straddle two). TestBindingLayout checks.
-	_ [40]byte
+	_ [36]byte
 }
 
 // recompute sets until from the binding's state. Caller holds rf.mu.
@@ -532,6 +540,7 @@ func (m *metrics) addTallies(c *counts, dir string) {
 	if c.malformed > 0 {
 		m.dropped.WithLabelValues(dropMalformed).Add(float64(c.malformed))
 	}
+
 	*c = counts{}
 }
 

@@ -180,13 +180,15 @@ func isChannelData(b []byte) bool { return len(b) >= 4 && b[0]&0xC0 == 0x40 }
 // reports whether it handled it (forwarded or dropped by a rule); false
 // hands it to pion. snd and tally belong to the calling reader.
 func (fp *fastPath) forward(local netip.AddrPort, lid int, src netip.AddrPort, b []byte, snd *nbSender, tally *counts) bool {
-	return fp.forwardAt(monoNow(), local, lid, src, b, snd, tally)
+	return fp.forwardAt(monoNow(), local, lid, src, b, snd, tally, nil)
 }
 
 // forwardAt is forward for a reader that read the clock (monoNow) once
 // for a batch of datagrams: a relay loop, which saves a clock read per
-// datagram (a vDSO call, a system call on some VMs' clock sources).
-func (fp *fastPath) forwardAt(now int64, local netip.AddrPort, lid int, src netip.AddrPort, b []byte, snd *nbSender, tally *counts) bool {
+// datagram (a vDSO call, a system call on some VMs' clock sources). With
+// a run (relay loops), a datagram for a relay socket outside Go's poller
+// joins the run, which sends and counts it at its flush.
+func (fp *fastPath) forwardAt(now int64, local netip.AddrPort, lid int, src netip.AddrPort, b []byte, snd *nbSender, tally *counts, run *c2pRun) bool {
 	ch := binary.BigEndian.Uint16(b[0:2])
 	n := int(binary.BigEndian.Uint16(b[2:4]))
 	if 4+n > len(b) || len(b) > 4+n+3 {
@@ -211,6 +213,10 @@ func (fp *fastPath) forwardAt(now int64, local netip.AddrPort, lid int, src neti
 		return true
 	}
 	var err error
+	if bd.raw != nil && run != nil {
+		run.add(bd, b[4:4+n], snd, tally)
+		return true
+	}
 	if bd.raw != nil {
 		err = snd.sendRaw(bd.raw, b[4:4+n], &bd.peerSA)
 	} else {

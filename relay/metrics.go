@@ -18,6 +18,7 @@ type metrics struct {
 	relayedBytes       *prometheus.CounterVec // direction
 	relayedPackets     *prometheus.CounterVec // direction
 	dropped            *prometheus.CounterVec // reason
+	segmented          *prometheus.CounterVec // direction
 	pionEvents         *prometheus.CounterVec // level
 	bindingAnswers     prometheus.Counter
 	acceptErrors       prometheus.Counter
@@ -27,6 +28,7 @@ type metrics struct {
 
 	// Hot-path children, resolved once.
 	bytesC2P, bytesP2C, pktsC2P, pktsP2C prometheus.Counter
+	segC2P, segP2C                       prometheus.Counter
 }
 
 const (
@@ -69,6 +71,9 @@ func newMetrics() *metrics {
 		relayedPackets: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "turnd_relayed_packets_total", Help: "Datagrams (or TCP reads) relayed, by direction.",
 		}, []string{"direction"}),
+		segmented: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "turnd_segmented_packets_total", Help: "Relayed datagrams that left merged with others into one segmented send (UDP_SEGMENT), by direction.",
+		}, []string{"direction"}),
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "turnd_dropped_packets_total", Help: "Packets dropped before or while relaying, by reason.",
 		}, []string{"reason"}),
@@ -89,13 +94,15 @@ func newMetrics() *metrics {
 		}),
 	}
 	reg.MustRegister(m.allocationsActive, m.allocationsCreated, m.authFailures, m.quotaRejections,
-		m.policyDenials, m.relayedBytes, m.relayedPackets, m.dropped, m.pionEvents, m.bindingAnswers, m.acceptErrors, m.draining, m.fastBindings,
+		m.policyDenials, m.relayedBytes, m.relayedPackets, m.segmented, m.dropped, m.pionEvents, m.bindingAnswers, m.acceptErrors, m.draining, m.fastBindings,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m.offload = newOffloadMetrics(reg)
 	m.bytesC2P = m.relayedBytes.WithLabelValues(dirClientToPeer)
 	m.bytesP2C = m.relayedBytes.WithLabelValues(dirPeerToClient)
 	m.pktsC2P = m.relayedPackets.WithLabelValues(dirClientToPeer)
 	m.pktsP2C = m.relayedPackets.WithLabelValues(dirPeerToClient)
+	m.segC2P = m.segmented.WithLabelValues(dirClientToPeer)
+	m.segP2C = m.segmented.WithLabelValues(dirPeerToClient)
 	for _, r := range []string{authUnknownUser, authBadPassword, authExpired, authSessionLimit, authMalformed, authWrongUser} {
 		m.authFailures.WithLabelValues(r)
 	}

@@ -103,6 +103,12 @@ type sendBatch struct{}
 // add is never called: relayFast.out stays nil without relay loops.
 func (*sendBatch) add(*udpSock, *sockaddr, *binding, []byte) {}
 
+// c2pRun is the relay loops' client→peer run (loopsend_linux.go); off
+// Linux forwardAt always gets nil.
+type c2pRun struct{}
+
+func (*c2pRun) add(*binding, []byte, *nbSender, *counts) {}
+
 func (fp *fastPath) adoptListeners(pcs []net.PacketConn) []net.PacketConn { return pcs }
 
 func loopListenerSock(net.PacketConn) *udpSock { return nil }

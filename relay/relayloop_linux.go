@@ -212,6 +212,7 @@ type relayLoop struct {
 	ring    [ringSlots][]byte // 4 header bytes, slotSize payload bytes, 3 padding bytes each
 	used    int               // ring slots holding frames that wait in out
 	out     sendBatch
+	c2p     c2pRun // client→peer datagrams of one listener batch
 	p2c     counts // the drained relay sockets' tallies, added to Prometheus once per batch
 }
 
@@ -267,7 +268,8 @@ func newRelayLoop(fp *fastPath, idx int) (*relayLoop, error) {
 		l.hdrs[i].Hdr.SetIovlen(1)
 		l.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&l.names[i]))
 	}
-	l.out.init(fp.s.metrics)
+	l.out.init(fp.s.metrics, fp.gso)
+	l.c2p.gso = fp.gso
 	return l, nil
 }
 
@@ -623,7 +625,7 @@ func (l *relayLoop) drainListener(lf *listenerFast) {
 				lf.pending.malformed++ // larger than any datagram: never
 				continue
 			}
-			if isChannelData(b) && lf.fp.forwardAt(l.now, lf.local, lf.lid, src, b, lf.snd, &lf.pending) {
+			if isChannelData(b) && lf.fp.forwardAt(l.now, lf.local, lf.lid, src, b, lf.snd, &lf.pending, &l.c2p) {
 				continue
 			}
 			if !c.q.push(rawPkt{b: append([]byte(nil), b...), src: src}) {
@@ -632,11 +634,16 @@ func (l *relayLoop) drainListener(lf *listenerFast) {
 				l.handoff = true // pion's read loop may be ready to run now
 			}
 		}
+		l.c2p.flush() // before aim reuses the slots
 		if k < loopSlots {
 			break
 		}
 	}
 	lf.flush()
+	if l.c2p.segmented > 0 {
+		lf.fp.s.metrics.segC2P.Add(float64(l.c2p.segmented))
+		l.c2p.segmented = 0
+	}
 	l.load.dgrams += int64(read)
 	l.noteListenerDrain(c.fd, read) // loopspread_linux.go
 }
@@ -658,6 +665,7 @@ var errNoLoop = errors.New("relay: no relay event loop")
 // core can read relay sockets when the loops spread: loopspread_linux.go);
 // on failure the fast path reads relay sockets with a goroutine each.
 func (fp *fastPath) startLoops(n int) {
+	fp.gso = fp.gso && gsoSupported()
 	for i := 0; i < n; i++ {
 		l, err := newRelayLoop(fp, i)
 		if err != nil {

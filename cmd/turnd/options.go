@@ -74,6 +74,7 @@ type options struct {
 	relayExt     relayExtOptions // coturn drop-in relay settings (relayflags.go)
 	fleet        fleetOptions    // fleet.go
 	noFastPath   bool
+	noGSO        bool
 	rawWait      time.Duration
 }
 
@@ -129,6 +130,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	addExtFlags(fs, o)
 	addRelayExtFlags(fs, &o.relayExt)
 	addFleetFlags(fs, &o.fleet)
+	fs.BoolVar(&o.noGSO, "no-gso", false, "send every relayed datagram on its own instead of merging runs for one destination into one segmented send (UDP_SEGMENT)")
 	fs.BoolVar(&o.noFastPath, "no-fastpath", false, "let pion carry every packet instead of turnd's ChannelData fast path (A/B tests)")
 	fs.DurationVar(&o.rawWait, "loop-raw-wait", 5*time.Millisecond, "at light load, how long a relay loop waits for the next datagram outside Go's scheduler before it sleeps (1ms-100ms; 0 = off; Linux)")
 	return fs
@@ -169,6 +171,7 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 		IPv6SourcePrefix:        o.v6Prefix,
 		DrainTimeout:            o.drain,
 		DisableFastPath:         o.noFastPath,
+		DisableGSO:              o.noGSO,
 		RawWait:                 rawWaitConfig(o.rawWait),
 		Peers:                   relay.PeerPolicy{AllowLoopback: o.allowLoop, AllowPrivate: o.allowPrivate},
 	}
