@@ -340,7 +340,7 @@ func (l *turnd_offloadLab) uclientCase(t *testing.T, bin string, peer netip.Addr
 		if dropped != 0 || r.Checked < c.want {
 			t.Errorf("captured %d datagrams at the %s (capture dropped %d), want at least %d", r.Checked, c.name, dropped, c.want)
 		}
-		t.Logf("%s: %d datagrams checked, %d marked checksum-not-ready", c.name, r.Checked, r.NotReady)
+		t.Logf("%s: %d datagrams checked, %d frames marked checksum-not-ready, %d segmentation offload frames", c.name, r.Checked, r.NotReady, r.Merged)
 	}
 	for i, ns := range nss {
 		v4, v6, err := netlab.UDPCsumErrors(ns)

@@ -540,7 +540,6 @@ func (m *metrics) addTallies(c *counts, dir string) {
 	if c.malformed > 0 {
 		m.dropped.WithLabelValues(dropMalformed).Add(float64(c.malformed))
 	}
-
 	*c = counts{}
 }
 

@@ -212,11 +212,11 @@ func (fp *fastPath) forwardAt(now int64, local netip.AddrPort, lid int, src neti
 		tally.bwDrops++
 		return true
 	}
-	var err error
 	if bd.raw != nil && run != nil {
 		run.add(bd, b[4:4+n], snd, tally)
 		return true
 	}
+	var err error
 	if bd.raw != nil {
 		err = snd.sendRaw(bd.raw, b[4:4+n], &bd.peerSA)
 	} else {

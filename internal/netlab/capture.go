@@ -16,8 +16,9 @@ import (
 
 // Capture is an AF_PACKET socket on one interface of a namespace that keeps
 // every frame arriving there (outgoing frames are skipped), with the
-// kernel's "checksum not ready" mark. Frames wait in the socket's receive
-// buffer (32 MiB) until Drain.
+// kernel's "checksum not ready" mark and, for a segmentation-offload frame
+// (a sender's UDP_SEGMENT send, which veth passes on whole), its segment
+// size. Frames wait in the socket's receive buffer (32 MiB) until Drain.
 type Capture struct {
 	fd int
 }
@@ -28,7 +29,19 @@ type Frame struct {
 	// NotReady is TP_STATUS_CSUMNOTREADY: a CHECKSUM_PARTIAL skb whose UDP
 	// checksum field holds only the pseudo-header sum.
 	NotReady bool
+	// GSOSize is the UDP payload size of each datagram a UDP segmentation
+	// offload frame stands for (the receiving socket cuts it into them);
+	// 0 for a plain frame.
+	GSOSize int
 }
+
+// vnetHdrLen is the length of the virtio_net_hdr that PACKET_VNET_HDR puts
+// before every frame: flags, gso_type, hdr_len, gso_size, csum_start,
+// csum_offset.
+const vnetHdrLen = 10
+
+// gsoUDPL4 is VIRTIO_NET_HDR_GSO_UDP_L4.
+const gsoUDPL4 = 5
 
 // NewCapture opens a capture on dev inside namespace ns.
 func NewCapture(ns, dev string) (*Capture, error) {
@@ -45,6 +58,9 @@ func NewCapture(ns, dev string) (*Capture, error) {
 		}
 		c.fd = fd
 		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_AUXDATA, 1); err != nil {
+			return err
+		}
+		if err := unix.SetsockoptInt(fd, unix.SOL_PACKET, unix.PACKET_VNET_HDR, 1); err != nil {
 			return err
 		}
 		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, 32<<20); err != nil {
@@ -72,7 +88,7 @@ func (c *Capture) Close() error {
 // Drain returns the frames that arrived since the last Drain, and how many
 // the socket dropped (its buffer was full) in that time.
 func (c *Capture) Drain() (frames []Frame, dropped int, err error) {
-	buf := make([]byte, 65536)
+	buf := make([]byte, vnetHdrLen+65536)
 	oob := make([]byte, 256)
 	for {
 		n, oobn, _, from, err := unix.Recvmsg(c.fd, buf, oob, unix.MSG_DONTWAIT)
@@ -85,7 +101,15 @@ func (c *Capture) Drain() (frames []Frame, dropped int, err error) {
 		if ll, ok := from.(*unix.SockaddrLinklayer); ok && ll.Pkttype == unix.PACKET_OUTGOING {
 			continue
 		}
-		f := Frame{Bytes: append([]byte(nil), buf[:n]...)}
+		if n < vnetHdrLen {
+			return frames, 0, fmt.Errorf("capture: %d bytes, shorter than the virtio header", n)
+		}
+		// The header is in the host's byte order (virtio's legacy rule,
+		// which packet sockets follow).
+		f := Frame{Bytes: append([]byte(nil), buf[vnetHdrLen:n]...)}
+		if buf[1] == gsoUDPL4 {
+			f.GSOSize = int(binary.NativeEndian.Uint16(buf[4:]))
+		}
 		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
 		if err != nil {
 			return frames, 0, fmt.Errorf("capture: %w", err)
@@ -154,16 +178,21 @@ func ParseUDP(b []byte) (src, dst netip.AddrPort, udp []byte, ok bool) {
 
 // ChecksumResult is what VerifyUDP found.
 type ChecksumResult struct {
-	Checked  int      // datagrams that matched the filter
-	NotReady int      // of those, marked CHECKSUM_PARTIAL by the kernel
-	Bad      []string // one line per datagram with a wrong checksum
+	Checked  int      // datagrams that matched the filter (a segmentation offload frame counts its datagrams)
+	NotReady int      // of those frames, marked CHECKSUM_PARTIAL by the kernel
+	Merged   int      // of those frames, segmentation offload frames
+	Bad      []string // one line per frame with a wrong checksum
 }
 
 // VerifyUDP recomputes the UDP checksum of every captured datagram for which
 // match returns true. A datagram the kernel marks "checksum not ready" must
 // carry the folded pseudo-header sum (what the stack would complete); any
 // other must carry the full checksum. A zero IPv4 checksum ("none") counts
-// as bad: nothing here sends without checksums.
+// as bad: nothing here sends without checksums. A segmentation offload
+// frame (GSOSize) is always CHECKSUM_PARTIAL: its field holds the
+// pseudo-header sum over the whole frame, which the receiving socket
+// adjusts for each datagram it cuts; it counts as the datagrams it stands
+// for.
 func VerifyUDP(frames []Frame, match func(src, dst netip.AddrPort) bool) ChecksumResult {
 	var r ChecksumResult
 	for _, f := range frames {
@@ -171,7 +200,12 @@ func VerifyUDP(frames []Frame, match func(src, dst netip.AddrPort) bool) Checksu
 		if !ok || !match(src, dst) {
 			continue
 		}
-		r.Checked++
+		if f.GSOSize > 0 {
+			r.Merged++
+			r.Checked += (len(udp) - udpLen + f.GSOSize - 1) / f.GSOSize
+		} else {
+			r.Checked++
+		}
 		got := binary.BigEndian.Uint16(udp[6:])
 		want := checksum.UDP(src.Addr(), dst.Addr(), udp)
 		if f.NotReady {

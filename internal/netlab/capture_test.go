@@ -47,10 +47,13 @@ func TestVerifyUDP(t *testing.T) {
 		{Bytes: frame4(src, dst, []byte("hello relay"), good), NotReady: true},
 		{Bytes: frame4(other, dst, []byte("not matched"), bad)},
 		{Bytes: []byte("runt")},
+		// A segmentation offload frame of 1200-byte datagrams, the last
+		// 300: four datagrams, one pseudo-header sum over the whole frame.
+		{Bytes: frame4(src, dst, make([]byte, 3*1200+300), partial), NotReady: true, GSOSize: 1200},
 	}
 	r := VerifyUDP(frames, func(s, d netip.AddrPort) bool { return s == src && d == dst })
-	if r.Checked != 4 || r.NotReady != 2 || len(r.Bad) != 2 {
-		t.Fatalf("VerifyUDP = %+v, want 4 checked, 2 not ready, 2 bad", r)
+	if r.Checked != 8 || r.NotReady != 3 || r.Merged != 1 || len(r.Bad) != 2 {
+		t.Fatalf("VerifyUDP = %+v, want 8 checked, 3 not ready, 1 merged, 2 bad", r)
 	}
 	if !strings.Contains(r.Bad[0], "17 bytes") {
 		t.Errorf("bad line %q does not name the datagram's length", r.Bad[0])
