@@ -671,6 +671,7 @@ func (fp *fastPath) startLoops(n int) {
 		if err != nil {
 			fp.s.log.Warn("relay event loop unavailable: relay sockets get a reader each", "err", err)
 			fp.stopLoops()
+			fp.loops = nil // before the server serves: nobody reads it yet
 			return
 		}
 		fp.loops = append(fp.loops, l)
@@ -694,7 +695,9 @@ func (fp *fastPath) stopLoops() {
 		l.endStreams() // nobody reads them now: their readers must not wait forever
 		l.closeFDs()
 	}
-	fp.loops = nil
+	// fp.loops stays as it is: pion's read loops may still be serving a
+	// request after its Close returns, and read it (listenRelay,
+	// attachLoop); a closed loop refuses new sockets (register).
 }
 
 // adoptListeners moves UDP listener sockets off Go's poller: each is

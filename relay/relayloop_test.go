@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"runtime"
 	"sync/atomic"
 	"testing"
@@ -87,15 +88,22 @@ func TestRelayLoopsReadListeners(t *testing.T) {
 	if err := r.srv.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if fp.loops != nil {
-		t.Error("loops still listed after Close")
+	// fp.loops stays listed (pion's read loops may still read it); each
+	// loop is closed and refuses new sockets.
+	late, err := listenRawUDP("udp4", netip.MustParseAddrPort("127.0.0.1:0"))
+	if err != nil {
+		t.Fatal(err)
 	}
+	defer late.Close()
 	for i, l := range loops {
 		l.mu.Lock()
 		if !l.closed {
 			t.Errorf("loop %d not closed", i)
 		}
 		l.mu.Unlock()
+		if err := l.register(late, loopSock{}); !errors.Is(err, errNoLoop) {
+			t.Errorf("loop %d took a socket after Close: %v", i, err)
+		}
 	}
 	lf.sock.raw.mu.RLock()
 	closed := lf.sock.raw.closed
