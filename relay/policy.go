@@ -173,22 +173,32 @@ func lastAddr(p netip.Prefix) netip.Addr {
 type peerPolicy struct {
 	cfg PeerPolicy
 
-	// selfPorts are the server's own listening and admin ports: never
-	// reachable on its own addresses, whatever the operator opened.
-	// Every other port on its own addresses is denied too, except live
-	// relay ports of the same protocol and, with AllowLoopback, loopback.
-	selfPorts map[uint16]bool
+	// selfPorts are the server's own listening and admin ports, each
+	// with its transport: never reachable on its own addresses, whatever
+	// the operator opened. Every other port on its own addresses is denied
+	// too, except live relay ports of the same protocol and, with
+	// AllowLoopback, loopback. A UDP peer on the number of a TCP listener
+	// is not the listener (the port spaces are separate), so it is judged
+	// as any other port.
+	selfPorts map[selfPort]bool
 	self      *atomic.Pointer[selfSet]
 
 	relays *relaySet
 }
 
-func newPeerPolicy(cfg PeerPolicy, selfPorts []int, self *selfSet) *peerPolicy {
-	p := &peerPolicy{cfg: cfg, selfPorts: map[uint16]bool{}, self: &atomic.Pointer[selfSet]{}, relays: newRelaySet()}
+// selfPort is one of the server's own ports with its transport
+// (protoUDP, protoTCP).
+type selfPort struct {
+	proto uint8
+	port  uint16
+}
+
+func newPeerPolicy(cfg PeerPolicy, selfPorts []selfPort, self *selfSet) *peerPolicy {
+	p := &peerPolicy{cfg: cfg, selfPorts: map[selfPort]bool{}, self: &atomic.Pointer[selfSet]{}, relays: newRelaySet()}
 	p.self.Store(self)
-	for _, port := range selfPorts {
-		if port > 0 && port < 65536 {
-			p.selfPorts[uint16(port)] = true
+	for _, sp := range selfPorts {
+		if sp.port != 0 {
+			p.selfPorts[sp] = true
 		}
 	}
 	return p
@@ -239,7 +249,7 @@ func (p *peerPolicy) check(ip netip.Addr, port uint16, proto uint8) string {
 		if self.isBroadcast(a) {
 			return denyBroadcast
 		}
-		if port != 0 && p.selfPorts[port] && self.isSelf(a) {
+		if port != 0 && p.selfPorts[selfPort{proto, port}] && self.isSelf(a) {
 			return denySelf
 		}
 	}

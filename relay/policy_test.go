@@ -119,14 +119,15 @@ func TestPeerPolicySwitches(t *testing.T) {
 
 func TestPeerPolicySelfAndRelays(t *testing.T) {
 	self := newSelfSet(nil, netip.MustParseAddr("8.8.8.8"))
-	p := newPeerPolicy(PeerPolicy{AllowLoopback: true}, []int{3478, 9090}, self)
+	p := newPeerPolicy(PeerPolicy{AllowLoopback: true},
+		[]selfPort{{protoUDP, 3478}, {protoTCP, 3478}, {protoTCP, 9090}, {protoTCP, 5349}}, self)
 	ap := netip.MustParseAddrPort
 	tests := []struct {
 		addr, want string
 	}{
 		{"8.8.8.8:3478", denySelf},
 		{"[::ffff:8.8.8.8]:3478", denySelf},
-		{"127.0.0.1:9090", denySelf}, // admin port even when loopback peers are allowed
+		{"127.0.0.1:9090", ""}, // the admin port is TCP: checked below
 		{"[64:ff9b::808:808]:3478", denySelf},
 		{"8.8.8.8:3479", denySelf}, // every port of an own address the operator did not open
 		{"127.0.0.1:3479", ""},     // loopback was opened
@@ -135,6 +136,27 @@ func TestPeerPolicySelfAndRelays(t *testing.T) {
 	for _, tt := range tests {
 		if got := p.checkAddrPort(ap(tt.addr), protoUDP); got != tt.want {
 			t.Errorf("checkAddrPort(%s) = %q, want %q", tt.addr, got, tt.want)
+		}
+	}
+	// Own ports count for their transport only: a UDP peer on the number of
+	// a TCP listener (TLS on 5349 here) or of the admin port is another
+	// socket, which the loopback switch opened. In the test suite such a
+	// peer on an ephemeral port that matched the TLS listener's lost its
+	// datagrams as "self" (TestStreamPeerDataThroughFastPath, rarely).
+	for _, tt := range []struct {
+		addr  string
+		proto uint8
+		want  string
+	}{
+		{"127.0.0.1:5349", protoUDP, ""},
+		{"127.0.0.1:5349", protoTCP, denySelf},
+		{"127.0.0.1:9090", protoTCP, denySelf},
+		{"127.0.0.1:3478", protoUDP, denySelf},
+		{"127.0.0.1:3478", protoTCP, denySelf},
+		{"8.8.8.8:5349", protoUDP, denySelf}, // an own address the operator did not open, whatever the port
+	} {
+		if got := p.checkAddrPort(ap(tt.addr), tt.proto); got != tt.want {
+			t.Errorf("checkAddrPort(%s, proto %d) = %q, want %q", tt.addr, tt.proto, got, tt.want)
 		}
 	}
 
@@ -165,7 +187,7 @@ func FuzzPeerPolicy(f *testing.F) {
 		if !ok {
 			return
 		}
-		p := newPeerPolicy(PeerPolicy{}, []int{3478}, newSelfSet(nil, ip))
+		p := newPeerPolicy(PeerPolicy{}, []selfPort{{protoUDP, 3478}}, newSelfSet(nil, ip))
 		a := p.checkAddrPort(netip.AddrPortFrom(ip, port), protoUDP)
 		b := p.checkAddrPort(netip.AddrPortFrom(ip.Unmap(), port), protoUDP)
 		if a != b {
@@ -175,4 +197,35 @@ func FuzzPeerPolicy(f *testing.F) {
 			t.Fatalf("loopback %v allowed by default", ip)
 		}
 	})
+}
+
+// TestSelfPortsByTransport: the server lists each own port with the
+// transport it listens on, so the policy above sees TLS and admin ports as
+// TCP and the UDP listener as UDP.
+func TestSelfPortsByTransport(t *testing.T) {
+	srv := newTestServer(t, func(c *Config) {
+		c.Listeners = append(c.Listeners, Listener{Network: "tls", Addr: "127.0.0.1:0"})
+		c.Certificate = selfSigned(t)
+		c.AdminPorts = []int{9999}
+	})
+	got := map[selfPort]bool{}
+	for _, sp := range srv.selfPorts() {
+		got[sp] = true
+	}
+	port := func(network string) uint16 { return toAddrPort(srv.Addr(network)).Port() }
+	for _, tt := range []struct {
+		sp   selfPort
+		want bool
+	}{
+		{selfPort{protoUDP, port("udp")}, true},
+		{selfPort{protoTCP, port("tcp")}, true},
+		{selfPort{protoTCP, port("tls")}, true},
+		{selfPort{protoUDP, port("tls")}, port("tls") == port("udp")},
+		{selfPort{protoTCP, 9999}, true},
+		{selfPort{protoUDP, 9999}, false},
+	} {
+		if got[tt.sp] != tt.want {
+			t.Errorf("self port %+v listed: %v, want %v (all: %v)", tt.sp, got[tt.sp], tt.want, got)
+		}
+	}
 }

@@ -399,14 +399,36 @@ func (s *Server) peerIPDenied(ip netip.Addr) string {
 	return s.policy.Load().checkIP(ip)
 }
 
-// selfPorts are the ports a peer address may not name on our own IPs.
-func (s *Server) selfPorts() []int {
-	ports := append([]int(nil), s.cfg.AdminPorts...)
+// selfPorts are the ports a peer address may not name on our own IPs,
+// each with its transport: UDP listeners on UDP, TCP and TLS listeners on
+// TCP, admin ports (HTTP) on TCP, the RFC 5780 alternate port on both.
+func (s *Server) selfPorts() []selfPort {
+	var ports []selfPort
+	add := func(proto uint8, port int) {
+		if port > 0 && port < 65536 {
+			ports = append(ports, selfPort{proto, uint16(port)})
+		}
+	}
+	for _, port := range s.cfg.AdminPorts {
+		add(protoTCP, port)
+	}
 	for _, a := range s.addrs {
-		ports = append(ports, int(toAddrPort(a).Port()))
+		switch a := a.(type) {
+		case *net.UDPAddr:
+			add(protoUDP, a.Port)
+		case *net.TCPAddr:
+			add(protoTCP, a.Port)
+		case tlsAddr: // the TCP and TLS listeners
+			add(protoTCP, int(toAddrPort(a.Addr).Port()))
+		default: // not expected; both, to stay on the safe side
+			port := int(toAddrPort(a).Port())
+			add(protoUDP, port)
+			add(protoTCP, port)
+		}
 	}
 	if r := s.cfg.RFC5780; r != nil {
-		ports = append(ports, r.AlternatePort)
+		add(protoUDP, r.AlternatePort)
+		add(protoTCP, r.AlternatePort)
 	}
 	return ports
 }
