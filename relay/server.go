@@ -416,8 +416,6 @@ func (s *Server) selfPorts() []selfPort {
 		switch a := a.(type) {
 		case *net.UDPAddr:
 			add(protoUDP, a.Port)
-		case *net.TCPAddr:
-			add(protoTCP, a.Port)
 		case tlsAddr: // the TCP and TLS listeners
 			add(protoTCP, int(toAddrPort(a.Addr).Port()))
 		default: // not expected; both, to stay on the safe side
