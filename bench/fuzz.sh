@@ -30,6 +30,19 @@ trap 'rm -rf "$bin"' EXIT
 # 1.26). That is the engine, not a finding, so such a run is repeated (at
 # most twice); drop the repeat once go.mod moves to 1.27. A real failure writes its input under testdata/fuzz
 # and says so, and is never repeated.
+# show_cached_input prints the cached corpus file a failing run names
+# ("failure while testing seed corpus entry: Target/hash"), so the log
+# carries the input even when it never reached testdata/fuzz.
+show_cached_input() {
+	local out=$1 cachedir=$2 entry
+	entry=$(sed -nE 's/.*failure while testing seed corpus entry: ([A-Za-z0-9_]+\/[0-9a-f]+).*/\1/p' "$out" | head -n1)
+	if [[ -n "$entry" && -f "$cachedir/$entry" ]]; then
+		echo "== failing input $entry (copy it to testdata/fuzz/$entry to replay it with go test):"
+		cat "$cachedir/$entry"
+		echo
+	fi
+}
+
 fuzz_one() {
 	local exe=$1 dir=$2 target=$3 cachedir=$4 out attempt
 	for attempt in 1 2 3; do
@@ -39,9 +52,17 @@ fuzz_one() {
 			return 0
 		fi
 		if grep -q 'Failing input written' "$out" || ! grep -q 'context deadline exceeded' "$out"; then
+			show_cached_input "$out" "$cachedir"
 			return 1
 		fi
-		echo "== $target: the fuzzing engine stopped at its deadline without a failing input; running it again"
+		if grep -q 'fuzz: minimizing' "$out"; then
+			# The deadline cut the minimisation short, so nothing went to
+			# testdata/fuzz; the input is in the cache, where the next run
+			# replays it first and fails on it.
+			echo "== $target: found a failing input but hit the deadline while minimising it; running again to replay it"
+		else
+			echo "== $target: the fuzzing engine stopped at its deadline without a failing input; running it again"
+		fi
 	done
 	return 1
 }
