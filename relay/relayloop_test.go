@@ -337,6 +337,83 @@ func TestRelayLoopNoLostWakeup(t *testing.T) {
 	}
 }
 
+// A wake-up that finds a relay socket and a listener socket ready drains
+// the listener first, whatever order they became ready in: its
+// client→peer datagram goes out before the loop spends a recvmmsg on a
+// peer→client one that waits for the end of the wake-up anyway.
+func TestRelayLoopDrainsClientsFirst(t *testing.T) {
+	r := newFPRig(t, nil)
+	const ch = 0x4005
+	r.bind(ch)
+	r.roundTrip(ch, 100)
+	var fired atomic.Bool
+	sent := make(chan error, 1)
+	park := func() {
+		if !fired.CompareAndSwap(false, true) {
+			return
+		}
+		// The relay socket first, so epoll's ready list has it first.
+		// Synchronous on loopback: both are queued when these return,
+		// before this loop (the only one reading) wakes again.
+		_, err1 := r.peer.WriteToUDPAddrPort([]byte("p2c"), r.relay)
+		_, err2 := r.client.WriteToUDPAddrPort(channelData(ch, []byte("c2p")), toAddrPort(r.cl.srv))
+		sent <- errors.Join(err1, err2)
+	}
+	order := make(chan string, 16)
+	seen := func(ls loopSock) {
+		if !fired.Load() {
+			return
+		}
+		kind := "stream"
+		switch {
+		case ls.rf != nil:
+			kind = "relay"
+		case ls.lf != nil:
+			kind = "listener"
+		}
+		select {
+		case order <- kind:
+		default:
+		}
+	}
+	afterDrain.Store(&park)
+	drainOrder.Store(&seen)
+	t.Cleanup(func() { afterDrain.Store(nil); drainOrder.Store(nil) })
+
+	// The loops are parked: a datagram wakes the first, and the hook runs
+	// when it parks again.
+	r.sendC2P(ch, []byte("wake"))
+	select {
+	case err := <-sent:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the loop never parked after a wake-up (the path under test did not run)")
+	}
+	for _, want := range []string{"wake", "c2p"} {
+		if got, err := recv(r.peer, 5*time.Second); err != nil || string(got) != want {
+			t.Fatalf("peer: got %q (%v), want %q", got, err, want)
+		}
+	}
+	want := channelData(ch, []byte("p2c"))
+	if got, err := recv(r.client, 5*time.Second); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("client: got % x (%v), want % x", got, err, want)
+	}
+	var drained []string
+	for len(drained) < 2 {
+		select {
+		case k := <-order:
+			drained = append(drained, k)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("drains seen: %v, want a listener and a relay socket", drained)
+		}
+	}
+	if drained[0] != "listener" || drained[1] != "relay" {
+		t.Fatalf("drain order %v, want [listener relay]: the wake-up read the relay socket before the listener", drained)
+	}
+}
+
 // A relay socket's per-datagram fields share its first cache line, and the
 // struct fills a size class of whole cache lines (192 bytes), so every
 // rawUDP starts on one.

@@ -78,30 +78,37 @@ func parseLatLoads(s string, pps int) ([]latLoad, error) {
 
 // latResult is one phase on one server. Times are µs.
 type latResult struct {
-	Flows       int      `json:"flows"`
-	Offered     float64  `json:"offered_rt_s"`
-	Sent        uint64   `json:"sent"`
-	Skipped     uint64   `json:"skipped"` // owed by a descheduled sender beyond two ticks: not sent
-	SendRefused uint64   `json:"send_refused"`
-	Echoed      uint64   `json:"echoed"`
-	Late        uint64   `json:"late"`
-	Unstamped   uint64   `json:"unstamped"` // echoes without a kernel stamp at the client or the echo
-	Negative    uint64   `json:"negative"`  // RTTs below 0 (a clock step): counted at 0
-	LossPct     float64  `json:"loss_pct"`
-	P50         float64  `json:"p50_us"`
-	P90         float64  `json:"p90_us"`
-	P99         float64  `json:"p99_us"`
-	P999        float64  `json:"p999_us"`
-	Max         float64  `json:"max_us"`
-	UserP50     float64  `json:"user_p50_us"` // the same echoes timed in user space after recvmmsg, hold included
-	UserP99     float64  `json:"user_p99_us"`
-	HoldMean    float64  `json:"hold_mean_us"`
-	ServerCPU   float64  `json:"server_cpu_cores"`
-	CPUPerRT    float64  `json:"server_cpu_us_per_rt"`
-	GenCPU      float64  `json:"gen_cpu_cores"`
-	EchoCPU     float64  `json:"echo_cpu_cores"`
-	RcvbufErrs  []int64  `json:"rcvbuf_errors"` // host, generator+echo sockets, server listener sockets, other sockets
-	SlowSlots   []string `json:"slow_by_100ms"` // "second:count" of echoes over 2 ms, by send time
+	Flows       int     `json:"flows"`
+	Offered     float64 `json:"offered_rt_s"`
+	Sent        uint64  `json:"sent"`
+	Skipped     uint64  `json:"skipped"` // owed by a descheduled sender beyond two ticks: not sent
+	SendRefused uint64  `json:"send_refused"`
+	Echoed      uint64  `json:"echoed"`
+	Late        uint64  `json:"late"`
+	Unstamped   uint64  `json:"unstamped"` // echoes without a kernel stamp at the client or the echo
+	Negative    uint64  `json:"negative"`  // RTTs below 0 (a clock step): counted at 0
+	LossPct     float64 `json:"loss_pct"`
+	P50         float64 `json:"p50_us"`
+	P90         float64 `json:"p90_us"`
+	P99         float64 `json:"p99_us"`
+	P999        float64 `json:"p999_us"`
+	Max         float64 `json:"max_us"`
+	UserP50     float64 `json:"user_p50_us"` // the same echoes timed in user space after recvmmsg, hold included
+	UserP99     float64 `json:"user_p99_us"`
+	// The two ways of a round trip, split at the echo's kernel receive
+	// stamp: out is client to echo (the relay's client→peer traversal),
+	// back is echo to client without the hold (peer→client).
+	OutP50     float64  `json:"out_p50_us"`
+	OutP99     float64  `json:"out_p99_us"`
+	BackP50    float64  `json:"back_p50_us"`
+	BackP99    float64  `json:"back_p99_us"`
+	HoldMean   float64  `json:"hold_mean_us"`
+	ServerCPU  float64  `json:"server_cpu_cores"`
+	CPUPerRT   float64  `json:"server_cpu_us_per_rt"`
+	GenCPU     float64  `json:"gen_cpu_cores"`
+	EchoCPU    float64  `json:"echo_cpu_cores"`
+	RcvbufErrs []int64  `json:"rcvbuf_errors"` // host, generator+echo sockets, server listener sockets, other sockets
+	SlowSlots  []string `json:"slow_by_100ms"` // "second:count" of echoes over 2 ms, by send time
 	// Timeline: 10 ms slots around the worst round trip (latTLHeader).
 	Timeline  []string `json:"timeline_10ms,omitempty"`
 	StartNS   int64    `json:"start_unix_ns"`
@@ -113,6 +120,7 @@ type latCounts struct {
 	sent, skipped, refused, echoed, late, unstamped uint64
 	holdSum                                         uint64
 	rtt, user                                       latHist
+	out, back                                       latHist // the two ways (latResult.OutP50)
 	// slow counts the echoes over latSlowNS per latSlotNS of their send
 	// time since the phase began: whether the tail is spread over the
 	// phase or bunched in a few stalls.
@@ -146,6 +154,8 @@ func (c *latCounts) merge(o *latCounts) {
 	c.holdSum += o.holdSum
 	c.rtt.merge(&o.rtt)
 	c.user.merge(&o.user)
+	c.out.merge(&o.out)
+	c.back.merge(&o.back)
 	for i, v := range o.slow {
 		c.slow[i] += v
 	}
@@ -302,6 +312,10 @@ func latRead(f *satFlow, rx *mmsgRing, step uint32, startNS int64, out *latCount
 			if len(p) >= latOffEchoRx+8 {
 				echoRx = int64(binary.BigEndian.Uint64(p[latOffEchoRx:]))
 			}
+			if way, back, ok := latWays(sent, echoRx, hold, crx); ok {
+				out.out.add(way)
+				out.back.add(back)
+			}
 			out.tl.echoed(startNS, sent, echoRx, hold, crx)
 		}
 		if k < len(rx.msgs) {
@@ -406,9 +420,10 @@ func runLatload(mode string, td satTurnd, coturnBin, peerBin string, rounds, siz
 				results[ld.name][k.name] = append(results[ld.name][k.name], res)
 				line, _ := json.Marshal(map[string]any{"mode": "latload-" + mode, "round": r + 1, "phase": ld.name, "server": k.name, "result": res})
 				fmt.Fprintln(rawW, string(line))
-				fmt.Fprintf(os.Stderr, "latload round %d %-12s %-6s sent %d echoed %d loss %.3f%% unstamped %d skipped %d | p50 %.0f p90 %.0f p99 %.0f p99.9 %.0f max %.0f µs | user p50 %.0f p99 %.0f | hold %.1f µs | server %.2f cores %.2f µs/RT gen %.2f echo %.2f rcvbuf %v\n",
+				fmt.Fprintf(os.Stderr, "latload round %d %-12s %-6s sent %d echoed %d loss %.3f%% unstamped %d skipped %d | p50 %.0f p90 %.0f p99 %.0f p99.9 %.0f max %.0f µs | user p50 %.0f p99 %.0f | out p50/p99 %.0f/%.0f back %.0f/%.0f | hold %.1f µs | server %.2f cores %.2f µs/RT gen %.2f echo %.2f rcvbuf %v\n",
 					r+1, ld.name, k.name, res.Sent, res.Echoed, res.LossPct, res.Unstamped, res.Skipped,
-					res.P50, res.P90, res.P99, res.P999, res.Max, res.UserP50, res.UserP99, res.HoldMean,
+					res.P50, res.P90, res.P99, res.P999, res.Max, res.UserP50, res.UserP99,
+					res.OutP50, res.OutP99, res.BackP50, res.BackP99, res.HoldMean,
 					res.ServerCPU, res.CPUPerRT, res.GenCPU, res.EchoCPU, res.RcvbufErrs)
 				if len(res.Timeline) > 0 {
 					fmt.Fprintf(os.Stderr, "    timeline around the worst echo, phase start %d ns CLOCK_REALTIME, %d ns CLOCK_MONOTONIC (%s):\n      %s\n", res.StartNS, res.StartMono, latTLHeader(), strings.Join(res.Timeline, "\n      "))
@@ -484,6 +499,8 @@ func (c *latCounts) result(ld latLoad, wall, server, gen, echo time.Duration, b0
 		Unstamped: c.unstamped, Negative: c.rtt.neg,
 		P50: c.rtt.quantile(0.5), P90: c.rtt.quantile(0.9), P99: c.rtt.quantile(0.99), P999: c.rtt.quantile(0.999),
 		Max: c.rtt.maxUS(), UserP50: c.user.quantile(0.5), UserP99: c.user.quantile(0.99),
+		OutP50: c.out.quantile(0.5), OutP99: c.out.quantile(0.99),
+		BackP50: c.back.quantile(0.5), BackP99: c.back.quantile(0.99),
 		ServerCPU: server.Seconds() / w, EchoCPU: echo.Seconds() / w,
 		GenCPU:    (gen - echo).Seconds() / w,
 		SlowSlots: c.slowSlots(), StartNS: c.startNS, StartMono: c.startMono,

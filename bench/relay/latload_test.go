@@ -128,6 +128,31 @@ func TestEchoHoldAndRTT(t *testing.T) {
 	}
 }
 
+// The two ways of a round trip add up to its RTT, and an echo without a
+// receive stamp splits nothing.
+func TestLatWays(t *testing.T) {
+	for _, tc := range []struct {
+		sent, echoRx int64
+		hold         uint64
+		clientRx     int64
+		out, back    int64
+		ok           bool
+	}{
+		{sent: 1_000, echoRx: 1_060, hold: 25, clientRx: 1_120, out: 60, back: 35, ok: true},
+		{sent: 1_000, echoRx: 1_000, hold: 0, clientRx: 1_000, out: 0, back: 0, ok: true},
+		{sent: 1_000, echoRx: 0, hold: 25, clientRx: 1_120},
+		{sent: 1_000, echoRx: 1_060, hold: holdUnknown, clientRx: 1_120},
+	} {
+		out, back, ok := latWays(tc.sent, tc.echoRx, tc.hold, tc.clientRx)
+		if out != tc.out || back != tc.back || ok != tc.ok {
+			t.Errorf("latWays(%d, %d, %d, %d) = %d, %d, %v; want %d, %d, %v", tc.sent, tc.echoRx, tc.hold, tc.clientRx, out, back, ok, tc.out, tc.back, tc.ok)
+		}
+		if rtt, rok := latRTT(tc.sent, tc.clientRx, true, tc.hold); ok && (!rok || out+back != rtt) {
+			t.Errorf("out %d + back %d != RTT %d", out, back, rtt)
+		}
+	}
+}
+
 func TestLatHistQuantile(t *testing.T) {
 	var h latHist
 	for i := 0; i < 900; i++ {

@@ -92,6 +92,17 @@ func latRTT(sent, clientRx int64, clientStamped bool, hold uint64) (rtt int64, o
 	return clientRx - sent - int64(hold), true
 }
 
+// latWays splits a round trip at the echo's kernel receive stamp echoRx:
+// out is send to echoRx (the relay's client→peer traversal), back is
+// echoRx plus the hold to the client's stamp (peer→client); out+back is
+// latRTT's figure. ok is false without an echo stamp (echoRx ≤ 0).
+func latWays(sent, echoRx int64, hold uint64, clientRx int64) (out, back int64, ok bool) {
+	if echoRx <= 0 || hold > math.MaxInt64 {
+		return 0, 0, false
+	}
+	return echoRx - sent, clientRx - echoRx - int64(hold), true
+}
+
 // latHist is a fixed histogram of round-trip times: 1 µs buckets up to
 // 10 ms, then 100 µs buckets up to 1 s; later ones count in the last. The
 // exact maximum and the count of negative values (a clock step during the

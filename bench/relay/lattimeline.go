@@ -39,12 +39,13 @@ func (t *latTimeline) echoed(startNS, sent, echoRx int64, hold uint64, clientRx 
 	s := &t[latTLIndex(sent, startNS)]
 	s.maxRTT = max(s.maxRTT, clientRx-sent-int64(hold))
 	t[latTLIndex(clientRx, startNS)].back++
-	if echoRx <= 0 {
+	out, back, ok := latWays(sent, echoRx, hold, clientRx)
+	if !ok {
 		return
 	}
 	t[latTLIndex(echoRx, startNS)].atEcho++
-	s.maxOut = max(s.maxOut, echoRx-sent)
-	s.maxBack = max(s.maxBack, clientRx-echoRx-int64(hold))
+	s.maxOut = max(s.maxOut, out)
+	s.maxBack = max(s.maxBack, back)
 }
 
 func (t *latTimeline) merge(o *latTimeline) {
