@@ -446,7 +446,7 @@ func (l *relayLoop) stop(err error) bool {
 // what a relay drain reads waits in l.out until the flush at the end
 // anyway. In epoll's order a client→peer datagram waited behind every
 // relay socket that became ready before its listener (a recvmmsg each),
-// and its p99 way out was 1.11x coturn's at 100 flows
+// and its p99 way out was 1.17x coturn's at 100 flows
 // (docs/benchmarks.md, thirteenth pass); this order takes that wait away
 // and adds none to peer→client frames, which are sent after every drain
 // of the wake-up either way.
