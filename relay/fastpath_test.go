@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,14 +39,20 @@ func (o *recObserver) bindingRemoved(s BindingSnapshot)   { o.put("removed", s) 
 func (o *recObserver) await(t *testing.T, what string, pred func(fpEvent) bool) fpEvent {
 	t.Helper()
 	deadline := time.After(20 * time.Second)
+	var seen []string // for the failure message: what came instead
 	for {
 		select {
 		case ev := <-o.ch:
 			if pred(ev) {
 				return ev
 			}
+			if len(seen) < 16 {
+				s := ev.snap
+				seen = append(seen, fmt.Sprintf("%s ch %#x relay %v peer %v enabled %v removed %v",
+					ev.kind, s.Channel, s.Relay, s.Peer, s.Enabled, s.Removed))
+			}
 		case <-deadline:
-			t.Fatalf("no binding event: %s", what)
+			t.Fatalf("no binding event: %s; %d others came: %s", what, len(seen), strings.Join(seen, "; "))
 			return fpEvent{}
 		}
 	}
