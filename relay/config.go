@@ -129,6 +129,15 @@ type Config struct {
 	// with GOMAXPROCS 2 or more only; fixed at start. Default 5ms; negative
 	// turns raw waits off; otherwise between 1ms and 100ms.
 	RawWait time.Duration
+	// BusySlice is the scheduler time slice every thread of the process
+	// asks for while the first relay loop carries a moderate load (between
+	// sliceMinRate and the raw waits' rate limit; loopslice_linux.go): a
+	// slice shorter than the kernel's default lets a thread woken by a
+	// datagram preempt a busy CPU's running thread instead of queueing
+	// behind it. It sets process-wide state (internal/schedslice). Linux
+	// 6.12 or later; elsewhere one log line says it is unavailable. Default
+	// 500µs; negative turns it off; otherwise between 100µs and 100ms.
+	BusySlice time.Duration
 	// Offload chooses the kernel (eBPF, tcx) path for established
 	// UDP↔UDP channels: OffloadAuto (the default) uses it when the program
 	// loads, passes its self-test and attaches, else logs one line and

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/pion/turn/v5"
+
+	"github.com/rtcsuite/rtcsuite/internal/schedslice"
 )
 
 // The user-space data plane (design.md, "The relay's two planes"). pion
@@ -77,6 +79,11 @@ type fastPath struct {
 	loopSpread atomic.Bool
 	loopGen    atomic.Uint32
 	loopsWG    sync.WaitGroup
+	// busySlice is Config.BusySlice (0: off); setSlice applies a slice to
+	// every thread (schedslice.Set; tests record instead). The first loop
+	// switches it with its load (loopslice_linux.go).
+	busySlice time.Duration
+	setSlice  func(time.Duration) (int, error)
 	// relayGen changes whenever a relay address goes away, so cached
 	// policy verdicts for relay-to-relay peers are re-checked.
 	relayGen atomic.Uint64
@@ -215,16 +222,18 @@ type BindingSnapshot struct {
 
 func newFastPath(s *Server) *fastPath {
 	return &fastPath{
-		s:        s,
-		enabled:  fastPathSupported && !s.cfg.DisableFastPath,
-		gso:      !s.cfg.DisableGSO,
-		chanTTL:  s.cfg.ChannelLifetime,
-		permTTL:  s.cfg.PermissionLifetime,
-		c2p:      map[c2pIndex]*binding{},
-		lids:     map[apKey]int{},
-		relays:   map[netip.AddrPort]*relayFast{},
-		byClient: map[clientKey]*relayFast{},
-		streams:  map[clientKey]*streamOut{},
+		s:         s,
+		enabled:   fastPathSupported && !s.cfg.DisableFastPath,
+		gso:       !s.cfg.DisableGSO,
+		chanTTL:   s.cfg.ChannelLifetime,
+		permTTL:   s.cfg.PermissionLifetime,
+		c2p:       map[c2pIndex]*binding{},
+		lids:      map[apKey]int{},
+		relays:    map[netip.AddrPort]*relayFast{},
+		byClient:  map[clientKey]*relayFast{},
+		streams:   map[clientKey]*streamOut{},
+		busySlice: max(s.cfg.BusySlice, 0),
+		setSlice:  schedslice.Set,
 	}
 }
 

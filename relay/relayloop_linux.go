@@ -204,6 +204,7 @@ type relayLoop struct {
 	gated   bool               // epfd is in gate: Go's poller wakes the loop
 	handoff bool               // since the last wait the loop may have readied a goroutine (rawwait_linux.go)
 	light   lightStreak        // light load windows in a row (rawwait_linux.go)
+	slice   sliceGate          // the busy slice (loopslice_linux.go)
 	now     int64              // monoNow at the current batch's epoll_wait
 	events  []unix.EpollEvent
 	later   []*relayFast            // handle's relay sockets, drained after the client-facing ones; cap len(events)
@@ -723,6 +724,7 @@ func (fp *fastPath) stopLoops() {
 		l.endStreams() // nobody reads them now: their readers must not wait forever
 		l.closeFDs()
 	}
+	fp.endSlice()
 	// fp.loops stays as it is: pion's read loops may still be serving a
 	// request after its Close returns, and read it (listenRelay,
 	// attachLoop); a closed loop refuses new sockets (register).

@@ -10,6 +10,8 @@ import (
 	"net/netip"
 	"strconv"
 	"time"
+
+	"github.com/rtcsuite/rtcsuite/internal/schedslice"
 )
 
 // defaultRawWait is Config.RawWait's default, the bound of one raw wait
@@ -18,6 +20,13 @@ import (
 // every 2.5 ms), short enough that a relay whose traffic stopped parks at
 // once, and under sysmon's 10 ms preemption.
 const defaultRawWait = 5 * time.Millisecond
+
+// defaultBusySlice is Config.BusySlice's default: shorter than the
+// kernel's default slice (1.4 ms on 2 CPUs), so a woken relay thread
+// preempts, and longer than the loop's bursts at the loads it applies to,
+// so the threads it wakes do not preempt it in turn (100µs did both:
+// docs/benchmarks.md, fourteenth and fifteenth passes).
+const defaultBusySlice = 500 * time.Microsecond
 
 // maxRawWait bounds Config.RawWait: a longer wait only keeps an idle
 // relay's thread and P from the runtime for longer.
@@ -70,6 +79,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.RawWait == 0 {
 		cfg.RawWait = defaultRawWait
+	}
+	if cfg.BusySlice == 0 {
+		cfg.BusySlice = defaultBusySlice
 	}
 	if cfg.StreamIdleTimeout == 0 {
 		cfg.StreamIdleTimeout = 60 * time.Second
@@ -198,6 +210,11 @@ func (cfg Config) validate() error {
 	}
 	if cfg.RawWait > 0 && (cfg.RawWait < time.Millisecond || cfg.RawWait > maxRawWait) {
 		add("loop raw wait %v is not between 1ms and %v (negative turns raw waits off)", cfg.RawWait, maxRawWait)
+	}
+	if cfg.BusySlice > 0 {
+		if err := schedslice.Validate(cfg.BusySlice); err != nil {
+			add("busy slice: %v (negative turns it off)", err)
+		}
 	}
 	if r := cfg.RFC5780; r != nil {
 		errs = append(errs, cfg.validateRFC5780()...)

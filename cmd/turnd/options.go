@@ -76,6 +76,7 @@ type options struct {
 	noFastPath   bool
 	noGSO        bool
 	rawWait      time.Duration
+	busySlice    time.Duration
 }
 
 func newFlagSet(o *options) *flag.FlagSet {
@@ -133,6 +134,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.BoolVar(&o.noGSO, "no-gso", false, "send every relayed datagram on its own instead of merging runs for one destination into one segmented send (UDP_SEGMENT)")
 	fs.BoolVar(&o.noFastPath, "no-fastpath", false, "let pion carry every packet instead of turnd's ChannelData fast path (A/B tests)")
 	fs.DurationVar(&o.rawWait, "loop-raw-wait", 5*time.Millisecond, "at light load, how long a relay loop waits for the next datagram outside Go's scheduler before it sleeps (1ms-100ms; 0 = off; Linux)")
+	fs.DurationVar(&o.busySlice, "busy-slice", 500*time.Microsecond, "at moderate load, the scheduler time slice turnd's threads ask for, so a thread woken by a datagram preempts a busy CPU instead of queueing (100us-100ms; 0 = off; Linux 6.12+)")
 	return fs
 }
 
@@ -172,7 +174,8 @@ func (o *options) build(stderr interface{ Write([]byte) (int, error) }) (loaded,
 		DrainTimeout:            o.drain,
 		DisableFastPath:         o.noFastPath,
 		DisableGSO:              o.noGSO,
-		RawWait:                 rawWaitConfig(o.rawWait),
+		RawWait:                 zeroOff(o.rawWait),
+		BusySlice:               zeroOff(o.busySlice),
 		Peers:                   relay.PeerPolicy{AllowLoopback: o.allowLoop, AllowPrivate: o.allowPrivate},
 	}
 
@@ -448,9 +451,9 @@ func readLines(path string) ([]string, error) {
 	return out, nil
 }
 
-// rawWaitConfig maps --loop-raw-wait to relay.Config.RawWait, where 0 is
-// the default and off is negative.
-func rawWaitConfig(d time.Duration) time.Duration {
+// zeroOff maps a flag where 0 means off (--loop-raw-wait, --busy-slice)
+// to its relay.Config field, where 0 is the default and off is negative.
+func zeroOff(d time.Duration) time.Duration {
 	if d == 0 {
 		return -1
 	}

@@ -144,3 +144,34 @@ func TestLoopRawWait(t *testing.T) {
 		}
 	}
 }
+
+func TestBusySlice(t *testing.T) {
+	base := []string{"--user", "alice:secret"}
+	for _, tc := range []struct {
+		flag    string
+		want    time.Duration
+		wantErr string
+	}{
+		{"", 500 * time.Microsecond, ""},
+		{"--busy-slice=1ms", time.Millisecond, ""},
+		{"--busy-slice=0", -1, ""}, // off
+		{"--busy-slice=50us", 0, "busy slice: time slice 50µs"},
+		{"--busy-slice=1s", 0, "busy slice: time slice 1s"},
+	} {
+		args := base
+		if tc.flag != "" {
+			args = append(append([]string{}, base...), tc.flag)
+		}
+		l, err := load(t, args, nil)
+		switch {
+		case tc.wantErr != "":
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("%s: error %v, want one mentioning %q", tc.flag, err, tc.wantErr)
+			}
+		case err != nil:
+			t.Errorf("%s: %v", tc.flag, err)
+		case l.relay.BusySlice != tc.want:
+			t.Errorf("%s: Config.BusySlice %v, want %v", tc.flag, l.relay.BusySlice, tc.want)
+		}
+	}
+}

@@ -1,0 +1,7 @@
+//go:build !linux
+
+package schedslice
+
+import "time"
+
+func set(time.Duration) (int, error) { return 0, ErrUnsupported }
