@@ -16,10 +16,13 @@ import "time"
 // a second) p99 fell to about 0.8x, for about 1.17x the CPU per round
 // trip; at 10 flows (1,000 a second) p99 did not move while p50 and CPU
 // rose 8-10%, which the CPU target there has no room for. So the slice
-// applies from sliceMinRate datagrams a second. Above the raw waits' rate
-// (rawWaitMaxRate) the loop parks in Go's poller and batches, where the
-// slice bought nothing measurable, so it ends there too; and with spread
-// loops, which only happens under heavy load.
+// applies from sliceMinRate datagrams a second, and up to sliceMaxRate:
+// at 500 flows it bought no p99 beside the machine's stall episodes but
+// cost about 20% CPU per datagram, and uclient's 500 flows reach the loop
+// at about 20,000 datagrams a second (it cannot keep 50 packets a second
+// per flow; the batched generator's 500 flows bring 50,000), so the bound
+// sits below that (docs/benchmarks.md, fifteenth pass). Spread loops,
+// which only happen under heavy load, keep the default too.
 //
 // The first loop decides, at the end of each load window: sliceAfter
 // windows in a row in the band switch it on, as many outside switch it
@@ -28,7 +31,8 @@ import "time"
 // kernel that refuses (before 6.12, or a sandbox) gets one log line and
 // no further attempts.
 const (
-	sliceMinRate = 4000 // datagrams a second, over one load window
+	sliceMinRate = 4000  // datagrams a second, over one load window
+	sliceMaxRate = 15000 // the same; 100 flows × 50 packets/s bring 10,000
 	sliceAfter   = 3
 )
 
@@ -56,17 +60,18 @@ func (g *sliceGate) window(want bool) bool {
 
 // sliceBand reports whether a window of dgrams datagrams over ns
 // nanoseconds is in the busy slice's band.
-func sliceBand(dgrams, ns int64, heavy, spread bool) bool {
-	return !heavy && !spread && dgrams*int64(time.Second) >= sliceMinRate*max(ns, 1)
+func sliceBand(dgrams, ns int64, spread bool) bool {
+	perSec, ns := dgrams*int64(time.Second), max(ns, 1)
+	return !spread && perSec >= sliceMinRate*ns && perSec <= sliceMaxRate*ns
 }
 
 // sliceWindow is the first loop's decision at the end of a load window.
-func (l *relayLoop) sliceWindow(dgrams, ns int64, heavy bool) {
+func (l *relayLoop) sliceWindow(dgrams, ns int64) {
 	fp := l.fp
 	if l.idx != 0 || fp.busySlice <= 0 {
 		return
 	}
-	if !l.slice.window(sliceBand(dgrams, ns, heavy, fp.loopSpread.Load())) {
+	if !l.slice.window(sliceBand(dgrams, ns, fp.loopSpread.Load())) {
 		return
 	}
 	on := !l.slice.on
@@ -85,7 +90,8 @@ func (l *relayLoop) sliceWindow(dgrams, ns int64, heavy bool) {
 		return
 	}
 	l.slice.on = on
-	fp.s.log.Debug("busy slice", "on", on, "slice", d, "threads", n)
+	fp.s.log.Debug("busy slice", "on", on, "slice", d, "threads", n,
+		"datagrams_per_s", dgrams*int64(time.Second)/max(ns, 1))
 }
 
 // endSlice gives the threads the kernel's slice back when the loops stop.

@@ -60,7 +60,7 @@ func TestRelayLoopBusySlice(t *testing.T) {
 	want("staying moderate", 500*time.Microsecond)
 
 	for range sliceAfter {
-		window(l0, 50000) // 500 flows: above the raw waits' rate
+		window(l0, 20000) // uclient's 500 flows: above the band
 	}
 	want("heavy windows", 500*time.Microsecond, 0)
 
@@ -106,19 +106,23 @@ func TestRelayLoopBusySlice(t *testing.T) {
 func TestSliceBand(t *testing.T) {
 	sec := int64(time.Second)
 	for _, tc := range []struct {
-		dgrams, ns    int64
-		heavy, spread bool
-		want          bool
+		dgrams, ns int64
+		spread     bool
+		want       bool
 	}{
-		{100, sec / 10, false, false, false},              // 1,000/s
-		{sliceMinRate / 10, sec / 10, false, false, true}, // at the bound
-		{1000, sec / 10, false, false, true},              // 10,000/s
-		{1000, sec / 10, true, false, false},              // heavy
-		{1000, sec / 10, false, true, false},              // spread
-		{0, 0, false, false, false},
+		{100, sec / 10, false, false},                 // 1,000/s: 10 flows
+		{sliceMinRate/10 - 1, sec / 10, false, false}, // just below
+		{sliceMinRate / 10, sec / 10, false, true},    // the lower bound
+		{1000, sec / 10, false, true},                 // 10,000/s: 100 flows
+		{sliceMaxRate / 10, sec / 10, false, true},    // the upper bound
+		{sliceMaxRate/10 + 1, sec / 10, false, false}, // just above
+		{5000, sec / 10, false, false},                // 50,000/s: 500 flows
+		{1000, sec / 10, true, false},                 // spread loops
+		{1000, 3 * sec / 10, false, false},            // a long window: 3,333/s
+		{0, 0, false, false},
 	} {
-		if got := sliceBand(tc.dgrams, tc.ns, tc.heavy, tc.spread); got != tc.want {
-			t.Errorf("sliceBand(%d, %d, %v, %v) = %v, want %v", tc.dgrams, tc.ns, tc.heavy, tc.spread, got, tc.want)
+		if got := sliceBand(tc.dgrams, tc.ns, tc.spread); got != tc.want {
+			t.Errorf("sliceBand(%d, %d, %v) = %v, want %v", tc.dgrams, tc.ns, tc.spread, got, tc.want)
 		}
 	}
 }

@@ -110,9 +110,8 @@ func (l *relayLoop) woke(now int64) {
 		busy := ld.busyNS * 1000 / max(now-ld.winStart, 1)
 		ld.busy.Store(busy)
 		ld.busyAt.Store(now)
-		heavy := heavyRate(ld.dgrams, now-ld.winStart)
-		l.light.window(heavy)                            // rawwait_linux.go
-		l.sliceWindow(ld.dgrams, now-ld.winStart, heavy) // loopslice_linux.go
+		l.light.window(heavyRate(ld.dgrams, now-ld.winStart)) // rawwait_linux.go
+		l.sliceWindow(ld.dgrams, now-ld.winStart)             // loopslice_linux.go
 		ld.winStart, ld.busyNS, ld.dgrams = now, 0, 0
 		l.decide(now, busy)
 		place = true // also catches a socket attached while the mode changed
