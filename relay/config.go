@@ -135,7 +135,8 @@ type Config struct {
 	// slice shorter than the kernel's default lets a thread woken by a
 	// datagram preempt a busy CPU's running thread instead of queueing
 	// behind it. It sets process-wide state (internal/schedslice). Linux
-	// 6.12 or later; elsewhere one log line says it is unavailable. Default
+	// 6.12 or later: an older kernel gets one log line when the load first
+	// calls for it; systems without relay loops never use it. Default
 	// 500µs; negative turns it off; otherwise between 100µs and 100ms.
 	BusySlice time.Duration
 	// Offload chooses the kernel (eBPF, tcx) path for established
