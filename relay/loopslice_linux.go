@@ -13,9 +13,9 @@ import "time"
 // pass). A thread that asks for a slice shorter than the running thread's
 // preempts it instead (internal/schedslice). Measured with 500 µs on every
 // thread (fourteenth and fifteenth passes): at 100 flows (10,000 datagrams
-// a second) p99 fell to about 0.8x, for about 1.19x the CPU per round
-// trip; at 10 flows (1,000 a second) p99 did not move while p50 and CPU
-// rose 8-10%, which the CPU target there has no room for. So the slice
+// a second) p99 fell by 10-20%, for 1.19-1.28x the CPU per round trip;
+// at 10 flows (1,000 a second) p99 did not move while p50 and CPU rose
+// 8-10%, which the CPU target there has no room for. So the slice
 // applies from sliceMinRate datagrams a second, and up to sliceMaxRate:
 // at 500 flows it bought no p99 beside the machine's stall episodes but
 // cost about 20% CPU per datagram, and uclient's 500 flows reach the loop
