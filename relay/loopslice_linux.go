@@ -46,16 +46,7 @@ type sliceGate struct {
 // window records a closed load window that wants the slice on or off, and
 // reports whether the slice should change now (to the opposite of g.on).
 func (g *sliceGate) window(want bool) bool {
-	if g.failed || want == g.on {
-		g.streak = 0
-		return false
-	}
-	g.streak++
-	if g.streak < sliceAfter {
-		return false
-	}
-	g.streak = 0
-	return true
+	return runOf(&g.streak, !g.failed && want != g.on, sliceAfter) // loopspread_linux.go
 }
 
 // sliceBand reports whether a window of dgrams datagrams over ns

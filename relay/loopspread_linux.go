@@ -185,16 +185,21 @@ func (l *relayLoop) backlog(now int64, n, rcvbuf int) {
 
 // past counts the windows in a row for which over held and reports
 // whether n have passed (and starts counting again).
-func (ld *loopLoad) past(over bool, n int) bool {
+func (ld *loopLoad) past(over bool, n int) bool { return runOf(&ld.streak, over, n) }
+
+// runOf counts in *streak the windows in a row for which over held, and
+// reports whether n have passed (and starts counting again); a window
+// without over resets the count.
+func runOf(streak *int, over bool, n int) bool {
 	if !over {
-		ld.streak = 0
+		*streak = 0
 		return false
 	}
-	ld.streak++
-	if ld.streak < n {
+	*streak++
+	if *streak < n {
 		return false
 	}
-	ld.streak = 0
+	*streak = 0
 	return true
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rtcsuite/rtcsuite/internal/conf"
 	"github.com/rtcsuite/rtcsuite/internal/turnrest"
+	"github.com/rtcsuite/rtcsuite/relay"
 )
 
 func load(t *testing.T, args []string, env map[string]string) (loaded, error) {
@@ -114,18 +115,28 @@ func FuzzParsePeerRange(f *testing.F) {
 	})
 }
 
-func TestLoopRawWait(t *testing.T) {
+// --loop-raw-wait and --busy-slice: 0 on the command line is off
+// (negative in relay.Config), and out-of-range values are refused.
+func TestLoopDurationFlags(t *testing.T) {
 	base := []string{"--user", "alice:secret"}
+	rawWait := func(c relay.Config) time.Duration { return c.RawWait }
+	busySlice := func(c relay.Config) time.Duration { return c.BusySlice }
 	for _, tc := range []struct {
 		flag    string
+		field   func(relay.Config) time.Duration
 		want    time.Duration
 		wantErr string
 	}{
-		{"", 5 * time.Millisecond, ""},
-		{"--loop-raw-wait=2ms", 2 * time.Millisecond, ""},
-		{"--loop-raw-wait=0", -1, ""}, // off
-		{"--loop-raw-wait=500us", 0, "loop raw wait 500µs"},
-		{"--loop-raw-wait=1s", 0, "loop raw wait 1s"},
+		{"", rawWait, 5 * time.Millisecond, ""},
+		{"--loop-raw-wait=2ms", rawWait, 2 * time.Millisecond, ""},
+		{"--loop-raw-wait=0", rawWait, -1, ""}, // off
+		{"--loop-raw-wait=500us", rawWait, 0, "loop raw wait 500µs"},
+		{"--loop-raw-wait=1s", rawWait, 0, "loop raw wait 1s"},
+		{"", busySlice, 500 * time.Microsecond, ""},
+		{"--busy-slice=1ms", busySlice, time.Millisecond, ""},
+		{"--busy-slice=0", busySlice, -1, ""}, // off
+		{"--busy-slice=50us", busySlice, 0, "busy slice: time slice 50µs"},
+		{"--busy-slice=1s", busySlice, 0, "busy slice: time slice 1s"},
 	} {
 		args := base
 		if tc.flag != "" {
@@ -139,39 +150,8 @@ func TestLoopRawWait(t *testing.T) {
 			}
 		case err != nil:
 			t.Errorf("%s: %v", tc.flag, err)
-		case l.relay.RawWait != tc.want:
-			t.Errorf("%s: Config.RawWait %v, want %v", tc.flag, l.relay.RawWait, tc.want)
-		}
-	}
-}
-
-func TestBusySlice(t *testing.T) {
-	base := []string{"--user", "alice:secret"}
-	for _, tc := range []struct {
-		flag    string
-		want    time.Duration
-		wantErr string
-	}{
-		{"", 500 * time.Microsecond, ""},
-		{"--busy-slice=1ms", time.Millisecond, ""},
-		{"--busy-slice=0", -1, ""}, // off
-		{"--busy-slice=50us", 0, "busy slice: time slice 50µs"},
-		{"--busy-slice=1s", 0, "busy slice: time slice 1s"},
-	} {
-		args := base
-		if tc.flag != "" {
-			args = append(append([]string{}, base...), tc.flag)
-		}
-		l, err := load(t, args, nil)
-		switch {
-		case tc.wantErr != "":
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("%s: error %v, want one mentioning %q", tc.flag, err, tc.wantErr)
-			}
-		case err != nil:
-			t.Errorf("%s: %v", tc.flag, err)
-		case l.relay.BusySlice != tc.want:
-			t.Errorf("%s: Config.BusySlice %v, want %v", tc.flag, l.relay.BusySlice, tc.want)
+		case tc.field(l.relay) != tc.want:
+			t.Errorf("%q: config field %v, want %v", tc.flag, tc.field(l.relay), tc.want)
 		}
 	}
 }
