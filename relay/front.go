@@ -37,6 +37,9 @@ type front struct {
 	// lastKey is the long-term key of the last request passed to pion, for
 	// signing answers pion sends unsigned (ConnectionBind, see tcp.go).
 	lastKey []byte
+	// stream is set for a TCP or TLS connection until its first request
+	// (unauthAllowed).
+	stream bool
 }
 
 const stunMagicCookie = 0x2112A442
@@ -116,9 +119,11 @@ func (f *front) pass(b []byte, src net.Addr) (int, bool) {
 	}
 	now := s.now()
 	ip := s.sourceKey(addrIP(src))
+	first := f.stream
+	f.stream = false
 
 	if m.Type.Method == stun.MethodBinding {
-		if !s.unauth.allow(ip, now) {
+		if !f.unauthAllowed(ip, now, first) {
 			s.metrics.dropped.WithLabelValues(dropRateLimited).Inc()
 			return 0, false
 		}
@@ -126,7 +131,7 @@ func (f *front) pass(b []byte, src net.Addr) (int, bool) {
 	}
 
 	if !m.Contains(stun.AttrMessageIntegrity) {
-		if !s.unauth.allow(ip, now) {
+		if !f.unauthAllowed(ip, now, first) {
 			s.metrics.dropped.WithLabelValues(dropRateLimited).Inc()
 			return 0, false
 		}
@@ -137,10 +142,10 @@ func (f *front) pass(b []byte, src net.Addr) (int, bool) {
 	var nonce stun.Nonce
 	if username.GetFrom(m) != nil || realm.GetFrom(m) != nil || nonce.GetFrom(m) != nil {
 		s.metrics.authFailures.WithLabelValues(authMalformed).Inc()
-		return len(b), s.unauth.allow(ip, now) // pion answers 400
+		return len(b), f.unauthAllowed(ip, now, first) // pion answers 400
 	}
 	if s.nonceStale(nonce, now) {
-		if !s.unauth.allow(ip, now) {
+		if !f.unauthAllowed(ip, now, first) {
 			s.metrics.dropped.WithLabelValues(dropRateLimited).Inc()
 			return 0, false
 		}
@@ -183,6 +188,23 @@ func (f *front) pass(b []byte, src net.Addr) (int, bool) {
 	f.stashed, f.stashSrc, f.stashTx = true, srcAP, m.TransactionID
 	f.lastKey = v.key
 	return len(b), true
+}
+
+// unauthAllowed applies the per-source limit on requests without valid
+// credentials. A TCP or TLS connection's first request (every client's
+// first is unauthenticated: it learns the nonce from the 401) is charged
+// to a bucket of its own, streamFirst, with the same rate. Over UDP a
+// client whose request the limit dropped retransmits; over a stream it
+// does not, and waited for the first-frame deadline to close its
+// connection. So with one bucket, a flood of unauthenticated UDP from an
+// address a legitimate TCP client shares (a carrier-grade NAT, an office)
+// cost that client its connection; now only the same flood of new
+// connections does, which costs the attacker a handshake for each.
+func (f *front) unauthAllowed(ip netip.Addr, now time.Time, first bool) bool {
+	if first {
+		return f.s.streamFirst.allow(ip, now)
+	}
+	return f.s.unauth.allow(ip, now)
 }
 
 // checkAllocation applies what depends on the client's allocation to an

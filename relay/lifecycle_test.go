@@ -154,6 +154,69 @@ func TestUnauthRateLimit(t *testing.T) {
 	}
 }
 
+// TestStreamFirstRequestOwnLimit: a flood of unauthenticated UDP from the
+// address a TCP client shares drains that address's allowance, and the
+// client's new connection still has its first request answered (over a
+// stream nothing retransmits it); the connection's next unauthenticated
+// request is limited as before, and first requests have a bucket of the
+// same size of their own, so a flood of new connections is limited too.
+func TestStreamFirstRequestOwnLimit(t *testing.T) {
+	clock := newTestClock(time.Now()) // frozen: no bucket refills
+	srv := newTestServer(t, func(c *Config) {
+		c.now = clock.Now
+		c.UnauthRate = 1 // burst 3
+	})
+	limited := func(want float64) {
+		t.Helper()
+		awaitMetric(t, srv, "turnd_dropped_packets_total", dropRateLimited, want)
+		if got := metricLabel(t, srv, "turnd_dropped_packets_total", dropRateLimited); got != want {
+			t.Fatalf("rate-limited drops: %v, want %v", got, want)
+		}
+	}
+	binding := func() *stun.Message { return stun.MustBuild(stun.TransactionID, stun.BindingRequest) }
+
+	flood := newRawClient(t, srv, "alice", "wonderland")
+	for range 10 {
+		if _, err := flood.conn.WriteTo(binding().Raw, srv.Addr("udp")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	limited(7)
+
+	dial := func() net.Conn {
+		t.Helper()
+		c, err := net.Dial("tcp", srv.Addr("tcp").String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	c := dial()
+	alloc := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), udpTransport, stun.Fingerprint)
+	resp, err := streamRoundTrip(c, alloc)
+	if err != nil {
+		t.Fatalf("first request on a new connection after the flood: %v", err)
+	}
+	if code := errorCode(t, resp); code != stun.CodeUnauthorized {
+		t.Fatalf("first unauthenticated Allocate over TCP: %v, want 401", code)
+	}
+	if _, err := c.Write(binding().Raw); err != nil {
+		t.Fatal(err)
+	}
+	limited(8) // the connection's second request: the drained allowance
+
+	for i := 0; i < 2; i++ { // the rest of first requests' burst
+		if _, err := streamRoundTrip(dial(), binding()); err != nil {
+			t.Fatalf("first request on connection %d: %v", i+2, err)
+		}
+	}
+	if _, err := dial().Write(binding().Raw); err != nil {
+		t.Fatal(err)
+	}
+	limited(9) // a fourth new connection: first requests' own burst is spent
+}
+
 func TestConfigValidationReportsAll(t *testing.T) {
 	err := Config{
 		Listeners: []Listener{{Network: "sctp", Addr: "nope"}, {Network: "tls", Addr: "127.0.0.1:5349"}},

@@ -37,6 +37,9 @@ type Server struct {
 	metrics     *metrics
 	streamConns *connLimiter
 	unauth      *ipLimiter
+	// streamFirst limits the first request of each TCP or TLS connection
+	// apart from unauth (front.unauthAllowed).
+	streamFirst *ipLimiter
 	authFail    *ipLimiter
 	stash       *authStash
 	allocs      *allocTable
@@ -83,6 +86,7 @@ func New(cfg Config) (*Server, error) {
 		metrics:     newMetrics(),
 		streamConns: newConnLimiter(cfg.MaxStreamConns, cfg.MaxStreamConnsPerSource),
 		unauth:      newIPLimiter(cfg.UnauthRate, int(2*cfg.UnauthRate)+1),
+		streamFirst: newIPLimiter(cfg.UnauthRate, int(2*cfg.UnauthRate)+1),
 		authFail:    newIPLimiter(cfg.AuthFailRate/60, int(cfg.AuthFailRate)+1),
 		stash:       newAuthStash(),
 		allocs:      newAllocTable(),
@@ -493,6 +497,7 @@ func (s *Server) janitor() {
 			s.stash.sweep(now.Add(-10 * time.Second))
 			s.allocs.sweepReservations(now.Add(-10 * time.Second))
 			s.unauth.sweep(now.Add(-time.Minute))
+			s.streamFirst.sweep(now.Add(-time.Minute))
 			s.authFail.sweep(now.Add(-5 * time.Minute))
 		}
 	}

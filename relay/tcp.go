@@ -105,7 +105,7 @@ func newFramedConn(s *Server, transport string, c, raw net.Conn, out *streamOut,
 		noAllocSince: time.Now(),
 		release:      release,
 	}
-	fc.front = &front{s: s, transport: transport, local: c.LocalAddr()}
+	fc.front = &front{s: s, transport: transport, local: c.LocalAddr(), stream: true}
 	fc.front.reply = func(b []byte, _ net.Addr) error {
 		_, err := fc.write(b)
 		return err
