@@ -81,8 +81,9 @@ type Config struct {
 	MaxBPS, UserMaxBPS int64
 
 	// UnauthRate is the number of requests without valid credentials one
-	// source IP may send per second (burst 2x), and AuthFailRate the number
-	// of failed authentications per minute. Defaults 50/s and 30/min;
+	// source IP may send per second (burst 2x), over UDP and, counted
+	// apart, over TCP and TLS; AuthFailRate is the number of failed
+	// authentications per minute. Defaults 50/s and 30/min;
 	// negative disables.
 	UnauthRate, AuthFailRate float64
 

@@ -37,8 +37,7 @@ type front struct {
 	// lastKey is the long-term key of the last request passed to pion, for
 	// signing answers pion sends unsigned (ConnectionBind, see tcp.go).
 	lastKey []byte
-	// stream is set for a TCP or TLS connection until its first request
-	// (unauthAllowed).
+	// stream is set for a TCP or TLS connection (unauthAllowed).
 	stream bool
 }
 
@@ -119,11 +118,9 @@ func (f *front) pass(b []byte, src net.Addr) (int, bool) {
 	}
 	now := s.now()
 	ip := s.sourceKey(addrIP(src))
-	first := f.stream
-	f.stream = false
 
 	if m.Type.Method == stun.MethodBinding {
-		if !f.unauthAllowed(ip, now, first) {
+		if !f.unauthAllowed(ip, now) {
 			s.metrics.dropped.WithLabelValues(dropRateLimited).Inc()
 			return 0, false
 		}
@@ -131,7 +128,7 @@ func (f *front) pass(b []byte, src net.Addr) (int, bool) {
 	}
 
 	if !m.Contains(stun.AttrMessageIntegrity) {
-		if !f.unauthAllowed(ip, now, first) {
+		if !f.unauthAllowed(ip, now) {
 			s.metrics.dropped.WithLabelValues(dropRateLimited).Inc()
 			return 0, false
 		}
@@ -142,10 +139,10 @@ func (f *front) pass(b []byte, src net.Addr) (int, bool) {
 	var nonce stun.Nonce
 	if username.GetFrom(m) != nil || realm.GetFrom(m) != nil || nonce.GetFrom(m) != nil {
 		s.metrics.authFailures.WithLabelValues(authMalformed).Inc()
-		return len(b), f.unauthAllowed(ip, now, first) // pion answers 400
+		return len(b), f.unauthAllowed(ip, now) // pion answers 400
 	}
 	if s.nonceStale(nonce, now) {
-		if !f.unauthAllowed(ip, now, first) {
+		if !f.unauthAllowed(ip, now) {
 			s.metrics.dropped.WithLabelValues(dropRateLimited).Inc()
 			return 0, false
 		}
@@ -191,18 +188,18 @@ func (f *front) pass(b []byte, src net.Addr) (int, bool) {
 }
 
 // unauthAllowed applies the per-source limit on requests without valid
-// credentials. A TCP or TLS connection's first request (every client's
-// first is unauthenticated: it learns the nonce from the 401) is charged
-// to a bucket of its own, streamFirst, with the same rate. Over UDP a
-// client whose request the limit dropped retransmits; over a stream it
-// does not, and waited for the first-frame deadline to close its
-// connection. So with one bucket, a flood of unauthenticated UDP from an
-// address a legitimate TCP client shares (a carrier-grade NAT, an office)
-// cost that client its connection; now only the same flood of new
-// connections does, which costs the attacker a handshake for each.
-func (f *front) unauthAllowed(ip netip.Addr, now time.Time, first bool) bool {
-	if first {
-		return f.s.streamFirst.allow(ip, now)
+// credentials, in a bucket for UDP and another for TCP and TLS. A UDP
+// source address can be forged: with one bucket, anyone could spend the
+// allowance of an address that TCP clients share (a carrier-grade NAT, an
+// office) by sending unauthenticated UDP in its name, and over a stream a
+// dropped request is never retransmitted (RFC 8489 §6.2.2), so the client
+// waited for the first-frame deadline to close its connection. Every
+// client's first request is unauthenticated (it learns the nonce from the
+// 401). The stream bucket can only be spent by someone who completes TCP
+// handshakes from that address.
+func (f *front) unauthAllowed(ip netip.Addr, now time.Time) bool {
+	if f.stream {
+		return f.s.streamUnauth.allow(ip, now)
 	}
 	return f.s.unauth.allow(ip, now)
 }

@@ -154,13 +154,13 @@ func TestUnauthRateLimit(t *testing.T) {
 	}
 }
 
-// TestStreamFirstRequestOwnLimit: a flood of unauthenticated UDP from the
-// address a TCP client shares drains that address's allowance, and the
-// client's new connection still has its first request answered (over a
-// stream nothing retransmits it); the connection's next unauthenticated
-// request is limited as before, and first requests have a bucket of the
-// same size of their own, so a flood of new connections is limited too.
-func TestStreamFirstRequestOwnLimit(t *testing.T) {
+// TestStreamRequestsOwnLimit: a flood of unauthenticated UDP from the
+// address a TCP client shares (UDP sources can be forged) drains that
+// address's UDP allowance and not its TCP one: the client's requests over
+// TCP are still answered (over a stream nothing retransmits a dropped
+// one), and requests over TCP are limited per source in the same way,
+// across connections.
+func TestStreamRequestsOwnLimit(t *testing.T) {
 	clock := newTestClock(time.Now()) // frozen: no bucket refills
 	srv := newTestServer(t, func(c *Config) {
 		c.now = clock.Now
@@ -196,25 +196,22 @@ func TestStreamFirstRequestOwnLimit(t *testing.T) {
 	alloc := stun.MustBuild(stun.TransactionID, stun.NewType(stun.MethodAllocate, stun.ClassRequest), udpTransport, stun.Fingerprint)
 	resp, err := streamRoundTrip(c, alloc)
 	if err != nil {
-		t.Fatalf("first request on a new connection after the flood: %v", err)
+		t.Fatalf("first request over TCP after the UDP flood: %v", err)
 	}
 	if code := errorCode(t, resp); code != stun.CodeUnauthorized {
-		t.Fatalf("first unauthenticated Allocate over TCP: %v, want 401", code)
+		t.Fatalf("unauthenticated Allocate over TCP: %v, want 401", code)
 	}
-	if _, err := c.Write(binding().Raw); err != nil {
+	if _, err := streamRoundTrip(c, binding()); err != nil {
+		t.Fatalf("second request over TCP: %v", err)
+	}
+	c2 := dial()
+	if _, err := streamRoundTrip(c2, binding()); err != nil {
+		t.Fatalf("third request over TCP, on another connection: %v", err)
+	}
+	if _, err := c2.Write(binding().Raw); err != nil {
 		t.Fatal(err)
 	}
-	limited(8) // the connection's second request: the drained allowance
-
-	for i := 0; i < 2; i++ { // the rest of first requests' burst
-		if _, err := streamRoundTrip(dial(), binding()); err != nil {
-			t.Fatalf("first request on connection %d: %v", i+2, err)
-		}
-	}
-	if _, err := dial().Write(binding().Raw); err != nil {
-		t.Fatal(err)
-	}
-	limited(9) // a fourth new connection: first requests' own burst is spent
+	limited(8) // the fourth: the TCP bucket's burst is spent
 }
 
 func TestConfigValidationReportsAll(t *testing.T) {

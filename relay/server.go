@@ -37,17 +37,17 @@ type Server struct {
 	metrics     *metrics
 	streamConns *connLimiter
 	unauth      *ipLimiter
-	// streamFirst limits the first request of each TCP or TLS connection
-	// apart from unauth (front.unauthAllowed).
-	streamFirst *ipLimiter
-	authFail    *ipLimiter
-	stash       *authStash
-	allocs      *allocTable
-	userBW      *userLimits
-	behavior    *behaviorResponder
-	draining    atomic.Bool
-	fast        *fastPath  // the user-space data plane (fastpath.go)
-	offload     *offloader // the eBPF kernel path (offload_linux.go)
+	// streamUnauth is unauth for requests over TCP and TLS
+	// (front.unauthAllowed).
+	streamUnauth *ipLimiter
+	authFail     *ipLimiter
+	stash        *authStash
+	allocs       *allocTable
+	userBW       *userLimits
+	behavior     *behaviorResponder
+	draining     atomic.Bool
+	fast         *fastPath  // the user-space data plane (fastpath.go)
+	offload      *offloader // the eBPF kernel path (offload_linux.go)
 	// now is the clock credential expiry is judged by (Config.now).
 	now func() time.Time
 	// acceptFailing counts listeners whose Accept keeps failing.
@@ -81,19 +81,19 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("relay config: %w", err)
 	}
 	s := &Server{
-		cfg:         cfg,
-		log:         cfg.Logger,
-		metrics:     newMetrics(),
-		streamConns: newConnLimiter(cfg.MaxStreamConns, cfg.MaxStreamConnsPerSource),
-		unauth:      newIPLimiter(cfg.UnauthRate, int(2*cfg.UnauthRate)+1),
-		streamFirst: newIPLimiter(cfg.UnauthRate, int(2*cfg.UnauthRate)+1),
-		authFail:    newIPLimiter(cfg.AuthFailRate/60, int(cfg.AuthFailRate)+1),
-		stash:       newAuthStash(),
-		allocs:      newAllocTable(),
-		userBW:      newUserLimits(cfg.UserMaxBPS),
-		getCert:     cfg.GetCertificate,
-		stop:        make(chan struct{}),
-		now:         cfg.now,
+		cfg:          cfg,
+		log:          cfg.Logger,
+		metrics:      newMetrics(),
+		streamConns:  newConnLimiter(cfg.MaxStreamConns, cfg.MaxStreamConnsPerSource),
+		unauth:       newIPLimiter(cfg.UnauthRate, int(2*cfg.UnauthRate)+1),
+		streamUnauth: newIPLimiter(cfg.UnauthRate, int(2*cfg.UnauthRate)+1),
+		authFail:     newIPLimiter(cfg.AuthFailRate/60, int(cfg.AuthFailRate)+1),
+		stash:        newAuthStash(),
+		allocs:       newAllocTable(),
+		userBW:       newUserLimits(cfg.UserMaxBPS),
+		getCert:      cfg.GetCertificate,
+		stop:         make(chan struct{}),
+		now:          cfg.now,
 	}
 	s.stash.checkGoroutine = cfg.checkHookGoroutine
 	if askedSockets > cfg.UDPSockets {
@@ -497,7 +497,7 @@ func (s *Server) janitor() {
 			s.stash.sweep(now.Add(-10 * time.Second))
 			s.allocs.sweepReservations(now.Add(-10 * time.Second))
 			s.unauth.sweep(now.Add(-time.Minute))
-			s.streamFirst.sweep(now.Add(-time.Minute))
+			s.streamUnauth.sweep(now.Add(-time.Minute))
 			s.authFail.sweep(now.Add(-5 * time.Minute))
 		}
 	}
