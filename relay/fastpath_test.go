@@ -606,6 +606,31 @@ func TestFastPathZeroAllocs(t *testing.T) {
 	}
 }
 
+// awaitChannelTraffic relays round trips through a pion client's
+// allocation until the fast path's bindings that match carry traffic both
+// ways, and returns their packet counts (client→peer, peer→client). pion's
+// client sends Send indications until its ChannelBind, which runs in the
+// background, has its answer: on a loaded machine that can outlast a fixed
+// number of round trips. Bounded: 40 rounds of 5; the caller checks the
+// counts.
+func awaitChannelTraffic(t *testing.T, srv *Server, relayConn net.PacketConn, peer net.Addr, match func(*binding) bool) (c2p, p2c uint64) {
+	t.Helper()
+	fp := srv.fast
+	for round := 0; round < 40 && (c2p == 0 || p2c == 0); round++ {
+		relayRoundTrips(t, relayConn, peer, 5)
+		c2p, p2c = 0, 0
+		fp.mu.RLock()
+		for _, b := range fp.c2p {
+			if match(b) {
+				a, _, c, _ := b.counters()
+				c2p, p2c = c2p+a, p2c+c
+			}
+		}
+		fp.mu.RUnlock()
+	}
+	return c2p, p2c
+}
+
 // A pion client (which binds channels itself) relays through the fast path.
 func TestFastPathPionClient(t *testing.T) {
 	srv := newTestServer(t, nil)
@@ -616,22 +641,7 @@ func TestFastPathPionClient(t *testing.T) {
 	}
 	defer relayConn.Close()
 	peer := echoPeer(t, "127.0.0.1:0")
-	fp := srv.fast
-	var c2p, p2c uint64
-	// pion's client sends Send indications until its ChannelBind, which
-	// runs in the background, has its answer: on a loaded machine that can
-	// outlast a fixed number of round trips. Go on until the channel
-	// carries traffic both ways (bounded: 40 rounds of 5).
-	for round := 0; round < 40 && (c2p == 0 || p2c == 0); round++ {
-		relayRoundTrips(t, relayConn, peer.LocalAddr(), 5)
-		c2p, p2c = 0, 0
-		fp.mu.RLock()
-		for _, b := range fp.c2p {
-			a, _, c, _ := b.counters()
-			c2p, p2c = c2p+a, p2c+c
-		}
-		fp.mu.RUnlock()
-	}
+	c2p, p2c := awaitChannelTraffic(t, srv, relayConn, peer.LocalAddr(), func(*binding) bool { return true })
 	if c2p == 0 || p2c == 0 {
 		t.Fatalf("pion client's channel traffic bypassed the fast path (%d/%d)", c2p, p2c)
 	}
@@ -673,17 +683,8 @@ func TestFastPathStreamClients(t *testing.T) {
 			}
 			defer relayConn.Close()
 			peer := echoPeer(t, "127.0.0.1:0")
-			relayRoundTrips(t, relayConn, peer.LocalAddr(), 20)
 			relayAP := unmapAP(toAddrPort(relayConn.LocalAddr()))
-			var c2p, p2c uint64
-			srv.fast.mu.RLock()
-			for _, b := range srv.fast.c2p {
-				if b.rf.key == relayAP {
-					a, _, c, _ := b.counters()
-					c2p, p2c = c2p+a, p2c+c
-				}
-			}
-			srv.fast.mu.RUnlock()
+			c2p, p2c := awaitChannelTraffic(t, srv, relayConn, peer.LocalAddr(), func(b *binding) bool { return b.rf.key == relayAP })
 			if c2p == 0 {
 				t.Fatalf("%s client's ChannelData bypassed the fast path", network)
 			}

@@ -109,7 +109,7 @@ func newFlagSet(o *options) *flag.FlagSet {
 	fs.IntVar(&o.totalQuota, "total-quota", 0, "simultaneous allocations in total (0 = unlimited)")
 	fs.Int64Var(&o.maxBPS, "max-bps", 0, "bytes per second per allocation and direction (0 = unlimited)")
 	fs.Int64Var(&o.userMaxBPS, "user-max-bps", 0, "bytes per second per user and direction (0 = unlimited)")
-	fs.Float64Var(&o.unauthRate, "unauth-rate", 50, "unauthenticated requests per second per client IP (negative = off)")
+	fs.Float64Var(&o.unauthRate, "unauth-rate", 50, "unauthenticated requests per second per client IP, UDP and TCP/TLS counted apart (negative = off)")
 	fs.Float64Var(&o.authFailRate, "auth-fail-rate", 30, "failed authentications per minute per client IP (negative = off)")
 	fs.IntVar(&o.udpSockets, "udp-sockets", 0, "SO_REUSEPORT sockets per UDP address (0 = one per CPU; always one off Linux)")
 	fs.DurationVar(&o.lifetime, "allocation-lifetime", 10*time.Minute, "default allocation lifetime")
