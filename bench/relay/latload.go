@@ -109,6 +109,18 @@ type latResult struct {
 	EchoCPU    float64  `json:"echo_cpu_cores"`
 	RcvbufErrs []int64  `json:"rcvbuf_errors"` // host, generator+echo sockets, server listener sockets, other sockets
 	SlowSlots  []string `json:"slow_by_100ms"` // "second:count" of echoes over 2 ms, by send time
+	// The work probe (-lat-probe, latprobe.go): its median run, its runs
+	// in the slowed band, the disturbed 100 ms slots (by start second), and
+	// the quantiles of the echoes sent outside them.
+	ProbeMedianUS float64  `json:"probe_median_us,omitempty"`
+	ProbeSlowed   int      `json:"probe_slowed_runs,omitempty"`
+	Disturbed     []string `json:"disturbed_100ms,omitempty"`
+	CleanEchoed   int      `json:"clean_echoed,omitempty"`
+	CleanP50      float64  `json:"clean_p50_us,omitempty"`
+	CleanP99      float64  `json:"clean_p99_us,omitempty"`
+	// SlowDisturbed is how many of the echoes over 2 ms were sent in a
+	// disturbed slot: how much of the tail the probe explains.
+	SlowDisturbed uint64 `json:"slow_in_disturbed,omitempty"`
 	// Timeline: 10 ms slots around the worst round trip (latTLHeader).
 	Timeline  []string `json:"timeline_10ms,omitempty"`
 	StartNS   int64    `json:"start_unix_ns"`
@@ -125,7 +137,10 @@ type latCounts struct {
 	// time since the phase began: whether the tail is spread over the
 	// phase or bunched in a few stalls.
 	slow [latSlots]uint32
-	tl   latTimeline
+	// bySlot holds every RTT (µs) by its send slot, with -lat-probe only.
+	bySlot [][]int32
+	probe  []probeRun
+	tl     latTimeline
 	// startNS is the phase's start, CLOCK_REALTIME: the timeline's zero.
 	startNS int64
 	// startMono is the same moment in CLOCK_MONOTONIC (perf's -k mono).
@@ -158,6 +173,12 @@ func (c *latCounts) merge(o *latCounts) {
 	c.back.merge(&o.back)
 	for i, v := range o.slow {
 		c.slow[i] += v
+	}
+	if o.bySlot != nil && c.bySlot == nil {
+		c.bySlot = make([][]int32, latSlots)
+	}
+	for i, v := range o.bySlot {
+		c.bySlot[i] = append(c.bySlot[i], v...)
 	}
 	c.tl.merge(&o.tl)
 }
@@ -304,8 +325,12 @@ func latRead(f *satFlow, rx *mmsgRing, step uint32, startNS int64, out *latCount
 			}
 			out.holdSum += hold
 			out.rtt.add(rtt)
+			slot := min(max((sent-startNS)/latSlotNS, 0), latSlots-1)
 			if rtt > latSlowNS {
-				out.slow[min(max((sent-startNS)/latSlotNS, 0), latSlots-1)]++
+				out.slow[slot]++
+			}
+			if out.bySlot != nil {
+				out.bySlot[slot] = append(out.bySlot[slot], int32(min(rtt/1000, 1<<31-1)))
 			}
 			out.user.add(user - sent)
 			var echoRx int64
@@ -332,6 +357,13 @@ func runLatPhase(flows []*satFlow, workers int, step uint32, ld latLoad, payload
 	perFlow := ld.rate / float64(len(flows))
 	var wg sync.WaitGroup
 	start, startMono := time.Now(), monoNow()
+	var probe *workProbe
+	if probeIterations > 0 {
+		for w := range outs {
+			outs[w].bySlot = make([][]int32, latSlots)
+		}
+		probe = startWorkProbe(start, *latProbeEvery, probeIterations)
+	}
 	for w := 0; w < workers; w++ {
 		var mine []*satFlow
 		var idx []int
@@ -347,6 +379,9 @@ func runLatPhase(flows []*satFlow, workers int, step uint32, ld latLoad, payload
 	}
 	wg.Wait()
 	total := &latCounts{startNS: start.UnixNano(), startMono: startMono}
+	if probe != nil {
+		total.probe = probe.finish()
+	}
 	for i := range outs {
 		total.merge(&outs[i])
 	}
@@ -363,6 +398,10 @@ func runLatload(mode string, td satTurnd, coturnBin, peerBin string, rounds, siz
 	loads, err := parseLatLoads(*latLoads, *latPPS)
 	if err != nil {
 		return err
+	}
+	if *latProbe {
+		probeIterations = probeIters(*latProbeWork)
+		fmt.Fprintf(os.Stderr, "latload: work probe: %d rounds (~%v of CPU) every %v on each of %d CPUs\n", probeIterations, *latProbeWork, *latProbeEvery, runtime.NumCPU())
 	}
 	rawW, closeRaw, err := openRaw(raw)
 	if err != nil {
@@ -430,6 +469,10 @@ func runLatload(mode string, td satTurnd, coturnBin, peerBin string, rounds, siz
 				}
 				if len(res.SlowSlots) > 0 {
 					fmt.Fprintf(os.Stderr, "    echoes over 2 ms by send time (s:count): %s\n", strings.Join(res.SlowSlots, " "))
+				}
+				if *latProbe {
+					fmt.Fprintf(os.Stderr, "    work probe: median %.1f µs, %d slowed runs, disturbed slots %v; clean: %d echoes, p50 %.0f p99 %.0f µs; %d of the echoes over 2 ms were sent in disturbed slots\n",
+						res.ProbeMedianUS, res.ProbeSlowed, res.Disturbed, res.CleanEchoed, res.CleanP50, res.CleanP99, res.SlowDisturbed)
 				}
 			}
 		}
@@ -508,6 +551,18 @@ func (c *latCounts) result(ld latLoad, wall, server, gen, echo time.Duration, b0
 	if *latTimelineFlag {
 		res.Timeline, _ = c.tl.around(30, 30)
 	}
+	if c.bySlot != nil {
+		slots := int((wall + latSlotNS - 1) / latSlotNS)
+		v := judgeProbe(c.probe, slots)
+		res.ProbeMedianUS, res.ProbeSlowed = float64(v.medianNS)/1e3, v.slowed
+		res.Disturbed = disturbedList(v.disturbed)
+		res.CleanP50, res.CleanP99, res.CleanEchoed = cleanQuantiles(c.bySlot, v.disturbed)
+		for s, d := range v.disturbed {
+			if d {
+				res.SlowDisturbed += uint64(c.slow[s])
+			}
+		}
+	}
 	if c.sent > 0 {
 		res.LossPct = 100 * (1 - float64(c.echoed)/float64(c.sent))
 	}
@@ -522,6 +577,10 @@ func (c *latCounts) result(ld latLoad, wall, server, gen, echo time.Duration, b0
 	}
 	return res
 }
+
+// probeIterations is the work probe's piece of work (probeSpin rounds),
+// calibrated once per run; 0 without -lat-probe.
+var probeIterations int
 
 // directEcho is the echo peer of the "direct" phases (-lat-direct).
 var directEcho *echoPeer
@@ -599,20 +658,13 @@ func latReport(w io.Writer, results map[string]map[string][]latResult, phases, n
 				}
 				return v
 			}
-			per := func(v []float64) string {
-				var s []string
-				for _, x := range v {
-					s = append(s, fmt.Sprintf("%.0f", x))
-				}
-				return strings.Join(s, " · ")
-			}
 			p50 := col(func(r latResult) float64 { return r.P50 })
 			p99 := col(func(r latResult) float64 { return r.P99 })
 			med[n] = [2]float64{median(p50), median(p99)}
 			fmt.Fprintf(w, "| %s | %.0f | %s | %s | %s | %s | %s | %s | %s | %s | %.0f / %.0f | %.3f | %.2f |\n", ph, rs[0].Offered, n,
 				spread(p50, "%.0f"), spread(col(func(r latResult) float64 { return r.P90 }), "%.0f"), spread(p99, "%.0f"),
 				spread(col(func(r latResult) float64 { return r.P999 }), "%.0f"), spread(col(func(r latResult) float64 { return r.Max }), "%.0f"),
-				per(p50), per(p99),
+				joinF(p50, "%.0f"), joinF(p99, "%.0f"),
 				median(col(func(r latResult) float64 { return r.UserP50 })), median(col(func(r latResult) float64 { return r.UserP99 })),
 				median(col(func(r latResult) float64 { return r.LossPct })), median(col(func(r latResult) float64 { return r.CPUPerRT })))
 		}
@@ -620,4 +672,55 @@ func latReport(w io.Writer, results map[string]map[string][]latResult, phases, n
 			fmt.Fprintf(w, "| %s | | **turnd/coturn** | **%.2fx** | | **%.2fx** | | | | | | | |\n", ph, t[0]/c[0], t[1]/c[1])
 		}
 	}
+	if *latProbe {
+		latCleanReport(w, results, phases, names)
+	}
+}
+
+// latCleanReport prints the work probe's clean figures (latprobe.go): per
+// phase and server the medians over rounds, and per round turnd's clean
+// p99 over coturn's.
+func latCleanReport(w io.Writer, results map[string]map[string][]latResult, phases, names []string) {
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Clean figures (-lat-probe): echoes sent outside the 100 ms slots in which the work probe saw the CPUs slow down, and the slots next to them. Medians over rounds (min–max).")
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "| phase | server | disturbed slots | clean echoes % | clean p50 | clean p99 | clean p99 per round | p99 per round |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---:|---|---|")
+	for _, ph := range phases {
+		for _, n := range names {
+			rs := results[ph][n]
+			if len(rs) == 0 {
+				continue
+			}
+			var dist, share, p50, p99, raw []float64
+			for _, r := range rs {
+				dist = append(dist, float64(len(r.Disturbed)))
+				share = append(share, 100*float64(r.CleanEchoed)/max(float64(r.Echoed), 1))
+				p50 = append(p50, r.CleanP50)
+				p99 = append(p99, r.CleanP99)
+				raw = append(raw, r.P99)
+			}
+			fmt.Fprintf(w, "| %s | %s | %.0f | %.1f | %.0f | %s | %s | %s |\n", ph, n, median(dist), median(share), median(p50),
+				spread(p99, "%.0f"), joinF(p99, "%.0f"), joinF(raw, "%.0f"))
+		}
+		t, c := results[ph]["turnd"], results[ph]["coturn"]
+		var ratios []float64
+		for i := 0; i < min(len(t), len(c)); i++ {
+			if c[i].CleanP99 > 0 && t[i].CleanP99 > 0 {
+				ratios = append(ratios, t[i].CleanP99/c[i].CleanP99)
+			}
+		}
+		if len(ratios) > 0 {
+			fmt.Fprintf(w, "| %s | **turnd/coturn clean p99, per round** | | | | **%.2fx** (median) | %s | |\n", ph, median(ratios), joinF(ratios, "%.2f"))
+		}
+	}
+}
+
+// joinF formats v's values with format, joined by " · ".
+func joinF(v []float64, format string) string {
+	var s []string
+	for _, x := range v {
+		s = append(s, fmt.Sprintf(format, x))
+	}
+	return strings.Join(s, " · ")
 }

@@ -13,6 +13,8 @@
 #   bash bench/relay/satload.sh latency             # fixed-rate RTT with kernel receive timestamps (-latload):
 #                                                   # 10, 100, 500 flows x 50 pps, turnd --offload off vs coturn
 #   bash bench/relay/satload.sh latency -lat-loads 16@60000   # both servers at the same offered rate
+#   bash bench/relay/satload.sh latency -lat-loads 500 -lat-probe   # plus p50/p99 outside the slots where a
+#                                                   # fixed-work probe saw the CPUs slow down (latprobe.go)
 #
 # As root the harness and the servers it starts run at nice $NICE (default
 # -10; NICE=0 turns it off), in a session of their own whose autogroup gets
