@@ -400,6 +400,9 @@ func runLatload(mode string, td satTurnd, coturnBin, peerBin string, rounds, siz
 		return err
 	}
 	if *latProbe {
+		if err := validProbeFlags(*latProbeEvery, *latProbeWork); err != nil {
+			return err
+		}
 		probeIterations = probeIters(*latProbeWork)
 		fmt.Fprintf(os.Stderr, "latload: work probe: %d rounds (~%v of CPU) every %v on each of %d CPUs\n", probeIterations, *latProbeWork, *latProbeEvery, runtime.NumCPU())
 	}

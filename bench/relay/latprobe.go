@@ -27,8 +27,9 @@ import (
 // how fast the CPU worked while the thread held it. Outside the episodes
 // almost every run takes the median time; a run interrupted by an
 // interrupt or a softirq charged to it takes 3-8x as long, at random. In
-// some episodes the runs on both CPUs take 1.5-2x as long for about 100 ms:
-// the CPUs themselves were slower. A 100 ms slot with latProbeMinSlowed
+// some episodes the runs on both CPUs take 1.5-2x as long for 100-300 ms:
+// the CPUs themselves were slower. (Those episodes hold a small part of
+// the tail: docs/benchmarks.md, "seventeenth pass".) A 100 ms slot with latProbeMinSlowed
 // runs (all CPUs together) in that band is disturbed, and so are the slots
 // before and after it (echoes sent just before the episode wait in it;
 // the queues it built drain after it). The phase's "clean" quantiles are
@@ -77,6 +78,18 @@ func threadCPUNow() int64 {
 	var ts unix.Timespec
 	_ = unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts)
 	return ts.Nano()
+}
+
+// validProbeFlags checks the probe's period and work: a period the work
+// fills would keep both CPUs busy and measure nothing.
+func validProbeFlags(every, work time.Duration) error {
+	switch {
+	case every < 100*time.Microsecond:
+		return fmt.Errorf("-lat-probe-every %v: at least 100µs", every)
+	case work <= 0 || work > every/10:
+		return fmt.Errorf("-lat-probe-work %v: above 0 and at most a tenth of -lat-probe-every (%v)", work, every)
+	}
+	return nil
 }
 
 // probeIters is how many rounds of probeSpin take about work of CPU time

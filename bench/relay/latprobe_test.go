@@ -160,3 +160,22 @@ func TestWorkProbeRuns(t *testing.T) {
 		}
 	}
 }
+
+func TestValidProbeFlags(t *testing.T) {
+	for _, c := range []struct {
+		every, work time.Duration
+		ok          bool
+	}{
+		{2 * time.Millisecond, 10 * time.Microsecond, true},
+		{100 * time.Microsecond, 10 * time.Microsecond, true},
+		{99 * time.Microsecond, 5 * time.Microsecond, false},
+		{0, 10 * time.Microsecond, false},
+		{2 * time.Millisecond, 0, false},
+		{2 * time.Millisecond, -time.Microsecond, false},
+		{time.Millisecond, 101 * time.Microsecond, false},
+	} {
+		if err := validProbeFlags(c.every, c.work); (err == nil) != c.ok {
+			t.Errorf("every %v work %v: error %v, want ok %v", c.every, c.work, err, c.ok)
+		}
+	}
+}
