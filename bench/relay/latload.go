@@ -706,9 +706,15 @@ func latCleanReport(w io.Writer, results map[string]map[string][]latResult, phas
 			fmt.Fprintf(w, "| %s | %s | %.0f | %.1f | %.0f | %s | %s | %s |\n", ph, n, median(dist), median(share), median(p50),
 				spread(p99, "%.0f"), joinF(p99, "%.0f"), joinF(raw, "%.0f"))
 		}
+		// Results carry no round number: pair by position only when both
+		// servers have every round (a failed phase would shift the pairs).
 		t, c := results[ph]["turnd"], results[ph]["coturn"]
+		if len(t) != len(c) {
+			fmt.Fprintf(w, "| %s | turnd/coturn per round: not paired (%d against %d phases) | | | | | | |\n", ph, len(t), len(c))
+			continue
+		}
 		var ratios []float64
-		for i := 0; i < min(len(t), len(c)); i++ {
+		for i := range t {
 			if c[i].CleanP99 > 0 && t[i].CleanP99 > 0 {
 				ratios = append(ratios, t[i].CleanP99/c[i].CleanP99)
 			}

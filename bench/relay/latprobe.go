@@ -205,7 +205,10 @@ func judgeProbe(runs []probeRun, n int) probeVerdict {
 }
 
 // cleanQuantiles returns the p50 and p99 (µs) of the RTTs (µs, by send
-// slot) in the slots not disturbed, and how many RTTs that is.
+// slot) in the slots not disturbed, and how many RTTs that is. They are
+// exact ranks of whole microseconds; latHist's quantiles are bucket upper
+// edges, so a raw figure reads up to 1 µs above the clean one of the same
+// echoes.
 func cleanQuantiles(bySlot [][]int32, disturbed []bool) (p50, p99 float64, n int) {
 	var all []int32
 	for s, rtts := range bySlot {

@@ -5,6 +5,7 @@ package main
 import (
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -177,5 +178,25 @@ func TestValidProbeFlags(t *testing.T) {
 		if err := validProbeFlags(c.every, c.work); (err == nil) != c.ok {
 			t.Errorf("every %v work %v: error %v, want ok %v", c.every, c.work, err, c.ok)
 		}
+	}
+}
+
+// latCleanReport pairs rounds by position, so it must refuse when one
+// server lost a phase.
+func TestLatCleanReportPairs(t *testing.T) {
+	r := func(p99 float64) latResult {
+		return latResult{Echoed: 100, CleanEchoed: 90, CleanP50: 10, CleanP99: p99, P99: p99}
+	}
+	var b strings.Builder
+	latCleanReport(&b, map[string]map[string][]latResult{
+		"lat-500": {"turnd": {r(100), r(300)}, "coturn": {r(200), r(300)}},
+		"lat-10":  {"turnd": {r(100), r(300)}, "coturn": {r(200)}},
+	}, []string{"lat-500", "lat-10"}, []string{"turnd", "coturn"})
+	out := b.String()
+	if !strings.Contains(out, "| lat-500 | **turnd/coturn clean p99, per round** | | | | **0.75x** (median) | 0.50 · 1.00 |") {
+		t.Errorf("paired line missing or wrong:\n%s", out)
+	}
+	if !strings.Contains(out, "| lat-10 | turnd/coturn per round: not paired (2 against 1 phases)") {
+		t.Errorf("unequal rounds were paired:\n%s", out)
 	}
 }
